@@ -1,0 +1,1 @@
+"""metric3d_ros.core.model."""

@@ -1,0 +1,1 @@
+"""Command-line tools: export, bags, evaluation, benchmarks, demo."""

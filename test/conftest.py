@@ -1,0 +1,30 @@
+"""Shared pytest fixtures for metric3d_ros."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """The shared data folder: $METRIC3D_SHARED, else ../shared beside the repository."""
+    return Path(os.environ.get('METRIC3D_SHARED', REPO_ROOT.parent / 'shared')).resolve()
+
+
+@pytest.fixture(scope='session')
+def shared_dir() -> Path:
+    root = shared_root()
+    if not (root / 'reference' / 'metric3d').is_dir():
+        raise RuntimeError(
+            f'shared data not found at {root}: set METRIC3D_SHARED to the folder holding '
+            'reference/metric3d and data/ (CI places it at ../shared beside the checkout)'
+        )
+    return root
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> Path:
+    return REPO_ROOT
