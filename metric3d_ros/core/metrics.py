@@ -1,0 +1,180 @@
+"""Monocular depth metrics (numpy only): the standard Eigen/KITTI set on the valid ground-truth pixels.
+
+For one frame, with ``p`` the predicted and ``g`` the ground-truth depth in metres over the evaluated
+pixels (``n`` of them):
+
+- ``abs_rel = mean(|p - g| / g)``
+- ``sq_rel = mean((p - g)^2 / g)``
+- ``rmse_m = sqrt(mean((p - g)^2))``
+- ``rmse_log = sqrt(mean((ln p - ln g)^2))``
+- ``log10 = mean(|log10 p - log10 g|)``
+- ``silog = 100 * sqrt(mean(d^2) - mean(d)^2)`` with ``d = ln p - ln g`` (the KITTI benchmark's
+  scale-invariant log error, lambda = 1, times 100)
+- ``delta1/2/3`` = fraction of pixels with ``max(p / g, g / p) < 1.25, 1.25^2, 1.25^3``
+
+Evaluated pixels: ground truth finite and inside ``[min_depth_m, max_depth_m]`` (0 and NaN are holes, so
+dense and sparse LiDAR depth images are handled alike). A prediction that is not finite or not positive at
+such a pixel cannot enter the log metrics: it is left out and counted in ``coverage`` (the fraction of valid
+ground-truth pixels that had a usable prediction). With ``clamp_prediction`` (the common protocol) the
+prediction is clamped to the evaluation range first.
+
+Median scaling (``median_scaled=True``) multiplies the prediction by ``median(g) / median(p)`` per frame
+before the metrics: it removes the global scale error and is reported separately from the metric numbers.
+
+Aggregation over frames (``aggregate``) is the mean of the per-frame values (each frame weighs the same,
+the usual protocol), computed in float64 in a fixed order so that it is deterministic.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Metric names in report order.
+METRIC_NAMES: tuple[str, ...] = (
+    'abs_rel', 'sq_rel', 'rmse_m', 'rmse_log', 'log10', 'silog', 'delta1', 'delta2', 'delta3'
+)
+#: True where larger is better (delta thresholds); the other metrics are errors.
+HIGHER_IS_BETTER: dict[str, bool] = {name: name.startswith('delta') for name in METRIC_NAMES}
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Which pixels are evaluated and how the prediction is treated.
+
+    min_depth_m / max_depth_m: ground-truth depths outside this closed range are not evaluated.
+    clamp_prediction: clamp finite positive predictions into the range before the metrics.
+    """
+
+    min_depth_m: float = 1e-3
+    max_depth_m: float = 80.0
+    clamp_prediction: bool = True
+
+    def __post_init__(self) -> None:
+        lo, hi = float(self.min_depth_m), float(self.max_depth_m)
+        if not (math.isfinite(lo) and lo > 0.0):
+            raise ValueError(f'min_depth_m must be finite and > 0 (log metrics), got {self.min_depth_m!r}')
+        if not (hi > lo):
+            raise ValueError(f'max_depth_m must be greater than min_depth_m={lo}, got {self.max_depth_m!r}')
+        object.__setattr__(self, 'min_depth_m', lo)
+        object.__setattr__(self, 'max_depth_m', hi)
+
+
+@dataclass(frozen=True)
+class DepthMetrics:
+    """Metrics of one frame (or a mean over frames, see ``aggregate``).
+
+    n_pixels: evaluated pixels (summed over frames for an aggregate); coverage: evaluated / valid GT pixels.
+    """
+
+    abs_rel: float
+    sq_rel: float
+    rmse_m: float
+    rmse_log: float
+    log10: float
+    silog: float
+    delta1: float
+    delta2: float
+    delta3: float
+    n_pixels: int
+    coverage: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _check_pair(pred_m: np.ndarray, gt_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred_m)
+    gt = np.asarray(gt_m)
+    if pred.shape != gt.shape:
+        raise ValueError(
+            f'prediction shape {pred.shape} differs from ground truth shape {gt.shape}: resample the '
+            'prediction to the ground-truth resolution first'
+        )
+    if pred.ndim != 2:
+        raise ValueError(f'depth maps must be 2-D (H, W), got shape {pred.shape}')
+    return pred.astype(np.float64, copy=False), gt.astype(np.float64, copy=False)
+
+
+def valid_gt_mask(gt_m: np.ndarray, config: MetricsConfig) -> np.ndarray:
+    """Ground-truth pixels that are evaluated: finite and inside ``[min_depth_m, max_depth_m]``."""
+    gt = np.asarray(gt_m, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        return np.isfinite(gt) & (gt >= config.min_depth_m) & (gt <= config.max_depth_m)
+
+
+def _metrics_from_values(p: np.ndarray, g: np.ndarray, n_valid_gt: int) -> DepthMetrics:
+    n = int(p.size)
+    coverage = n / n_valid_gt if n_valid_gt else 0.0
+    if n == 0:
+        nan = float('nan')
+        return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, coverage)
+    diff = p - g
+    log_diff = np.log(p) - np.log(g)
+    ratio = np.maximum(p / g, g / p)
+    silog_var = max(float(np.mean(log_diff**2) - np.mean(log_diff) ** 2), 0.0)
+    return DepthMetrics(
+        abs_rel=float(np.mean(np.abs(diff) / g)),
+        sq_rel=float(np.mean(diff**2 / g)),
+        rmse_m=float(np.sqrt(np.mean(diff**2))),
+        rmse_log=float(np.sqrt(np.mean(log_diff**2))),
+        log10=float(np.mean(np.abs(np.log10(p) - np.log10(g)))),
+        silog=float(100.0 * np.sqrt(silog_var)),
+        delta1=float(np.mean(ratio < 1.25)),
+        delta2=float(np.mean(ratio < 1.25**2)),
+        delta3=float(np.mean(ratio < 1.25**3)),
+        n_pixels=n,
+        coverage=float(coverage),
+    )
+
+
+def evaluated_values(
+    pred_m: np.ndarray, gt_m: np.ndarray, config: MetricsConfig, median_scaled: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(p, g, n_valid_gt)``: float64 prediction and ground truth at the evaluated pixels (row-major order).
+
+    ``p`` is median-scaled (``median_scaled``) then clamped (``config.clamp_prediction``) as in
+    ``compute_metrics``.
+    """
+    pred, gt = _check_pair(pred_m, gt_m)
+    gt_ok = valid_gt_mask(gt, config)
+    with np.errstate(invalid='ignore'):
+        pred_ok = np.isfinite(pred) & (pred > 0.0)
+    mask = gt_ok & pred_ok
+    p = pred[mask]
+    g = gt[mask]
+    if median_scaled and p.size:
+        p = p * (float(np.median(g)) / float(np.median(p)))
+    if config.clamp_prediction:
+        p = np.clip(p, config.min_depth_m, config.max_depth_m)
+    return p, g, int(np.count_nonzero(gt_ok))
+
+
+def compute_metrics(
+    pred_m: np.ndarray, gt_m: np.ndarray, config: MetricsConfig | None = None, median_scaled: bool = False
+) -> DepthMetrics:
+    """Metrics of one predicted depth map against its ground truth (same shape, metres, NaN/0 = hole).
+
+    A frame without any evaluated pixel gives NaN metrics with ``n_pixels == 0``; ``aggregate`` skips it.
+    """
+    cfg = config or MetricsConfig()
+    p, g, n_valid = evaluated_values(pred_m, gt_m, cfg, median_scaled)
+    return _metrics_from_values(p, g, n_valid)
+
+
+def aggregate(per_frame: Sequence[DepthMetrics]) -> DepthMetrics:
+    """Mean over frames of each metric (frames with no evaluated pixel are skipped); ``n_pixels`` is summed.
+
+    ``coverage`` is the mean per-frame coverage of the frames that count. No frame that counts: NaN metrics.
+    """
+    frames = [m for m in per_frame if m.n_pixels > 0]
+    if not frames:
+        nan = float('nan')
+        return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0.0)
+    values = {
+        name: math.fsum(getattr(m, name) for m in frames) / len(frames)
+        for name in (*METRIC_NAMES, 'coverage')
+    }
+    return DepthMetrics(**values, n_pixels=sum(m.n_pixels for m in frames))
