@@ -220,9 +220,9 @@ def intrinsics_from_camera_info(
       ``CalibrationError`` naming both sizes.
     - Non-zero distortion with a raw image is reported in ``warnings``: the image should be rectified
       first, as the pinhole model ignores the distortion.
-    - With a ROI on a rectified image, the offsets are applied to P as given; ``image_geometry`` maps a
-      raw-image ROI through the undistortion when ``roi.do_rectify`` is set and the camera is distorted,
-      which this function does not do, so that combination is rejected.
+    - With a ROI on a rectified image the offsets are applied to P as given, exactly as
+      ``image_geometry.PinholeCameraModel`` does; on a distorted camera that is approximate (the
+      rectified ROI is not the raw one) and a warning says so.
     """
     _check_calibrated(info)
     source_used, notes = _choose_source(info, source)
@@ -230,10 +230,10 @@ def intrinsics_from_camera_info(
     fx, fy, cx, cy = _fxfycxcy(info, source_used)
     _check_values(fx, fy, cx, cy, matrix)
     has_distortion = any(c != 0.0 for c in info.d)
-    if source_used == 'rectified' and has_distortion and info.roi.do_rectify and not info.roi.is_full:
-        raise CalibrationError(
-            'CameraInfo has a ROI with do_rectify on a distorted camera: the rectified ROI differs from '
-            'the raw one and is not supported; publish the rectified crop with its own calibration'
+    if source_used == 'rectified' and has_distortion and not info.roi.is_full:
+        notes.append(
+            'ROI offsets applied to P as given (as image_geometry does); on a distorted camera the '
+            'rectified ROI may differ from the raw one, so cx, cy may be off by the difference'
         )
     expected_w, expected_h = published_size(info)
     if (expected_w, expected_h) != (int(image_width), int(image_height)):
