@@ -94,7 +94,8 @@ def encode_depth_16uc1(depth_m: np.ndarray) -> np.ndarray:
     Rounding: ``np.rint(depth_m * 1000)`` computed in float64, i.e. round half to even (62.5 mm -> 62,
     187.5 mm -> 188). Saturation to invalid: a depth that would round above 65535 mm (depth > 65.5355 m)
     is not representable and becomes 0 (invalid), never clamped to 65535. Depths that round to 0 mm
-    (below 0.5 mm), negative, NaN and +/-Inf all become 0.
+    (below 0.5 mm), negative, NaN and +/-Inf all become 0. (depth_image_proc's ``fromMeters`` truncates
+    ``depth * 1000 + 0.5`` in float32, i.e. rounds halves up; the two differ only on exact half millimetres.)
     """
     depth = np.asarray(depth_m)
     if not np.issubdtype(depth.dtype, np.floating):
@@ -108,10 +109,14 @@ def encode_depth_16uc1(depth_m: np.ndarray) -> np.ndarray:
 
 
 def decode_depth_16uc1(depth_mm: np.ndarray) -> np.ndarray:
-    """float32 metres from a 16UC1 millimetre image; 0 (invalid) becomes NaN."""
+    """float32 metres from a 16UC1 millimetre image; 0 (invalid) becomes NaN.
+
+    Computed as ``float32(mm) * float32(0.001)``, exactly as depth_image_proc's
+    ``DepthTraits<uint16_t>::toMeters`` does.
+    """
     mm = np.asarray(depth_mm)
     if mm.dtype != np.uint16:
         raise ValueError(f'a 16UC1 depth image must have dtype uint16, got {mm.dtype}')
-    out = mm.astype(np.float32) / np.float32(1000.0)
+    out = mm.astype(np.float32) * np.float32(0.001)
     out[mm == 0] = np.nan
     return out
