@@ -1,0 +1,279 @@
+"""The batching scheduler: executor callbacks enqueue frames, ONE worker thread batches and processes them.
+
+The worker thread is the only one that calls ``process_batch`` (it owns the device) and ``publish``.
+``submit`` is cheap and never blocks on inference: it checks the stamp, puts the frame in its camera's
+bounded slot (pushing out the oldest, counted) and wakes the worker. The dispatch rule is
+``BatchPlanner``'s; results of a camera are published in stamp order.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from metric3d_ros.core.batching import reasons
+from metric3d_ros.core.batching.clock import ClockNs, monotonic_ns
+from metric3d_ros.core.batching.config import SchedulerConfig
+from metric3d_ros.core.batching.planner import BatchPlanner, Pending
+from metric3d_ros.core.batching.stamps import StampGate, as_stamp_ns
+from metric3d_ros.core.batching.throttle import Throttle
+from metric3d_ros.core.stats import DiagnosticsStats
+
+Item = TypeVar('Item')
+Result = TypeVar('Result')
+
+PAUSED = 'paused'
+"""``submit``'s answer while paused (not counted: the node is not taking input)."""
+STOPPED = 'stopped'
+"""``submit``'s answer after ``stop`` (not counted)."""
+
+_MIN_WAIT_S = 0.0005
+_LOG = logging.getLogger('metric3d_ros.batching')
+
+
+def _default_log_error(message: str) -> None:
+    _LOG.error(message)
+
+
+class BatchScheduler(Generic[Item, Result]):
+    """Cross-camera batching with one worker thread.
+
+    process_batch: called on the worker thread with the items of one batch (at most ``max_batch_size``,
+        oldest stamp first); returns one result per item, in the same order. If it raises or returns
+        the wrong number of results, the batch's frames are dropped as ``process_error``, the error is
+        logged (throttled) and the worker carries on.
+    publish: called on the worker thread with each item and its result, per camera in stamp order.
+        Returns None when published, or a drop reason (str) when it did not publish the frame (e.g. the
+        engine reported an error for it); an exception counts as ``publish_error``.
+    clock: the stamp clock in ns (the node passes ROS time, possibly sim time): staleness and
+        stamp-to-publish latency.
+    stats: where inputs, drops, outputs and batches are recorded (a new ``DiagnosticsStats`` if None).
+    log_error: receives throttled error messages (default: the ``metric3d_ros.batching`` logger).
+    monotonic_ns: the clock of deadlines, camera activity and throttling (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        process_batch: Callable[[list[Item]], Sequence[Result]],
+        publish: Callable[[Item, Result], str | None],
+        clock: ClockNs,
+        *,
+        stats: DiagnosticsStats | None = None,
+        log_error: Callable[[str], None] | None = None,
+        monotonic_ns: ClockNs = monotonic_ns,
+        thread_name: str = 'metric3d-batching',
+    ) -> None:
+        if not isinstance(config, SchedulerConfig):
+            raise TypeError(f'config must be a SchedulerConfig, got {type(config).__name__}')
+        self._config = config
+        self._process_batch = process_batch
+        self._publish = publish
+        self._clock = clock
+        self._mono = monotonic_ns
+        self._stats = stats if stats is not None else DiagnosticsStats(monotonic_ns=monotonic_ns)
+        self._log_error = log_error if log_error is not None else _default_log_error
+        self._throttle = Throttle(config.error_log_period_s, monotonic_ns)
+        self._thread_name = thread_name
+
+        self._cond = threading.Condition()
+        self._planner: BatchPlanner[Item] = BatchPlanner(config)
+        self._gate = StampGate(config.max_input_age_ms)
+        self._last_published_ns: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._paused = False
+        self._busy = False
+
+    # ----------------------------------------------------------------------------------------- control
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._config
+
+    @property
+    def stats(self) -> DiagnosticsStats:
+        return self._stats
+
+    @property
+    def running(self) -> bool:
+        """True between ``start`` and the end of the worker thread."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the worker thread (once per scheduler; frames submitted before are kept)."""
+        with self._cond:
+            if self._thread is not None:
+                raise RuntimeError('BatchScheduler.start called twice: create a new scheduler after stop()')
+            self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float | None = 5.0) -> bool:
+        """Stop the worker after its current batch and join it; pending frames are discarded.
+
+        Returns True when the worker has ended (or never started), False if it is still inside
+        ``process_batch``/``publish`` after ``timeout_s``. Safe to call more than once.
+        """
+        with self._cond:
+            self._stopping = True
+            self._planner.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
+    def pause(self) -> None:
+        """Stop dispatching and discard pending frames; ``submit`` answers ``'paused'`` until ``resume``."""
+        with self._cond:
+            self._paused = True
+            self._planner.clear()
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        """Accept and dispatch frames again."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def reset_stamps(self, camera_id: str | None = None) -> None:
+        """Forget the last stamps of ``camera_id`` (all cameras when None) for the duplicate/out-of-order
+        checks and the publish order: call it when the stamp clock jumps back (a looping bag)."""
+        with self._cond:
+            self._gate.reset(camera_id)
+            if camera_id is None:
+                self._last_published_ns.clear()
+            else:
+                self._last_published_ns.pop(camera_id, None)
+
+    def forget_camera(self, camera_id: str) -> None:
+        """Stop waiting for ``camera_id`` now (e.g. its subscription was destroyed); its pending frames are
+        dropped (not counted)."""
+        with self._cond:
+            self._planner.forget_camera(camera_id)
+            self._cond.notify_all()
+
+    def pending_count(self) -> int:
+        with self._cond:
+            return self._planner.pending_count()
+
+    def idle(self) -> bool:
+        """True when nothing is pending and the worker is not processing a batch."""
+        with self._cond:
+            return not self._busy and self._planner.pending_count() == 0
+
+    # --------------------------------------------------------------------------------- executor side
+    def submit(self, camera_id: str, item: Item, stamp_ns: int) -> str | None:
+        """Offer a frame; None when queued, else why it was not (counted, except ``paused``/``stopped``).
+
+        Cheap and thread-safe: never waits for inference. Raises ValueError on an empty camera id or a
+        stamp that is not a non-negative integer.
+        """
+        if not isinstance(camera_id, str) or not camera_id:
+            raise ValueError(f'camera_id must be a non-empty string, got {camera_id!r}')
+        stamp_ns = as_stamp_ns(stamp_ns)
+        overflow: list[Pending[Item]] = []
+        stamp_now_ns = self._clock()
+        with self._cond:
+            if self._stopping:
+                return STOPPED
+            if self._paused:
+                return PAUSED
+            self._stats.record_input(camera_id)
+            reason = self._gate.check(camera_id, stamp_ns, stamp_now_ns)
+            if reason is None:
+                overflow = self._planner.add(camera_id, item, stamp_ns, self._mono())
+                self._cond.notify_all()
+        if reason is not None:
+            self._stats.record_drop(camera_id, reason)
+            return reason
+        for pending in overflow:
+            self._stats.record_drop(pending.camera_id, reasons.QUEUE_OVERFLOW)
+        return None
+
+    def reject(self, camera_id: str, reason: str) -> None:
+        """Count an input frame the node dropped before ``submit`` (bad encoding, no CameraInfo, ...)."""
+        self._stats.record_input(camera_id)
+        self._stats.record_drop(camera_id, reason)
+
+    # ----------------------------------------------------------------------------------- worker side
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                taken = self._wait_for_batch_locked()
+                if taken is None:
+                    return
+                batch, stale = taken
+                self._busy = bool(batch)
+            try:
+                for pending in stale:
+                    self._stats.record_drop(pending.camera_id, reasons.STALE)
+                if batch:
+                    self._process(batch)
+            except Exception as exc:  # the worker must survive anything
+                self._log('worker', f'batching worker error (carrying on): {exc!r}')
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _wait_for_batch_locked(self) -> tuple[list[Pending[Item]], list[Pending[Item]]] | None:
+        while not self._stopping:
+            now_ns = self._mono()
+            if not self._paused and self._planner.ready(now_ns):
+                return self._planner.take(self._clock())
+            deadline_ns = None if self._paused else self._planner.next_deadline_ns(now_ns)
+            timeout_s = None if deadline_ns is None else max((deadline_ns - now_ns) / 1e9, _MIN_WAIT_S)
+            self._cond.wait(timeout_s)
+        return None
+
+    def _process(self, batch: list[Pending[Item]]) -> None:
+        camera_ids = [pending.camera_id for pending in batch]
+        start_ns = self._mono()
+        try:
+            results = list(self._process_batch([pending.item for pending in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f'process_batch returned {len(results)} results for {len(batch)} frames')
+        except Exception as exc:  # counted and logged, never fatal
+            self._stats.record_batch_error()
+            for camera_id in camera_ids:
+                self._stats.record_drop(camera_id, reasons.PROCESS_ERROR)
+            self._log('process_batch', f'processing a batch of {len(batch)} frames ({", ".join(camera_ids)}) '
+                                       f'failed: {exc!r}')
+            return
+        self._stats.record_batch(camera_ids, (self._mono() - start_ns) / 1e6)
+        for pending, result in zip(batch, results, strict=True):
+            self._publish_one(pending, result)
+
+    def _publish_one(self, pending: Pending[Item], result: Result) -> None:
+        camera_id = pending.camera_id
+        with self._cond:
+            last_ns = self._last_published_ns.get(camera_id)
+        if last_ns is not None and pending.stamp_ns <= last_ns:
+            self._stats.record_drop(camera_id, reasons.OUT_OF_ORDER_RESULT)
+            return
+        try:
+            outcome = self._publish(pending.item, result)
+        except Exception as exc:  # counted and logged, never fatal
+            self._stats.record_drop(camera_id, reasons.PUBLISH_ERROR)
+            self._log(('publish', camera_id), f'publishing camera {camera_id!r} stamp {pending.stamp_ns} '
+                                              f'failed: {exc!r}')
+            return
+        if outcome is not None:
+            self._stats.record_drop(camera_id, str(outcome))
+            return
+        with self._cond:
+            self._last_published_ns[camera_id] = pending.stamp_ns
+        self._stats.record_output(camera_id, (self._clock() - pending.stamp_ns) / 1e6)
+
+    def _log(self, key: object, message: str) -> None:
+        suppressed = self._throttle.poll(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            message = f'{message} ({suppressed} similar errors suppressed)'
+        try:
+            self._log_error(message)
+        except Exception:  # a broken logger must not kill the worker
+            _LOG.exception('log_error callback failed')
