@@ -34,7 +34,11 @@ setup(
         'ros': ROS_WHEELS,
         'onnx': ['onnx>=1.15', 'onnxruntime>=1.17'],
         'bags': ['rosbags>=0.10'],
-        'dev': ['torch>=2.1', 'rosbags>=0.10', 'pytest>=7', 'ruff>=0.4', 'matplotlib'],
+        'dev': [
+            'torch>=2.1', 'rosbags>=0.10', 'pytest>=7', 'ruff>=0.4', 'matplotlib',
+            # colcon from PyPI: the tests build the package as an ament_python workspace.
+            'colcon-core', 'colcon-ros', 'colcon-python-setup-py',
+        ],
     },
     zip_safe=True,
     maintainer='metric3d_ros maintainers',
