@@ -331,3 +331,16 @@ def test_resized_pattern_follows_the_documented_pixel_centre_convention(interpol
     # ... and exact in corner-origin coordinates (corner = centre + 0.5): (x0 + 0.5) * s == mx + 0.5.
     assert abs((pure.p[2] + 0.5 * sx) - (mx + 0.5)) < 0.05
     assert abs((pure.p[6] + 0.5 * sy) - (my + 0.5)) < 0.05
+
+
+@pytest.mark.parametrize('value', ['2', 2.0, True, -1, None])
+def test_integer_fields_reject_non_integers(value):
+    with pytest.raises(CalibrationError, match='non-negative integer'):
+        make_info(binning_x=value)
+    with pytest.raises(CalibrationError, match='non-negative integer'):
+        Roi(width=value)
+
+
+def test_integer_fields_accept_numpy_integers():
+    info = make_info(width=np.uint32(640), roi=Roi(x_offset=np.int64(0)))
+    assert info.width == 640 and type(info.width) is int and type(info.roi.x_offset) is int

@@ -31,6 +31,12 @@ class CalibrationError(ValueError):
     """A CameraInfo cannot describe the image it comes with (uncalibrated, inconsistent or malformed)."""
 
 
+def _non_negative_int(label: str, value: object) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise CalibrationError(f'{label} must be a non-negative integer, got {value!r}')
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Roi:
     """Mirror of ``sensor_msgs/RegionOfInterest`` in full-resolution pixels; width/height 0 = full size."""
@@ -43,10 +49,7 @@ class Roi:
 
     def __post_init__(self) -> None:
         for name in ('x_offset', 'y_offset', 'height', 'width'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 0:
-                raise CalibrationError(f'Roi.{name} must be a non-negative integer, got {value!r}')
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, _non_negative_int(f'Roi.{name}', getattr(self, name)))
         object.__setattr__(self, 'do_rectify', bool(self.do_rectify))
 
     @property
@@ -86,10 +89,7 @@ class CameraInfoFields:
 
     def __post_init__(self) -> None:
         for name in ('width', 'height', 'binning_x', 'binning_y'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 0:
-                raise CalibrationError(f'CameraInfo.{name} must be a non-negative integer, got {value!r}')
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, _non_negative_int(f'CameraInfo.{name}', getattr(self, name)))
         object.__setattr__(self, 'distortion_model', str(self.distortion_model))
         object.__setattr__(self, 'd', _float_tuple('d', self.d, None))
         object.__setattr__(self, 'k', _float_tuple('k', self.k, 9))
