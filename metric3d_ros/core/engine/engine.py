@@ -1,0 +1,391 @@
+"""``DepthEngine``: batched Metric3D inference for many cameras, ROS-free.
+
+    from metric3d_ros.core.config import EngineConfig
+    from metric3d_ros.core.engine.engine import DepthEngine
+    from metric3d_ros.core.engine.types import Frame, OutputRequest
+
+    engine = DepthEngine.from_config(EngineConfig(device='cuda', precision='bf16'))
+    engine.warmup()
+    results = engine.infer(frames, OutputRequest(depth=True, cloud=True, cloud_stride=2))
+    engine.close()
+
+``infer(frames, request)`` returns one ``FrameResult`` per frame, in the same order. Frames may have any
+mix of resolutions and intrinsics; ``request`` is one ``OutputRequest`` for all frames or one per frame
+(mixed output resolutions are fine). Frames are processed in chunks of ``config.max_batch_size``; within a
+chunk one network call serves all frames.
+
+Per-frame errors: a frame whose image is not (H, W, 3) uint8 with H, W > 0, whose intrinsics are not finite
+and positive, or whose request is invalid, gets ``FrameResult.error`` set (arrays None) and is left out of
+the batch; the other frames are unaffected. An exception inside a batch (e.g. out of device memory) sets the
+error of every frame of that chunk (and is logged); postprocessing failures affect only their group.
+
+Outputs (``FrameResult``, see ``types.py``), for ``request.resolution``:
+
+- ``'camera'``: arrays at the source image size (H, W); ``intrinsics`` = the frame's own intrinsics.
+- ``'network'``: arrays at the letterbox's un-padded size (rh, rw) = (int(H * s), int(W * s)),
+  s = min(net_h / H, net_w / W), i.e. what the network saw without its padding; ``intrinsics`` = the frame's
+  intrinsics times s (fx, fy, cx, cy all scaled, no padding shift: upstream's convention; because rh, rw
+  are truncated, the true resampling factors rw / W and rh / H differ from s by < 1 / rw, resp. 1 / rh).
+
+``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, clamped to the config's
+[min_depth_m, max_depth_m] as upstream clamps to [0, 300], then NaN where not finite, <= 0, or outside the
+request's [min_depth_m, max_depth_m]. ``confidence``: the network's confidence resized likewise.
+``normals`` (H, W, 3): unit normals in the camera optical frame (resized, then re-normalized).
+``points_xyz`` (ceil(H / k), ceil(W / k), 3): organized cloud of the depth at rows/cols 0, k, 2k, ...
+(k = ``cloud_stride``), NaN where the depth is NaN; ``points_rgb`` the matching uint8 colours.
+``timings_ms``: the chunk's stage times (shared by its frames): upload, preprocess, network, postprocess,
+cloud, download (CUDA events on a GPU, ``perf_counter`` on the CPU) and total (host wall time).
+
+The engine is safe to call from several threads (calls are serialized); it is not re-entrant.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metric3d_ros.core.config import EngineConfig
+from metric3d_ros.core.engine import postprocess as post
+from metric3d_ros.core.engine.backend import Backend, FrameMeta, create_backend
+from metric3d_ros.core.engine.preprocess import Preprocessor
+from metric3d_ros.core.engine.timing import StageTimer
+from metric3d_ros.core.engine.transfer import PendingDownload
+from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+from metric3d_ros.core.geometry.intrinsics import Intrinsics
+from metric3d_ros.core.geometry.letterbox import Letterbox, compute_letterbox
+
+LOG = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device`` for a config string; 'auto' is CUDA when available, else CPU."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was configured but CUDA is not available: use device='cpu'")
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    return device
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Batch sizes a graph-capturing backend prepares: powers of two below the maximum, and the maximum."""
+    sizes = []
+    b = 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch_size)
+    return sizes
+
+
+@dataclass
+class _Item:
+    """A validated frame on its way through a chunk."""
+
+    position: int  # index in the caller's list
+    frame: Frame
+    request: OutputRequest
+    image: np.ndarray
+    intrinsics: Intrinsics
+    letterbox: Letterbox
+
+
+def _check_request(req: object) -> str | None:
+    if not isinstance(req, OutputRequest):
+        return f'request must be an OutputRequest, got {type(req).__name__}'
+    if req.resolution not in ('camera', 'network'):
+        return f"request.resolution must be 'camera' or 'network', got {req.resolution!r}"
+    stride = req.cloud_stride
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        return f'request.cloud_stride must be an integer >= 1, got {stride!r}'
+    lo, hi = req.min_depth_m, req.max_depth_m
+    try:
+        lo_f, hi_f = float(lo), float(hi)
+    except (TypeError, ValueError):
+        return f'request depth range must be numbers, got [{lo!r}, {hi!r}]'
+    if math.isnan(lo_f) or math.isnan(hi_f) or lo_f < 0.0 or hi_f <= lo_f:
+        return f'request depth range must satisfy 0 <= min_depth_m < max_depth_m, got [{lo}, {hi}]'
+    if req.cloud_rgb and not req.cloud:
+        return 'request.cloud_rgb needs request.cloud'
+    return None
+
+
+def _check_frame(frame: object) -> tuple[str | None, np.ndarray | None, Intrinsics | None]:
+    image = getattr(frame, 'image_rgb', None)
+    if not isinstance(image, np.ndarray):
+        return f'image_rgb must be a numpy array, got {type(image).__name__}', None, None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        return (f'image_rgb must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}: convert it '
+                '(e.g. cv2.cvtColor for BGR/mono, scaling for 16-bit) before inference'), None, None
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        return f'image_rgb is empty: shape {image.shape}', None, None
+    k = getattr(frame, 'intrinsics', None)
+    try:
+        values = [float(getattr(k, name)) for name in ('fx_px', 'fy_px', 'cx_px', 'cy_px')]
+    except (TypeError, ValueError, AttributeError):
+        return f'intrinsics must have numeric fx_px, fy_px, cx_px, cy_px, got {k!r}', None, None
+    if not all(math.isfinite(v) for v in values) or values[0] <= 0.0 or values[1] <= 0.0:
+        return (f'intrinsics must be finite with positive focal lengths, got fx={values[0]}, fy={values[1]}, '
+                f'cx={values[2]}, cy={values[3]} (is the CameraInfo calibrated?)'), None, None
+    intr = k if isinstance(k, Intrinsics) else Intrinsics(*values)
+    return None, np.ascontiguousarray(image), intr
+
+
+class DepthEngine:
+    """Batched multi-camera metric depth (see the module docstring for inputs, outputs and errors)."""
+
+    def __init__(self, config: EngineConfig, backend: Backend | None = None) -> None:
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f'config must be an EngineConfig, got {type(config).__name__}')
+        self.config = config
+        if backend is None:
+            device = resolve_device(config.device)
+            backend = create_backend(config, device)
+        self.backend = backend
+        self.device = torch.device(backend.device)
+        mode = config.preprocess
+        if mode == 'auto':
+            mode = 'device_exact' if self.device.type == 'cuda' else 'reference'
+        self.preprocess_mode = mode
+        self._pre = Preprocessor(config.net_hw, self.device, mode)
+        self._batch: torch.Tensor | None = None
+        self._timer = StageTimer(self.device)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> DepthEngine:
+        """An engine with the backend named by ``config.backend`` on ``config.device``."""
+        return cls(config)
+
+    # ---------------------------------------------------------------------------------------- lifecycle
+    def warmup(self, batch_sizes: Sequence[int] | None = None,
+               image_hw: Sequence[tuple[int, int]] = ((480, 640),)) -> None:
+        """Prepare the backend for ``batch_sizes`` (default: powers of two up to max_batch_size and the
+        maximum; CUDA graphs are captured here) and run the whole pipeline once per batch size and image
+        size so that the first real call is not slow."""
+        sizes = list(batch_sizes) if batch_sizes is not None else batch_buckets(self.config.max_batch_size)
+        for b in sizes:
+            if not 1 <= b <= self.config.max_batch_size:
+                raise ValueError(f'warm-up batch size {b} is outside 1..{self.config.max_batch_size}')
+        with self._lock:
+            self._check_open()
+            with torch.inference_mode():
+                self.backend.warmup(sizes)
+        for h, w in image_hw:
+            image = np.full((int(h), int(w), 3), 128, dtype=np.uint8)
+            frame = Frame(image, Intrinsics(0.8 * w, 0.8 * w, w / 2.0, h / 2.0), 'warmup', 0)
+            for b in sizes:
+                self.infer([frame] * b, OutputRequest(depth=True, confidence=True, cloud=True))
+
+    def close(self) -> None:
+        """Release the backend and the engine's device buffers; further calls raise RuntimeError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.backend.close()
+            finally:
+                self._batch = None
+                self._pre = Preprocessor(self.config.net_hw, torch.device('cpu'), 'reference')
+                if self.device.type == 'cuda':
+                    torch.cuda.empty_cache()
+
+    def __enter__(self) -> DepthEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError('this DepthEngine was closed')
+
+    # ---------------------------------------------------------------------------------------- inference
+    def infer(self, frames: Sequence[Frame],
+              request: OutputRequest | Sequence[OutputRequest] | None = None) -> list[FrameResult]:
+        """A ``FrameResult`` per frame, same order (module docstring); ``request`` defaults to depth only."""
+        frames = list(frames)
+        if request is None:
+            requests = [OutputRequest()] * len(frames)
+        elif isinstance(request, OutputRequest):
+            requests = [request] * len(frames)
+        else:
+            requests = list(request)
+            if len(requests) != len(frames):
+                raise ValueError(f'got {len(requests)} requests for {len(frames)} frames: pass one request '
+                                 'for all frames or exactly one per frame')
+        results: list[FrameResult | None] = [None] * len(frames)
+        items: list[_Item] = []
+        net_h, net_w = self.config.net_hw
+        for i, (frame, req) in enumerate(zip(frames, requests, strict=True)):
+            error, image, intr = _check_frame(frame)
+            if error is None:
+                error = _check_request(req)
+            letterbox = None
+            if error is None:
+                try:
+                    letterbox = compute_letterbox(image.shape[0], image.shape[1], net_h, net_w)
+                except ValueError as exc:
+                    error = str(exc)
+            if error is not None:
+                results[i] = self._failed(frame, error)
+                continue
+            items.append(_Item(i, frame, req, image, intr, letterbox))
+        with self._lock:
+            self._check_open()
+            step = self.config.max_batch_size
+            with torch.inference_mode():
+                for begin in range(0, len(items), step):
+                    chunk = items[begin:begin + step]
+                    try:
+                        for position, result in self._run_chunk(chunk):
+                            results[position] = result
+                    except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
+                        LOG.exception('depth engine batch of %d frames failed', len(chunk))
+                        for item in chunk:
+                            results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _failed(frame: object, error: str) -> FrameResult:
+        return FrameResult(
+            camera_id=str(getattr(frame, 'camera_id', '')),
+            stamp_ns=int(getattr(frame, 'stamp_ns', 0) or 0),
+            frame_id=str(getattr(frame, 'frame_id', '')),
+            error=error,
+        )
+
+    def _batch_tensor(self, size: int) -> torch.Tensor:
+        provider = getattr(self.backend, 'input_buffer', None)
+        if provider is not None:
+            buf = provider(size)
+            if buf is not None:
+                return buf
+        if self._batch is None:
+            h, w = self.config.net_hw
+            self._batch = torch.empty((self.config.max_batch_size, 3, h, w), dtype=torch.float32,
+                                      device=self.device)
+        return self._batch[:size]
+
+    def _run_chunk(self, chunk: list[_Item]) -> list[tuple[int, FrameResult]]:
+        # order the batch so that frames of equal size and request are consecutive (one resize per group)
+        keys: dict[tuple, int] = {}
+        for item in chunk:
+            keys.setdefault((item.image.shape[:2], item.request), len(keys))
+        gids = [keys[(it.image.shape[:2], it.request)] for it in chunk]
+        order = sorted(range(len(chunk)), key=lambda i: gids[i])
+        ordered = [chunk[i] for i in order]
+        groups: list[tuple[int, int]] = []
+        for row, i in enumerate(order):
+            if groups and gids[order[groups[-1][0]]] == gids[i]:
+                groups[-1] = (groups[-1][0], row + 1)
+            else:
+                groups.append((row, row + 1))
+        b = len(ordered)
+        metas = [
+            FrameMeta(row, str(it.frame.camera_id), int(it.frame.stamp_ns),
+                      str(getattr(it.frame, 'frame_id', '')), it.intrinsics, it.letterbox,
+                      it.letterbox.scale_intrinsics(it.intrinsics))
+            for row, it in enumerate(ordered)
+        ]
+        images = [it.image for it in ordered]
+        letterboxes = [it.letterbox for it in ordered]
+        timer = self._timer
+        timer.start()
+        batch = self._batch_tensor(b)
+        staged = self._pre.stage(images, letterboxes, groups)
+        timer.mark('upload')
+        self._pre.fill(batch, staged, letterboxes, groups)
+        post_groups = []
+        for start, stop in groups:
+            first = ordered[start]
+            req = first.request
+            out_intr = tuple(
+                it.intrinsics if req.resolution == 'camera' else it.letterbox.scale_intrinsics(it.intrinsics)
+                for it in ordered[start:stop]
+            )
+            post_groups.append(post.PostGroup(
+                start, stop, first.letterbox, req,
+                tuple(metas[r].network_intrinsics.fx_px for r in range(start, stop)), out_intr,
+            ))
+        download = PendingDownload(self.device)
+        rgb_index: dict[int, int] = {}
+        for gi, g in enumerate(post_groups):
+            if g.request.cloud_rgb and g.request.resolution == 'network':
+                rgb_index[gi] = download.add('rgb', post.decimated_rgb_network(batch, g))
+        if self.backend.input_format == 'normalized':
+            self._pre.normalize_(batch)
+        timer.mark('preprocess')
+
+        out = self.backend.run(batch, metas)
+        timer.mark('network')
+
+        focal = self.config.canonical_focal_px
+        clamp = (self.config.min_depth_m, self.config.max_depth_m)
+        failed: dict[int, str] = {}
+        depths: dict[int, torch.Tensor] = {}
+        index: dict[tuple[str, int], int] = {}
+        for gi, g in enumerate(post_groups):
+            req = g.request
+            try:
+                depth = post.postprocess_depth(out, g, focal, clamp)
+                depths[gi] = depth
+                if req.depth:
+                    index[('depth', gi)] = download.add('depth', depth)
+                if req.confidence:
+                    conf = post.postprocess_confidence(out, g)
+                    index[('confidence', gi)] = download.add('confidence', conf)
+                if req.normals:
+                    index[('normals', gi)] = download.add('normals', post.postprocess_normals(out, g))
+            except Exception as exc:  # noqa: BLE001 - only this group's frames fail
+                LOG.exception('postprocessing failed for %d frame(s)', g.stop - g.start)
+                failed[gi] = f'{type(exc).__name__}: {exc}'
+        timer.mark('postprocess')
+        for gi, g in enumerate(post_groups):
+            if g.request.cloud and gi not in failed:
+                index[('points', gi)] = download.add('points', post.unproject_group(depths[gi], g))
+        timer.mark('cloud')
+        download.start()
+        timer.mark('download')
+        host = download.finish()
+        timings = timer.elapsed_ms()
+
+        results = []
+        for gi, g in enumerate(post_groups):
+            req = g.request
+            for k, row in enumerate(range(g.start, g.stop)):
+                item = ordered[row]
+                frame = item.frame
+                if gi in failed:
+                    results.append((item.position, self._failed(frame, failed[gi])))
+                    continue
+                res = FrameResult(
+                    camera_id=str(frame.camera_id), stamp_ns=int(frame.stamp_ns),
+                    frame_id=str(getattr(frame, 'frame_id', '')), intrinsics=g.output_intrinsics[k],
+                    timings_ms=dict(timings),
+                )
+                if req.depth:
+                    res.depth_m = host['depth'][index[('depth', gi)]][k]
+                if req.confidence:
+                    res.confidence = host['confidence'][index[('confidence', gi)]][k]
+                if req.normals:
+                    res.normals = host['normals'][index[('normals', gi)]][k]
+                if req.cloud:
+                    res.points_xyz = host['points'][index[('points', gi)]][k]
+                    if req.cloud_rgb:
+                        if req.resolution == 'network':
+                            res.points_rgb = host['rgb'][rgb_index[gi]][k]
+                        else:
+                            s = req.cloud_stride
+                            res.points_rgb = np.ascontiguousarray(item.image[::s, ::s])
+                results.append((item.position, res))
+        return results
