@@ -187,7 +187,7 @@ def test_stale_frames_dropped_at_submit_and_at_dispatch(make):
 
 
 def test_a_silent_camera_does_not_stall_the_others(make):
-    h = make(max_wait_ms=3000.0, camera_timeout_ms=300.0)
+    h = make(max_wait_ms=20_000.0, camera_timeout_ms=300.0)
     _warm_up(h, 'abc')
     t0 = time.monotonic()
     for stamp_ms in range(2, 22):
@@ -196,10 +196,10 @@ def test_a_silent_camera_does_not_stall_the_others(make):
         time.sleep(0.025)
     snapshots = {s.camera_id: s for s in h.stats.snapshots()}
     assert h.wait_for(lambda: len(h.published_stamps_ms('b')) >= 5, timeout_s=1.0), (
-        'with c silent, a and b must not wait max_wait_ms (3 s) per batch'
+        'with c silent, a and b must not wait max_wait_ms (20 s) per batch'
     )
     assert len(h.published_stamps_ms('a')) >= 5
-    assert time.monotonic() - t0 < 2.9
+    assert time.monotonic() - t0 < 15.0, 'published before max_wait_ms could have expired'
     assert snapshots['c'].level == Level.ERROR and 'silent' in snapshots['c'].message, 'diagnostics name it'
 
 
