@@ -353,3 +353,145 @@ def test_package_import_is_torch_free_and_exports_load_metric3d():
             'print(t, callable(m.load_metric3d), m.CheckpointError.__name__)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ['False', 'True', 'CheckpointError']
+
+
+# ------------------------------------------------------------------------------- the real network (ViT-S)
+from metric3d_ros.core.model import load_metric3d  # noqa: E402
+from metric3d_ros.core.model.synthetic import network_layout, write_synthetic_checkpoint  # noqa: E402
+
+SAMPLE_KEYS = (
+    ALIAS_KEY,
+    ALIAS_TARGET,
+    'depth_model.decoder.context_feature_encoder.outputs16.1.0.downsample.1.bias',
+    'depth_model.encoder.cls_token',
+    'depth_model.encoder.pos_embed',
+    'depth_model.encoder.register_tokens',
+    'depth_model.encoder.patch_embed.proj.weight',
+    'depth_model.encoder.blocks.0.5.attn.qkv.weight',
+    'depth_model.encoder.blocks.0.11.ls2.gamma',
+    'depth_model.encoder.norm.bias',
+    'depth_model.decoder.token2feature.read_1.sample.weight',
+    'depth_model.decoder.decoder_mono.upconv_2.out_conv.bias',
+    'depth_model.decoder.depth_regressor.2.weight',
+    'depth_model.decoder.normal_predictor.6.bias',
+    'depth_model.decoder.context_zqr_convs.1.weight',
+    'depth_model.decoder.update_block.mask.2.weight',
+)
+
+
+def _edit(state: dict[str, torch.Tensor], key: str, edit: str) -> dict[str, torch.Tensor]:
+    out = {k: v for k, v in state.items() if k != key}
+    if edit == 'rename':
+        out[key.replace('depth_model.', 'depth_model.x', 1)] = state[key]
+    elif edit == 'reshape':
+        shape = state[key].shape
+        out[key] = torch.zeros(*shape[:-1], shape[-1] + 1)
+    return out
+
+
+@pytest.fixture(scope='module')
+def small_checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp('ckpt')
+    return write_synthetic_checkpoint(folder / 'metric_depth_vit_small_800k.pth', 'small')
+
+
+@pytest.mark.parametrize('variant', ['small', 'large', 'giant2'])
+def test_network_layout_is_the_official_layout(manifests, variant):
+    layout = network_layout(variant)
+    expected = StateLayout.from_manifest_rows(manifests[variant])
+    assert list(layout.shapes.items()) == list(expected.shapes.items())
+    assert dict(layout.aliases) == dict(expected.aliases)
+
+
+def test_synthetic_weights_from_the_network_equal_shared_reference(synth, manifests):
+    reference = synth.synth_state_dict(manifests['small'])
+    ours = synthetic_state_dict('small')
+    assert list(ours) == list(reference)
+    assert all(np.array_equal(ours[k].numpy().view(np.uint8), v.view(np.uint8)) for k, v in reference.items())
+
+
+def test_load_metric3d_official_format_small(small_checkpoint, small_state):
+    net = load_metric3d(small_checkpoint)
+    assert not net.training and net.variant == 'small'
+    loaded = net.state_dict(keep_vars=True)
+    assert list(loaded) == list(small_state)
+    for key, value in small_state.items():
+        assert loaded[key].dtype == torch.float32 and loaded[key].device.type == 'cpu', key
+        assert torch.equal(loaded[key], value), key
+    assert loaded[ALIAS_KEY] is loaded[ALIAS_TARGET], 'the aliased LayerNorm must stay one module'
+    with torch.no_grad():
+        depth, confidence, normal = net(torch.zeros(2, 3, 56, 84))
+    assert (depth.shape, confidence.shape, normal.shape) == ((2, 1, 56, 84), (2, 1, 56, 84), (2, 4, 56, 84))
+    assert torch.isfinite(depth).all() and torch.isfinite(normal).all()
+
+
+def test_load_metric3d_from_state_dict_copies_and_tolerates_missing_mask_token(small_state):
+    state = {k: v for k, v in small_state.items() if k != MASK_TOKEN_KEY}
+    net = load_metric3d({'model_state_dict': state}, variant='vit_small')
+    params = net.state_dict()
+    assert torch.count_nonzero(params[MASK_TOKEN_KEY]) == 0
+    key = 'depth_model.encoder.norm.weight'
+    assert torch.equal(params[key], small_state[key])
+    assert params[key].data_ptr() != small_state[key].data_ptr(), "a caller's tensor became a parameter"
+
+
+def test_load_metric3d_file_without_mask_token_or_with_one_alias_name(tmp_path, small_state):
+    path = tmp_path / 'no_mask.pth'
+    torch.save({'model_state_dict': {k: v for k, v in small_state.items() if k != MASK_TOKEN_KEY}}, path)
+    net = load_metric3d(path)
+    assert net.state_dict()[MASK_TOKEN_KEY].device.type == 'cpu'
+    assert torch.count_nonzero(net.state_dict()[MASK_TOKEN_KEY]) == 0
+    path = tmp_path / 'dedup.pth'
+    torch.save({k: v for k, v in small_state.items() if k != ALIAS_KEY}, path)
+    with pytest.raises(CheckpointError, match=f'{re.escape(ALIAS_KEY)} .*fill_aliases=True'):
+        load_metric3d(path)
+    net = load_metric3d(path, fill_aliases=True)
+    assert torch.equal(net.state_dict()[ALIAS_KEY], small_state[ALIAS_TARGET])
+
+
+def test_load_metric3d_variant_mismatch_names_file_and_fix(small_checkpoint):
+    with pytest.raises(CheckpointError) as info:
+        load_metric3d(small_checkpoint, variant='large')
+    assert str(info.value) == (
+        f"{small_checkpoint} is ViT-S (metric_depth_vit_small_800k.pth) but variant='large' was configured: "
+        "set variant to 'small' (or leave it unset to detect it) or use metric_depth_vit_large_800k.pth")
+    with pytest.raises(CheckpointError, match="unknown Metric3D variant 'base'"):
+        load_metric3d(small_checkpoint, variant='base')
+
+
+def test_load_metric3d_rejects_other_inputs():
+    with pytest.raises(TypeError, match='checkpoint path or a state dict'):
+        load_metric3d(42)
+
+
+@pytest.mark.parametrize('edit', ['remove', 'rename', 'reshape'])
+@pytest.mark.parametrize('key', SAMPLE_KEYS)
+def test_load_metric3d_names_a_removed_renamed_or_reshaped_key(small_state, key, edit):
+    with pytest.raises(CheckpointError) as info:
+        load_metric3d(_edit(small_state, key, edit))
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize('edit', ['remove', 'rename', 'reshape'])
+def test_edited_checkpoint_files_fail_naming_the_key(tmp_path, small_state, edit):
+    key = 'depth_model.decoder.update_block.gru16.convq.bias'
+    path = tmp_path / f'{edit}.pth'
+    torch.save({'model_state_dict': _edit(small_state, key, edit)}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_metric3d(path)
+    assert key in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.slow
+def test_load_metric3d_official_format_large(tmp_path):
+    path = write_synthetic_checkpoint(tmp_path / 'metric_depth_vit_large_800k.pth', 'large')
+    net = load_metric3d(path)
+    assert net.variant == 'large' and not net.training
+    params = net.state_dict()
+    assert len(params) == 530
+    for key in ('depth_model.encoder.blocks.0.23.mlp.fc2.weight', 'depth_model.encoder.pos_embed', ALIAS_KEY,
+                'depth_model.decoder.update_block.mask.2.bias'):
+        expected = synthetic_tensor(ALIAS_TARGET if key == ALIAS_KEY else key, tuple(params[key].shape))
+        assert np.array_equal(params[key].numpy(), expected), key
+    with pytest.raises(CheckpointError, match="ViT-L .* but variant='small'"):
+        load_metric3d(path, variant='small')

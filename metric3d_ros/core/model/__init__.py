@@ -27,7 +27,7 @@ def load_metric3d(
     variant: str | None = None,
     device: str | torch.device = 'cpu',
     fill_aliases: bool = False,
-    **network_options: Any,
+    fused_attention: bool = False,
 ) -> nn.Module:
     """The Metric3D network with ``weights`` loaded strictly, on ``device``, in eval mode.
 
@@ -37,7 +37,8 @@ def load_metric3d(
         differs from the checkpoint raises CheckpointError saying which to set.
     fill_aliases: accept a checkpoint that holds only one of the two names of the shared
         ``norm3``/``downsample.1`` LayerNorm (the official files hold both).
-    network_options: passed to ``build_network``.
+    fused_attention: use ``scaled_dot_product_attention`` (faster) instead of the plain softmax attention
+        of upstream (exact); switchable later with ``set_fused_attention``.
 
     The returned module's ``forward(x)`` maps the normalized (B, 3, H, W) float32 input to
     ``(depth, confidence, normal)`` shaped (B, 1, H', W'), (B, 1, H', W'), (B, 4, H', W'): canonical-camera
@@ -52,7 +53,8 @@ def load_metric3d(
         read_checkpoint,
     )
 
-    if isinstance(weights, (str, os.PathLike)):
+    from_file = isinstance(weights, (str, os.PathLike))
+    if from_file:
         source = os.fspath(weights)
         state = read_checkpoint(weights)
     elif isinstance(weights, Mapping):
@@ -65,8 +67,13 @@ def load_metric3d(
     check_variant(detected, variant, source=source)  # before building a network of the wrong size
     from metric3d_ros.core.model.network import build_network
 
-    network = build_network(detected, **network_options)
-    load_into(network, state, variant=detected, fill_aliases=fill_aliases, source=source)
+    # The network is built on the meta device and the checkpoint tensors become its parameters: the weights
+    # are held once (memory-mapped where the file allows). A caller's state dict is cloned first, so that
+    # the network never shares tensors with it.
+    if not from_file:
+        state = {key: value.clone() for key, value in state.items()}
+    network = build_network(detected, fused_attention=fused_attention, device='meta')
+    load_into(network, state, variant=detected, fill_aliases=fill_aliases, source=source, assign=True)
     del state
     return network.to(device).eval()
 

@@ -276,11 +276,15 @@ def load_into(
     variant: str | None = None,
     fill_aliases: bool = False,
     source: str = 'checkpoint',
+    assign: bool = False,
 ) -> nn.Module:
     """Copy ``state`` into ``model`` strictly (see :func:`validate_state_dict`); returns ``model``.
 
     ``variant``, when given, must be the variant detected in ``state``; the model's own layout must be of
-    the same variant too. Optional keys absent from ``state`` keep the model's values.
+    the same variant too. Optional keys absent from ``state`` keep the model's values (zeros when the model
+    is on the meta device). ``assign=True`` makes the checkpoint tensors the model's parameters instead of
+    copying them (``load_state_dict(assign=True)``; for a model built on the meta device, so that the
+    weights are held once); they are converted to the model's dtypes where those differ.
     """
     state = normalize_state_dict(state, source=source)
     detected = detect_variant(state, source=source)
@@ -294,7 +298,14 @@ def load_into(
                               f'{describe_variant(built_as)}: build it with variant={detected!r}')
     layout = StateLayout.from_module(model)
     full = validate_state_dict(state, layout, fill_aliases=fill_aliases, source=source)
-    result = model.load_state_dict(full, strict=False)
+    if assign:
+        current = model.state_dict()
+        for key in layout.optional - full.keys():
+            full[key] = torch.zeros_like(current[key], device='cpu') if current[key].is_meta else current[key]
+        for key, value in full.items():
+            if value.dtype != current[key].dtype:
+                full[key] = value.to(current[key].dtype)
+    result = model.load_state_dict(full, strict=False, assign=assign)
     left_out = sorted(set(result.missing_keys) - layout.optional) + sorted(result.unexpected_keys)
     if left_out:  # validate_state_dict guarantees this cannot happen; never load silently incomplete
         raise CheckpointError(f'{source}: load_state_dict did not fill {left_out}')

@@ -54,9 +54,7 @@ def network_layout(variant: str) -> StateLayout:
     """The state-dict layout of ``build_network(variant)``, built on the meta device (no weight memory)."""
     from metric3d_ros.core.model.network import build_network
 
-    with torch.device('meta'):
-        network = build_network(variant)
-    return StateLayout.from_module(network)
+    return StateLayout.from_module(build_network(variant, device='meta'))
 
 
 def synthetic_state_dict(layout: str | StateLayout) -> dict[str, torch.Tensor]:
