@@ -31,6 +31,7 @@ Precision = Literal['fp32', 'bf16', 'fp16']
 Preprocess = Literal['auto', 'device_exact', 'device', 'reference']
 Attention = Literal['auto', 'sdpa', 'math']
 CompileMode = Literal['none', 'default', 'max-autotune']
+AutocastScope = Literal['encoder', 'all']
 
 #: Network input side lengths must be multiples of this (patch 14 and the decoder's 1/4 stage).
 NET_SIZE_MULTIPLE_PX = 28
@@ -124,6 +125,8 @@ class EngineConfig:
     backend: 'torch' | 'onnxruntime' | a test backend ('fake') | any name registered with
         ``metric3d_ros.core.engine.backend.register_backend``.
     precision: 'fp32' | 'bf16' | 'fp16' network arithmetic (autocast); pre/post-processing is always float32.
+    autocast_scope: with bf16/fp16, 'encoder' (ViT encoder in reduced precision, decoder in float32) or
+        'all' (whole network autocast); see ``metric3d_ros.core.engine.torch_backend``.
     device: torch device string ('cpu', 'cuda', 'cuda:1'); 'auto' picks 'cuda' when available.
     net_height_px, net_width_px: network input size, multiples of 28 (see the module docstring).
     max_batch_size: frames per network call; longer inputs are split into chunks of this size.
@@ -147,6 +150,7 @@ class EngineConfig:
     variant: str = 'small'
     backend: str = 'torch'
     precision: Precision = 'fp32'
+    autocast_scope: AutocastScope = 'encoder'
     device: str = 'cpu'
     net_height_px: int = DEFAULT_NET_HEIGHT_PX
     net_width_px: int = DEFAULT_NET_WIDTH_PX
@@ -169,6 +173,7 @@ class EngineConfig:
             raise ValueError(f"backend must be a non-empty name such as 'torch', got {self.backend!r}")
         _one_of('precision', self.precision, PRECISIONS)
         _one_of('preprocess', self.preprocess, PREPROCESS_MODES)
+        _one_of('autocast_scope', self.autocast_scope, ('encoder', 'all'))
         _one_of('attention', self.attention, ATTENTION_MODES)
         _one_of('compile', self.compile, COMPILE_MODES)
         if not isinstance(self.device, str) or not self.device:

@@ -97,6 +97,17 @@ class Backend(Protocol):
         ...
 
 
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """Batch sizes a graph-capturing backend prepares: powers of two below the maximum, then the maximum."""
+    sizes = []
+    b = 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch_size)
+    return sizes
+
+
 BackendFactory = Callable[['EngineConfig', torch.device], Backend]
 
 _BUILTIN: dict[str, str] = {

@@ -51,7 +51,7 @@ import torch
 
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine import postprocess as post
-from metric3d_ros.core.engine.backend import Backend, FrameMeta, create_backend
+from metric3d_ros.core.engine.backend import Backend, FrameMeta, batch_buckets, create_backend
 from metric3d_ros.core.engine.preprocess import Preprocessor
 from metric3d_ros.core.engine.timing import StageTimer
 from metric3d_ros.core.engine.transfer import PendingDownload
@@ -72,17 +72,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == 'cuda' and device.index is None:
         device = torch.device('cuda', torch.cuda.current_device())
     return device
-
-
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """Batch sizes a graph-capturing backend prepares: powers of two below the maximum, and the maximum."""
-    sizes = []
-    b = 1
-    while b < max_batch_size:
-        sizes.append(b)
-        b *= 2
-    sizes.append(max_batch_size)
-    return sizes
 
 
 @dataclass

@@ -67,7 +67,9 @@ def cv_linear_taps(src_len: int, dst_len: int, clamp_fraction: bool) -> tuple[np
 
 
 @dataclass(frozen=True)
-class _ExactTables:
+class ExactTables:
+    """Device tap tables of ``resize_u8_exact`` for one (source size -> resized size) pair."""
+
     rows: torch.Tensor  # (2 * rh,) int64: y taps i0 then i1
     cols0: torch.Tensor  # (rw,) int64
     cols1: torch.Tensor
@@ -77,7 +79,22 @@ class _ExactTables:
     wy1: torch.Tensor
 
 
-def resize_u8_exact(images: torch.Tensor, tables: _ExactTables, out_hw: tuple[int, int]) -> torch.Tensor:
+def make_exact_tables(src_hw: tuple[int, int], out_hw: tuple[int, int], device: torch.device) -> ExactTables:
+    """``ExactTables`` resizing (h, w) -> (rh, rw) on ``device``."""
+    y0, y1, wy0, wy1 = cv_linear_taps(src_hw[0], out_hw[0], clamp_fraction=False)
+    x0, x1, wx0, wx1 = cv_linear_taps(src_hw[1], out_hw[1], clamp_fraction=True)
+    return ExactTables(
+        rows=torch.from_numpy(np.concatenate([y0, y1])).to(device),
+        cols0=torch.from_numpy(x0).to(device),
+        cols1=torch.from_numpy(x1).to(device),
+        wx0=torch.from_numpy(wx0).to(device).view(1, 1, -1, 1),
+        wx1=torch.from_numpy(wx1).to(device).view(1, 1, -1, 1),
+        wy0=torch.from_numpy(wy0).to(device).view(1, -1, 1, 1),
+        wy1=torch.from_numpy(wy1).to(device).view(1, -1, 1, 1),
+    )
+
+
+def resize_u8_exact(images: torch.Tensor, tables: ExactTables, out_hw: tuple[int, int]) -> torch.Tensor:
     """(n, rh, rw, 3) int32 in 0..255: OpenCV's uint8 INTER_LINEAR of (n, h, w, 3) uint8, bit for bit."""
     rh = out_hw[0]
     rows = images.index_select(1, tables.rows)  # (n, 2 rh, w, 3) uint8
@@ -112,7 +129,7 @@ class Preprocessor:
         self._mean = torch.tensor(MEAN_RGB, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD_RGB, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._pad = torch.tensor(PADDING_RGB_UINT8, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._tables: dict[tuple[int, int], _ExactTables] = {}
+        self._tables: dict[tuple[int, int], ExactTables] = {}
         self._staging: torch.Tensor | None = None  # pinned uint8 (CUDA only)
         self._upload: torch.Tensor | None = None  # device uint8
 
@@ -148,22 +165,11 @@ class Preprocessor:
         return [self._upload[a:b].view(shape) for a, b, shape in spans]
 
     # --------------------------------------------------------------------------------------------- resizing
-    def _exact_tables(self, src_hw: tuple[int, int], out_hw: tuple[int, int]) -> _ExactTables:
+    def _exact_tables(self, src_hw: tuple[int, int], out_hw: tuple[int, int]) -> ExactTables:
         key = (src_hw[0], src_hw[1])
         tables = self._tables.get(key)
         if tables is None:
-            y0, y1, wy0, wy1 = cv_linear_taps(src_hw[0], out_hw[0], clamp_fraction=False)
-            x0, x1, wx0, wx1 = cv_linear_taps(src_hw[1], out_hw[1], clamp_fraction=True)
-            dev = self.device
-            tables = _ExactTables(
-                rows=torch.from_numpy(np.concatenate([y0, y1])).to(dev),
-                cols0=torch.from_numpy(x0).to(dev),
-                cols1=torch.from_numpy(x1).to(dev),
-                wx0=torch.from_numpy(wx0).to(dev).view(1, 1, -1, 1),
-                wx1=torch.from_numpy(wx1).to(dev).view(1, 1, -1, 1),
-                wy0=torch.from_numpy(wy0).to(dev).view(1, -1, 1, 1),
-                wy1=torch.from_numpy(wy1).to(dev).view(1, -1, 1, 1),
-            )
+            tables = make_exact_tables(src_hw, out_hw, self.device)
             if len(self._tables) > 64:  # cameras come and go; keep the cache bounded
                 self._tables.clear()
             self._tables[key] = tables

@@ -1,0 +1,252 @@
+"""PyTorch backend: the Metric3D network in fp32, bf16 or fp16, with CUDA graphs per batch-size bucket.
+
+Precision (``EngineConfig.precision``):
+  ``'fp32'``: plain float32 (TF32 left as PyTorch's default, i.e. off for matmuls): the conformant path.
+  ``'bf16'`` / ``'fp16'``: ``torch.autocast`` with that dtype. ``EngineConfig.autocast_scope`` picks where:
+  ``'encoder'`` (default) runs the ViT encoder (the bulk of the FLOPs) in reduced precision and the
+  RAFT/DPT decoder in float32: the decoder's log-spaced depth bins, soft-argmax regression, iterative
+  GRU updates and its interpolations are where reduced precision is unsafe (bf16 keeps 8 mantissa bits, so
+  a depth near 100 m is quantized to ~0.4 m); ``'all'`` autocasts the decoder too (faster, less exact).
+  Outputs are returned as float32 and all pre/post-processing is float32. The measured deviation from fp32
+  is in docs/BENCHMARKS.md.
+
+CUDA graphs (``cuda_graphs``, CUDA only): after ``warmup_iters`` eager passes per bucket on a side stream,
+one graph is captured per batch-size bucket (powers of two up to ``max_batch_size`` and the maximum), all
+sharing one memory pool and one static input buffer (``input_buffer(b)`` hands the engine a view of it, so
+the engine's preprocessing writes straight into the graph's input). A batch of b frames replays the smallest
+bucket >= b; rows past b hold stale data whose outputs are ignored. If capture fails (a network that syncs
+with the host, an old driver), the backend logs why and stays eager.
+
+``channels_last`` (CUDA only): the network's 4-D weights and the input use NHWC, which the cuDNN convolutions
+of the patch embedding and the decoder prefer on tensor-core GPUs. ``compile``: ``torch.compile`` of the
+forward (mode 'default' or 'max-autotune-no-cudagraphs'; our own graphs capture the compiled code).
+``attention``: 'sdpa' uses ``scaled_dot_product_attention`` (flash / memory-efficient kernels), 'math' the
+plain softmax attention of upstream (exact), 'auto' = sdpa on CUDA, math on the CPU.
+
+The same code runs on the CPU (no graphs, no channels_last; autocast on the CPU supports bf16 and fp16).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from metric3d_ros.core.engine.backend import FrameMeta, InputFormat, NetworkOutput, batch_buckets
+
+if TYPE_CHECKING:
+    from metric3d_ros.core.config import EngineConfig
+
+LOG = logging.getLogger(__name__)
+
+_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+class _Forward(nn.Module):
+    """The network's forward with the configured precision, memory format and float32 outputs."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype, scope: str, device: torch.device,
+                 channels_last: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.dtype = dtype
+        self.device_type = device.type
+        self.channels_last = channels_last
+        depth_model = getattr(net, 'depth_model', None)
+        self.split = (scope == 'encoder' and dtype != torch.float32 and depth_model is not None
+                      and hasattr(depth_model, 'encoder') and hasattr(depth_model, 'decoder'))
+        if scope == 'encoder' and dtype != torch.float32 and not self.split:
+            LOG.warning('network has no depth_model.encoder/decoder: autocasting the whole forward')
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            outs = self.net(x)
+        elif self.split:
+            model = self.net.depth_model
+            with self._autocast():
+                features, h_tokens, w_tokens = model.encoder(x)
+            outs = model.decoder([f.float() for f in features], h_tokens, w_tokens)
+        else:
+            with self._autocast():
+                outs = self.net(x)
+        depth, confidence, normal = outs
+        return (depth.float().contiguous(), confidence.float().contiguous(), normal.float().contiguous())
+
+
+class TorchBackend:
+    """Runs a Metric3D ``nn.Module`` (see the module docstring for precision, graphs and options)."""
+
+    name = 'torch'
+    input_format: InputFormat = 'normalized'
+
+    def __init__(
+        self,
+        net: nn.Module,
+        device: torch.device | str,
+        net_hw: tuple[int, int],
+        precision: str = 'fp32',
+        max_batch_size: int = 8,
+        cuda_graphs: bool = True,
+        channels_last: bool = True,
+        compile_mode: str = 'none',
+        autocast_scope: str = 'encoder',
+        warmup_iters: int = 2,
+    ) -> None:
+        if precision not in _DTYPES:
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
+        if autocast_scope not in ('encoder', 'all'):
+            raise ValueError(f"autocast_scope must be 'encoder' or 'all', got {autocast_scope!r}")
+        self.device = torch.device(device)
+        self.net_hw = (int(net_hw[0]), int(net_hw[1]))
+        self.precision = precision
+        self.max_batch_size = int(max_batch_size)
+        cuda = self.device.type == 'cuda'
+        self.use_graphs = bool(cuda_graphs and cuda)
+        self.channels_last = bool(channels_last and cuda)
+        self.warmup_iters = max(1, int(warmup_iters))
+        self.buckets = batch_buckets(self.max_batch_size)
+        net = net.to(self.device).eval()
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.module = _Forward(net, _DTYPES[precision], autocast_scope, self.device, self.channels_last)
+        self._fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] = self.module
+        if compile_mode != 'none':
+            mode = 'max-autotune-no-cudagraphs' if compile_mode == 'max-autotune' else 'default'
+            self._fn = torch.compile(self.module, mode=mode, dynamic=False)
+        self._static_in: torch.Tensor | None = None
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
+        self._pool = None
+        self._warm: set[int] = set()
+        self.graph_error: str | None = None  # why graphs were disabled, if they were
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, device: torch.device) -> TorchBackend:
+        """Load the configured network: weights path, 'synthetic', or '' (official file, cache/download)."""
+        from metric3d_ros.core.model import load_metric3d
+
+        fused = config.attention == 'sdpa' or (config.attention == 'auto' and device.type == 'cuda')
+        if config.weights == 'synthetic':
+            from metric3d_ros.core.model.synthetic import synthetic_state_dict
+
+            weights: object = synthetic_state_dict(config.variant)
+        elif config.weights:
+            weights = config.weights
+        else:
+            from metric3d_ros.core.model.weights import resolve_weights
+
+            weights = resolve_weights(config.variant)
+        net = load_metric3d(weights, variant=config.variant, device=device, fused_attention=fused)
+        return cls(
+            net, device, config.net_hw, precision=config.precision, max_batch_size=config.max_batch_size,
+            cuda_graphs=config.cuda_graphs, channels_last=config.channels_last, compile_mode=config.compile,
+            autocast_scope=config.autocast_scope, warmup_iters=config.warmup_iters,
+        )
+
+    # ------------------------------------------------------------------------------------------- buffers
+    def _bucket(self, b: int) -> int:
+        for size in self.buckets:
+            if size >= b:
+                return size
+        raise ValueError(f'batch of {b} frames exceeds max_batch_size={self.max_batch_size}')
+
+    def _static(self) -> torch.Tensor:
+        if self._static_in is None:
+            h, w = self.net_hw
+            self._static_in = torch.zeros((self.max_batch_size, 3, h, w), dtype=torch.float32,
+                                          device=self.device)
+        return self._static_in
+
+    def input_buffer(self, batch_size: int) -> torch.Tensor | None:
+        """With CUDA graphs: a view of the static graph input for the engine to fill in place; else None."""
+        if not self.use_graphs:
+            return None
+        return self._static()[:batch_size]
+
+    # ------------------------------------------------------------------------------------------- warm-up
+    def warmup(self, batch_sizes: Sequence[int]) -> None:
+        """Eager passes per bucket (autotuning, lazy caches), then CUDA graph capture per bucket."""
+        buckets = sorted({self._bucket(int(b)) for b in batch_sizes}, reverse=True)
+        with torch.inference_mode():
+            for b in buckets:
+                self._ensure(b)
+
+    def _ensure(self, bucket: int) -> None:
+        if bucket in self._graphs or (not self.use_graphs and bucket in self._warm):
+            return
+        static = self._static()[:bucket]
+        if not self.use_graphs:
+            for _ in range(self.warmup_iters):
+                self._fn(static)
+            self._warm.add(bucket)
+            return
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup_iters):
+                    self._fn(static)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            torch.cuda.synchronize(self.device)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                outputs = self._fn(static)
+            self._graphs[bucket] = (graph, tuple(outputs))
+            LOG.info('captured a CUDA graph for batch size %d', bucket)
+        except Exception as exc:  # noqa: BLE001 - fall back to eager, which is correct if slower
+            self.graph_error = f'{type(exc).__name__}: {exc}'
+            LOG.warning('CUDA graph capture failed for batch %d (%s): running eagerly', bucket,
+                        self.graph_error)
+            self.use_graphs = False
+            self._graphs.clear()
+            torch.cuda.synchronize(self.device)
+            self._warm.add(bucket)
+
+    # ----------------------------------------------------------------------------------------------- run
+    def run(self, batch: torch.Tensor, metas: Sequence[FrameMeta]) -> NetworkOutput:
+        """Canonical depth, confidence and normal (float32, (B, C, H, W)) for the normalized batch."""
+        b = int(batch.shape[0])
+        if b != len(metas) or batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f'batch {tuple(batch.shape)} does not match {len(metas)} frame(s)')
+        if tuple(batch.shape[2:]) != self.net_hw:
+            raise ValueError(f'batch is {tuple(batch.shape[2:])} but the backend was built for {self.net_hw}')
+        if not self.use_graphs:
+            depth, confidence, normal = self._fn(batch)
+            return NetworkOutput(depth, confidence, normal)
+        bucket = self._bucket(b)
+        if bucket not in self._graphs:
+            self._ensure(bucket)
+            if not self.use_graphs:  # capture failed just now
+                depth, confidence, normal = self._fn(batch)
+                return NetworkOutput(depth, confidence, normal)
+        static = self._static()
+        if batch.data_ptr() != static.data_ptr():
+            static[:b].copy_(batch)
+        graph, outputs = self._graphs[bucket]
+        graph.replay()
+        depth, confidence, normal = (t[:b] for t in outputs)
+        return NetworkOutput(depth, confidence, normal)
+
+    def close(self) -> None:
+        """Drop graphs, buffers and the network (device memory is returned to the caching allocator)."""
+        self._graphs.clear()
+        self._static_in = None
+        self._pool = None
+        self.module = None  # type: ignore[assignment]
+        self._fn = None  # type: ignore[assignment]
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+
+
+def create_backend(config: EngineConfig, device: torch.device) -> TorchBackend:
+    """Factory for ``EngineConfig(backend='torch')``."""
+    return TorchBackend.from_config(config, device)
