@@ -46,6 +46,7 @@ def test_every_metric_by_hand():
     assert m.delta1 == pytest.approx(1 / 3)
     assert m.delta2 == pytest.approx(2 / 3)
     assert m.delta3 == pytest.approx(1.0)
+    assert m.scale_ratio == pytest.approx(1.0)  # ratios 1.5, 1.0, 0.55: median 1.0
     assert p2 == 2.0
 
 
@@ -71,6 +72,7 @@ def test_silog_ignores_global_scale_and_abs_rel_does_not():
     assert m.abs_rel == pytest.approx(1.0)
     assert m.rmse_log == pytest.approx(math.log(2.0))
     assert m.log10 == pytest.approx(math.log10(2.0))
+    assert m.scale_ratio == pytest.approx(2.0)
 
 
 def test_invalid_prediction_lowers_coverage_and_is_left_out():

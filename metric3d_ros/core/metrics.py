@@ -11,6 +11,7 @@ pixels (``n`` of them):
 - ``silog = 100 * sqrt(mean(d^2) - mean(d)^2)`` with ``d = ln p - ln g`` (the KITTI benchmark's
   scale-invariant log error, lambda = 1, times 100)
 - ``delta1/2/3`` = fraction of pixels with ``max(p / g, g / p) < 1.25, 1.25^2, 1.25^3``
+- ``scale_ratio = median(p / g)``: the global scale bias (1 for an unbiased metric prediction)
 
 Evaluated pixels: ground truth finite and inside ``[min_depth_m, max_depth_m]`` (0 and NaN are holes, so
 dense and sparse LiDAR depth images are handled alike). A prediction that is not finite or not positive at
@@ -67,6 +68,7 @@ class DepthMetrics:
     """Metrics of one frame (or a mean over frames, see ``aggregate``).
 
     n_pixels: evaluated pixels (summed over frames for an aggregate); coverage: evaluated / valid GT pixels.
+    scale_ratio: median(p / g), a diagnostic beside the metrics (not in ``METRIC_NAMES``).
     """
 
     abs_rel: float
@@ -80,6 +82,7 @@ class DepthMetrics:
     delta3: float
     n_pixels: int
     coverage: float
+    scale_ratio: float = float('nan')
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -127,6 +130,7 @@ def _metrics_from_values(p: np.ndarray, g: np.ndarray, n_valid_gt: int) -> Depth
         delta3=float(np.mean(ratio < 1.25**3)),
         n_pixels=n,
         coverage=float(coverage),
+        scale_ratio=float(np.median(p / g)),
     )
 
 
@@ -167,7 +171,8 @@ def compute_metrics(
 def aggregate(per_frame: Sequence[DepthMetrics]) -> DepthMetrics:
     """Mean over frames of each metric (frames with no evaluated pixel are skipped); ``n_pixels`` is summed.
 
-    ``coverage`` is the mean per-frame coverage of the frames that count. No frame that counts: NaN metrics.
+    ``coverage`` and ``scale_ratio`` are means of the per-frame values of the frames that count. No frame
+    that counts: NaN metrics.
     """
     frames = [m for m in per_frame if m.n_pixels > 0]
     if not frames:
@@ -175,6 +180,6 @@ def aggregate(per_frame: Sequence[DepthMetrics]) -> DepthMetrics:
         return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0.0)
     values = {
         name: math.fsum(getattr(m, name) for m in frames) / len(frames)
-        for name in (*METRIC_NAMES, 'coverage')
+        for name in (*METRIC_NAMES, 'coverage', 'scale_ratio')
     }
     return DepthMetrics(**values, n_pixels=sum(m.n_pixels for m in frames))
