@@ -1,0 +1,108 @@
+"""/diagnostics messages of the depth node from the ROS-free statistics (``metric3d_ros.core.stats``).
+
+One ``DiagnosticStatus`` per camera (name ``<node>: camera <cam>``), with input/output rates, drops by
+reason, stamp-to-publish latency p50/p95/p99, inference time, batch sizes and an OK/WARN/ERROR level whose
+message names the camera and the problem (e.g. ``camera right silent: no input for 4.2 s``), plus one
+status for the node as a whole (``<node>: engine``) with the batch statistics and which cameras are silent
+or failing.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, Level
+
+
+@dataclass(frozen=True)
+class CameraExtras:
+    """What the node knows about a camera beyond the statistics."""
+
+    idle: bool = False
+    """No output of the camera has a subscriber: frames are received but nothing is computed."""
+    skipped_no_subscriber: int = 0
+    last_error: str = ''
+    info_warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeExtras:
+    """Node-wide facts for the engine status."""
+
+    state: str = 'active'
+    values: Mapping[str, str] = field(default_factory=dict)
+
+
+def _is_silent(snap: CameraSnapshot) -> bool:
+    return snap.level == Level.ERROR and snap.message.startswith('camera silent')
+
+
+def _status_level(level: Level) -> bytes:
+    return bytes([int(level)])
+
+
+def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) -> DiagnosticStatus:
+    """The status of one camera."""
+    level, message = snap.level, snap.message
+    if extras.idle and level != Level.ERROR:
+        level, message = Level.OK, 'idle: no subscriber on any output, nothing computed'
+    elif level == Level.OK and extras.info_warnings:
+        level, message = Level.WARN, extras.info_warnings[0]
+    status = DiagnosticStatus()
+    status.level = _status_level(level)
+    status.name = f'{node_name}: camera {snap.camera_id}'
+    status.hardware_id = snap.camera_id
+    if _is_silent(snap) and level == Level.ERROR:
+        status.message = f'camera {snap.camera_id} silent: {message[len("camera silent: "):]}'
+    else:
+        status.message = f'camera {snap.camera_id}: {message}'
+    values = list(snap.key_values())
+    values.append(('skipped_no_subscriber', str(extras.skipped_no_subscriber)))
+    values.append(('idle', str(extras.idle).lower()))
+    if extras.last_error:
+        values.append(('last_error', extras.last_error))
+    status.values = [KeyValue(key=k, value=v) for k, v in values]
+    return status
+
+
+def engine_status(
+    node_name: str,
+    batch: BatchSnapshot,
+    cameras: Sequence[tuple[CameraSnapshot, CameraExtras]],
+    extras: NodeExtras,
+) -> DiagnosticStatus:
+    """The node-wide status: worst camera level, silent and failing cameras named, batch statistics."""
+    silent = [s.camera_id for s, _ in cameras if _is_silent(s)]
+    failing = [s.camera_id for s, _ in cameras if s.level == Level.ERROR and s.camera_id not in silent]
+    warned = [s.camera_id for s, e in cameras if s.level == Level.WARN and not e.idle]
+    level = Level.OK
+    parts = []
+    if silent:
+        level = Level.ERROR
+        parts.append(f'silent camera(s): {", ".join(silent)}')
+    if failing:
+        level = Level.ERROR
+        parts.append(f'failing camera(s): {", ".join(failing)}')
+    if warned:
+        level = max(level, Level.WARN)
+        parts.append(f'warning on camera(s): {", ".join(warned)}')
+    status = DiagnosticStatus()
+    status.level = _status_level(level)
+    status.name = f'{node_name}: engine'
+    status.hardware_id = node_name
+    status.message = '; '.join(parts) if parts else f'{extras.state}, {len(cameras)} camera(s) ok'
+    values = [('state', extras.state), ('silent_cameras', ','.join(silent))]
+    values.extend(batch.key_values())
+    values.extend(sorted(extras.values.items()))
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
+    return status
+
+
+def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
+    """A DiagnosticArray stamped ``stamp`` (builtin_interfaces/Time) holding ``statuses``."""
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = list(statuses)
+    return msg

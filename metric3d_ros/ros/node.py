@@ -1,0 +1,618 @@
+"""The Metric3D depth node: rclpy lifecycle node ``metric3d_depth``, console script ``depth_node``.
+
+Lifecycle:
+
+- *configure*: read and validate the parameters (``params.py``), build the depth engine, load the weights
+  and warm up. A problem fails the transition with a message that says what to change.
+- *activate*: per camera create the output publishers, the batching worker and the subscriptions
+  ``<cam>/image`` (or ``<cam>/image/compressed``) and ``<cam>/camera_info``; start /diagnostics.
+- *deactivate*: destroy the subscriptions, stop the worker, destroy the publishers.
+- *cleanup*: close the engine (frees its device memory).
+- ``autostart`` (default true): configure and activate at start-up for plain ``ros2 run`` use.
+
+Data flow: executor callbacks only convert (``image_to_rgb8``), pair with CameraInfo (exact stamp, else
+the latest within ``info_tolerance_ms``; an image that arrives before its CameraInfo waits up to
+``info_wait_ms``), resolve the intrinsics (K/P rule, binning, ROI) and ``submit`` to the
+``BatchScheduler``, whose single worker thread runs the engine on cross-camera batches and publishes
+each camera's outputs in stamp order with the input image's header. Outputs without subscribers are not
+computed; a camera none of whose outputs has a subscriber costs no inference.
+
+Bad input (unsupported encoding, wrong step/size, missing/uncalibrated/non-finite CameraInfo, CameraInfo
+of another size, duplicate/out-of-order/stale stamps) drops the frame with a reason: counted, shown in
+/diagnostics, logged at most once per ``log_throttle_s`` per reason and camera; never a crash, never an
+output computed from it.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from metric3d_ros.core.batching import reasons
+from metric3d_ros.core.batching.pairing import CameraInfoPairer
+from metric3d_ros.core.batching.scheduler import PAUSED, STOPPED, BatchScheduler
+from metric3d_ros.core.batching.throttle import Throttle
+from metric3d_ros.core.engine.types import Frame, OutputRequest
+from metric3d_ros.core.geometry.camera_info import (
+    CalibrationError,
+    CameraInfoFields,
+    CameraIntrinsics,
+    intrinsics_from_camera_info,
+    published_size,
+)
+from metric3d_ros.core.stats import DiagnosticsStats
+from metric3d_ros.ros.conversions import (
+    ImageConversionError,
+    camera_info_to_fields,
+    compressed_to_rgb8,
+    image_to_rgb8,
+)
+from metric3d_ros.ros.diagnostics import (
+    CameraExtras,
+    NodeExtras,
+    camera_status,
+    diagnostic_array,
+    engine_status,
+)
+from metric3d_ros.ros.params import SPECS, ConfigError, NodeConfig, declare_parameters, read_node_config
+from metric3d_ros.ros.publishers import CameraOutputs, Job
+from metric3d_ros.ros.qos import diagnostics_qos
+
+try:  # rclpy >= Humble; guarded so that an older rclpy still gets a clean exit on Ctrl-C
+    from rclpy.executors import ExternalShutdownException
+except ImportError:  # pragma: no cover
+    class ExternalShutdownException(Exception):  # noqa: N818 - mirrors rclpy's name
+        """Stand-in for rclpy.executors.ExternalShutdownException."""
+
+NODE_NAME = 'metric3d_depth'
+
+# Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
+UNSUPPORTED_ENCODING = 'unsupported_encoding'
+MALFORMED_IMAGE = 'malformed_image'
+INVALID_CAMERA_INFO = 'invalid_camera_info'
+CAMERA_INFO_SIZE_MISMATCH = 'camera_info_size_mismatch'
+INFERENCE_ERROR = 'inference_error'
+INTERNAL_ERROR = 'internal_error'
+
+COLOUR_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
+_STAMP_REASONS = (reasons.DUPLICATE_STAMP, reasons.OUT_OF_ORDER_STAMP, reasons.STALE)
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time as integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def copy_header(header: Header) -> Header:
+    """A new Header with the same stamp and frame_id (the input message may be reused by its publisher)."""
+    out = Header()
+    out.stamp.sec = header.stamp.sec
+    out.stamp.nanosec = header.stamp.nanosec
+    out.frame_id = header.frame_id
+    return out
+
+
+@dataclass(frozen=True)
+class _Info:
+    """A received CameraInfo: its fields, or why it is unusable."""
+
+    fields: CameraInfoFields | None
+    error: str | None = None
+
+
+@dataclass
+class _Pending:
+    """A converted image waiting for pairing."""
+
+    header: Header
+    rgb: object
+    stamp_ns: int
+    request: OutputRequest
+    received_s: float
+    reason: str = ''
+
+
+class _CameraInput:
+    """Per-camera input state: pairing buffer, an image waiting for its CameraInfo, error notes."""
+
+    def __init__(self, name: str, pairer: CameraInfoPairer) -> None:
+        self.name = name
+        self.pairer = pairer
+        self.subscriptions: list = []
+        self.held: _Pending | None = None
+        self.last_error = ''
+        self.skipped_no_subscriber = 0
+        self.intrinsics_cache: tuple[tuple[int, int, int], CameraIntrinsics] | None = None
+        self.info_warnings: tuple[str, ...] = ()
+        self.lock = threading.Lock()
+
+
+class DepthNode(LifecycleNode):
+    """Metric depth for several cameras with cross-camera batching (see the module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._startup_problems: dict[str, str] = {}
+        for problem in declare_parameters(self):
+            self._startup_problems[problem.split(':', 1)[0]] = problem
+        self._config: NodeConfig | None = None
+        self._engine = None
+        self._scheduler: BatchScheduler | None = None
+        self._stats: DiagnosticsStats | None = None
+        self._inputs: dict[str, _CameraInput] = {}
+        self._outputs: dict[str, CameraOutputs] = {}
+        self._diag_pub = None
+        self._diag_timer = None
+        self._jump_handle = None
+        self._throttle = Throttle(5.0)
+        self._state = 'unconfigured'
+        self._state_lock = threading.RLock()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ------------------------------------------------------------------------------------------ state
+    @property
+    def state(self) -> str:
+        """'unconfigured', 'inactive' or 'active' (as far as this node's resources are concerned)."""
+        return self._state
+
+    @property
+    def config(self) -> NodeConfig | None:
+        return self._config
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @property
+    def stats(self) -> DiagnosticsStats | None:
+        return self._stats
+
+    def autostart(self) -> bool:
+        """Configure and activate through the lifecycle state machine; True when active."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        names = [p.name for p in params if p.name in SPECS]
+        if names and self._state != 'unconfigured':
+            return SetParametersResult(
+                successful=False,
+                reason=(f'{", ".join(names)}: parameters are read at configure; deactivate and clean up the '
+                        'node, set them, then configure again'),
+            )
+        for name in names:
+            self._startup_problems.pop(name, None)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------------------------- transitions
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            config = read_node_config(self, list(self._startup_problems.values()))
+        except ConfigError as exc:
+            log.error(f'configure failed: {exc}\nFix these parameters and configure again.')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            engine = self._build_engine(config)
+        except Exception as exc:  # noqa: BLE001 - any failure to load must fail configure, not crash
+            log.error(f'configure failed: building the {config.engine.backend!r} engine '
+                      f'(variant {config.engine.variant}, device {config.engine.device}) raised: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        with self._state_lock:
+            self._config = config
+            self._engine = engine
+            self._throttle = Throttle(config.log_throttle_s)
+            self._state = 'inactive'
+        log.info(
+            f'configured: cameras {list(config.cameras)}, backend {config.engine.backend}, variant '
+            f'{config.engine.variant}, device {getattr(engine, "device", config.engine.device)}, network '
+            f'{config.engine.net_height_px}x{config.engine.net_width_px}, '
+            f'max batch {config.scheduler.max_batch_size}'
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _build_engine(self, config: NodeConfig):
+        from metric3d_ros.core.engine.engine import DepthEngine  # imports torch: only when configuring
+
+        engine = DepthEngine(config.engine)
+        try:
+            if config.engine.warmup_iters > 0:
+                engine.warmup()
+        except Exception:
+            engine.close()
+            raise
+        return engine
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        try:
+            self._activate()
+        except Exception as exc:  # noqa: BLE001 - report and stay inactive
+            self.get_logger().error(f'activate failed: {exc!r}')
+            self._deactivate()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._cleanup()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.get_logger().error('lifecycle error: releasing everything and returning to unconfigured')
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Deactivate and clean up whatever is active or configured (also used at exit)."""
+        self._deactivate()
+        self._cleanup()
+
+    def _activate(self) -> None:
+        config = self._config
+        if config is None:
+            raise RuntimeError('activate before configure')
+        stats = DiagnosticsStats(config.stats, config.cameras)
+        scheduler = BatchScheduler(
+            config.scheduler, self._process_batch, self._publish_result, self._now_ns,
+            stats=stats, log_error=self._log_error,
+        )
+        out_qos = config.output_qos.profile()
+        in_qos = config.input_qos.profile()
+        with self._state_lock:
+            self._stats = stats
+            self._scheduler = scheduler
+            for name in config.cameras:
+                self._outputs[name] = CameraOutputs(self, name, config.outputs, out_qos)
+            self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
+            scheduler.start()
+            for name in config.cameras:
+                self._inputs[name] = cam = _CameraInput(name, CameraInfoPairer(config.pairing))
+                cam.subscriptions.append(self.create_subscription(
+                    CameraInfo, f'{name}/camera_info', lambda msg, c=cam: self._on_info(c, msg), in_qos))
+                if config.input_transport == 'compressed':
+                    cam.subscriptions.append(self.create_subscription(
+                        CompressedImage, f'{name}/image/compressed',
+                        lambda msg, c=cam: self._on_image(c, msg), in_qos))
+                else:
+                    cam.subscriptions.append(self.create_subscription(
+                        Image, f'{name}/image', lambda msg, c=cam: self._on_image(c, msg), in_qos))
+            self._diag_timer = self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
+            self._add_jump_handler()
+            self._state = 'active'
+        self.get_logger().info(f'active: {len(config.cameras)} camera(s)')
+
+    def _deactivate(self) -> None:
+        with self._state_lock:
+            for cam in self._inputs.values():
+                for sub in cam.subscriptions:
+                    self.destroy_subscription(sub)
+                cam.subscriptions = []
+            self._inputs = {}
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+                self._diag_timer = None
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and not scheduler.stop(timeout_s=30.0):
+            self.get_logger().error('the inference worker did not stop within 30 s')
+        with self._state_lock:
+            for outputs in self._outputs.values():
+                outputs.destroy()
+            self._outputs = {}
+            if self._diag_pub is not None:
+                self.destroy_publisher(self._diag_pub)
+                self._diag_pub = None
+            handle, self._jump_handle = self._jump_handle, None
+            if handle is not None:
+                handle.unregister()
+            if self._state == 'active':
+                self._state = 'inactive'
+
+    def _cleanup(self) -> None:
+        with self._state_lock:
+            engine, self._engine = self._engine, None
+            self._config = None
+            self._state = 'unconfigured'
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on
+                self.get_logger().error(f'closing the engine raised: {exc!r}')
+            del engine
+            gc.collect()
+            torch = sys.modules.get('torch')
+            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+
+    def _add_jump_handler(self) -> None:
+        """Forget the last stamps when ROS time jumps back (a looping bag), so frames are not out-of-order."""
+        from rclpy.clock import JumpThreshold
+
+        def on_jump(_info) -> None:
+            scheduler = self._scheduler
+            if scheduler is not None:
+                scheduler.reset_stamps()
+
+        threshold = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-0.5), on_clock_change=True)
+        self._jump_handle = self.get_clock().create_jump_callback(threshold, post_callback=on_jump)
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _log_error(self, message: str) -> None:
+        self.get_logger().error(message)
+
+    def _reject(self, cam: _CameraInput, reason: str, detail: str, stamp_ns: int | None = None) -> None:
+        """Drop an input frame before the scheduler: count it, note it, log it (throttled)."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.reject(cam.name, reason)
+        self._note(cam, reason, detail, stamp_ns)
+
+    def _note(self, cam: _CameraInput, reason: str, detail: str, stamp_ns: int | None) -> None:
+        cam.last_error = f'{reason}: {detail}'
+        suppressed = self._throttle.poll((reason, cam.name))
+        if suppressed is None:
+            return
+        when = '' if stamp_ns is None else f' (stamp {stamp_ns / 1e9:.6f})'
+        more = f' [{suppressed} similar dropped frames not logged]' if suppressed else ''
+        self.get_logger().error(f'camera {cam.name}: frame dropped{when}, {reason}: {detail}{more}')
+
+    # ---------------------------------------------------------------------------------- input callbacks
+    def _on_info(self, cam: _CameraInput, msg: CameraInfo) -> None:
+        try:
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            try:
+                info = _Info(camera_info_to_fields(msg))
+            except (CalibrationError, ValueError) as exc:
+                info = _Info(None, str(exc))
+            cam.pairer.add(info, stamp_ns)
+            with cam.lock:
+                held, cam.held = cam.held, None
+            if held is not None:
+                self._pair_and_submit(cam, held, may_hold=True)
+        except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
+            self._note(cam, INTERNAL_ERROR, f'CameraInfo callback raised {exc!r}', None)
+
+    def _on_image(self, cam: _CameraInput, msg) -> None:
+        try:
+            self._handle_image(cam, msg)
+        except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
+            self._reject(cam, INTERNAL_ERROR, f'image callback raised {exc!r}')
+
+    def _handle_image(self, cam: _CameraInput, msg) -> None:
+        outputs = self._outputs.get(cam.name)
+        scheduler = self._scheduler
+        if outputs is None or scheduler is None:
+            return
+        request = outputs.wanted_request()
+        if request is None:
+            cam.skipped_no_subscriber += 1
+            scheduler.stats.record_input(cam.name)
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        try:
+            rgb = compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+            if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+                raise ImageConversionError(f'image is empty ({msg.width}x{msg.height})')
+        except (ImageConversionError, ValueError) as exc:
+            encoding = getattr(msg, 'encoding', None)
+            reason = UNSUPPORTED_ENCODING if encoding is not None and encoding not in COLOUR_ENCODINGS \
+                else MALFORMED_IMAGE
+            self._reject(cam, reason, str(exc), stamp_ns)
+            return
+        pending = _Pending(copy_header(msg.header), rgb, stamp_ns, request, time.monotonic())
+        with cam.lock:
+            replaced, cam.held = cam.held, None
+        if replaced is not None:
+            self._reject(cam, replaced.reason, 'no matching CameraInfo arrived before the next image',
+                         replaced.stamp_ns)
+        self._pair_and_submit(cam, pending, may_hold=True)
+
+    def _pair_and_submit(self, cam: _CameraInput, pending: _Pending, may_hold: bool) -> None:
+        config = self._config
+        scheduler = self._scheduler
+        if config is None or scheduler is None:
+            return
+        match = cam.pairer.match(pending.stamp_ns)
+        if not match.ok:
+            waited_ms = (time.monotonic() - pending.received_s) * 1e3
+            if may_hold and match.reason != reasons.CAMERA_INFO_TOO_NEW and waited_ms < config.info_wait_ms:
+                pending.reason = match.reason
+                with cam.lock:
+                    cam.held = pending
+                return
+            self._reject(cam, match.reason, _pairing_detail(match.reason, config), pending.stamp_ns)
+            return
+        info: _Info = match.info
+        if info.error is not None:
+            self._reject(cam, INVALID_CAMERA_INFO, info.error, pending.stamp_ns)
+            return
+        height, width = pending.rgb.shape[:2]
+        try:
+            resolved = self._intrinsics(cam, info.fields, width, height, config.camera_info_source)
+        except CalibrationError as exc:
+            try:
+                described = published_size(info.fields)
+            except CalibrationError:
+                described = None
+            reason = CAMERA_INFO_SIZE_MISMATCH if described is not None and described != (width, height) \
+                else INVALID_CAMERA_INFO
+            self._reject(cam, reason, str(exc), pending.stamp_ns)
+            return
+        frame = Frame(pending.rgb, resolved.intrinsics, cam.name, pending.stamp_ns, pending.header.frame_id)
+        job = Job(cam.name, pending.header, info.fields, pending.request)
+        outcome = scheduler.submit(cam.name, (frame, job), pending.stamp_ns)
+        if outcome is not None and outcome not in (PAUSED, STOPPED):
+            self._note(cam, outcome, _stamp_detail(outcome, cam, scheduler), pending.stamp_ns)
+
+    def _intrinsics(self, cam: _CameraInput, fields: CameraInfoFields, width: int, height: int,
+                    source: str) -> CameraIntrinsics:
+        key = (id(fields), width, height)
+        cached = cam.intrinsics_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        resolved = intrinsics_from_camera_info(fields, width, height, source=source)
+        cam.intrinsics_cache = (key, resolved)
+        if resolved.warnings != cam.info_warnings:
+            cam.info_warnings = resolved.warnings
+            for warning in resolved.warnings:
+                self.get_logger().warning(f'camera {cam.name}: {warning}')
+        return resolved
+
+    # ------------------------------------------------------------------------------------ worker side
+    def _process_batch(self, items: list) -> list:
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError('no engine (the node was cleaned up)')
+        return engine.infer([frame for frame, _ in items], [job.request for _, job in items])
+
+    def _publish_result(self, item, result) -> str | None:
+        _, job = item
+        if not result.ok:
+            cam = self._inputs.get(job.camera_id)
+            if cam is not None:
+                self._note(cam, INFERENCE_ERROR, result.error, result.stamp_ns)
+            return INFERENCE_ERROR
+        outputs = self._outputs.get(job.camera_id)
+        if outputs is None:
+            return STOPPED
+        outputs.publish(job, result)
+        return None
+
+    # ------------------------------------------------------------------------------------- diagnostics
+    def _expire_held(self) -> None:
+        config = self._config
+        if config is None:
+            return
+        for cam in list(self._inputs.values()):
+            with cam.lock:
+                held = cam.held
+                if held is None or (time.monotonic() - held.received_s) * 1e3 < config.info_wait_ms:
+                    continue
+                cam.held = None
+            self._reject(cam, held.reason, _pairing_detail(held.reason, config), held.stamp_ns)
+
+    def _publish_diagnostics(self) -> None:
+        try:
+            self._expire_held()
+            msg = self.diagnostics_message()
+            if msg is not None and self._diag_pub is not None:
+                self._diag_pub.publish(msg)
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not take the node down
+            self.get_logger().error(f'publishing diagnostics failed: {exc!r}')
+
+    def diagnostics_message(self):
+        """The DiagnosticArray for now (None before activation)."""
+        stats, config = self._stats, self._config
+        if stats is None or config is None:
+            return None
+        name = self.get_fully_qualified_name()
+        cameras = []
+        for camera_id in config.cameras:
+            cam = self._inputs.get(camera_id)
+            outputs = self._outputs.get(camera_id)
+            idle = outputs is not None and outputs.wanted_request() is None
+            extras = CameraExtras(
+                idle=idle,
+                skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
+                last_error=cam.last_error if cam else '',
+                info_warnings=cam.info_warnings if cam else (),
+            )
+            cameras.append((stats.snapshot(camera_id), extras))
+        statuses = [camera_status(name, snap, extras) for snap, extras in cameras]
+        engine_cfg = config.engine
+        node_extras = NodeExtras(state=self._state, values={
+            'backend': engine_cfg.backend,
+            'variant': engine_cfg.variant,
+            'device': str(getattr(self._engine, 'device', engine_cfg.device)),
+            'net_size_px': f'{engine_cfg.net_height_px}x{engine_cfg.net_width_px}',
+            'max_batch_size': str(config.scheduler.max_batch_size),
+            'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
+        })
+        statuses.insert(0, engine_status(name, stats.batch_snapshot(), cameras, node_extras))
+        return diagnostic_array(self.get_clock().now().to_msg(), statuses)
+
+
+def _pairing_detail(reason: str, config: NodeConfig) -> str:
+    tolerance = config.pairing.info_tolerance_ms
+    if reason == reasons.NO_CAMERA_INFO:
+        return (f'no CameraInfo received within {config.info_wait_ms:g} ms: is <camera>/camera_info '
+                'published and remapped, with a QoS compatible with qos.input?')
+    if reason == reasons.CAMERA_INFO_TOO_OLD:
+        return (f'the newest CameraInfo is older than the image by more than '
+                f'info_tolerance_ms={tolerance:g}; for a static CameraInfo publisher use -1.0')
+    if reason == reasons.CAMERA_INFO_TOO_NEW:
+        return f'every CameraInfo is newer than the image by more than info_tolerance_ms={tolerance:g}'
+    return reason
+
+
+def _stamp_detail(reason: str, cam: _CameraInput, scheduler: BatchScheduler) -> str:
+    if reason == reasons.DUPLICATE_STAMP:
+        return 'same stamp as the previous image of this camera'
+    if reason == reasons.OUT_OF_ORDER_STAMP:
+        return 'stamp older than the previous image of this camera'
+    if reason == reasons.STALE:
+        return (f'older than max_input_age_ms={scheduler.config.max_input_age_ms:g} w.r.t. ROS time '
+                '(clock skew between hosts, or use_sim_time mismatch?)')
+    return reason
+
+
+def make_executor(kind: str, context=None):
+    """The executor for ``kind``: 'single_threaded' (default) or 'events' (rclpy >= Jazzy)."""
+    if kind == 'events':
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as exc:
+            raise RuntimeError("executor 'events' needs rclpy.experimental.EventsExecutor (Jazzy or newer); "
+                               "use executor: single_threaded") from exc
+        return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point ``depth_node``: ``depth_node --ros-args --params-file config/depth.yaml``."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = DepthNode()
+        executor = make_executor(node.get_parameter('executor').value)
+        executor.add_node(node)
+        if node.get_parameter('autostart').value and not node.autostart():
+            node.get_logger().fatal('autostart: configure/activate failed (see the errors above); exiting')
+            code = 1
+        else:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.release()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

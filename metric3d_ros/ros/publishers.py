@@ -1,0 +1,149 @@
+"""The output publishers of one camera: which outputs are wanted now, and their messages from a result.
+
+Topics (relative to the node's namespace, remappable), all stamped with the input image's header:
+
+- ``<cam>/depth/image``: 32FC1 metres (NaN invalid) or 16UC1 millimetres (0 invalid)
+- ``<cam>/depth/camera_info``: the input CameraInfo rescaled to the depth image (published with the depth
+  image or the cloud; alone it does not make the node infer)
+- ``<cam>/points``: organized PointCloud2 (xyz or xyzrgb, depth_image_proc layout)
+- ``<cam>/normals/image``: 32FC3 unit normals in the optical frame
+- ``<cam>/confidence/image``: 32FC1
+
+An output whose publisher has no subscriber is neither computed nor published (``wanted_request``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from metric3d_ros.core.engine.types import FrameResult, OutputRequest
+from metric3d_ros.core.geometry.camera_info import CameraInfoFields, scale_camera_info
+from metric3d_ros.core.geometry.depth import encode_depth_16uc1, encode_depth_32fc1
+from metric3d_ros.ros.conversions import (
+    array_bytes,
+    array_to_image,
+    fields_to_camera_info,
+    xyz_to_pointcloud2,
+)
+from metric3d_ros.ros.params import OutputConfig
+
+OUTPUT_TOPICS = {
+    'depth': 'depth/image',
+    'depth_info': 'depth/camera_info',
+    'points': 'points',
+    'normals': 'normals/image',
+    'confidence': 'confidence/image',
+}
+
+
+def normals_to_image(normals: np.ndarray, header: Header) -> Image:
+    """A 32FC3 Image from (H, W, 3) float unit normals (unpadded, little-endian)."""
+    arr = np.asarray(normals)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype.kind != 'f':
+        raise ValueError(f'normals must be a float (H, W, 3) array, got {arr.dtype} {arr.shape}')
+    arr = arr.astype('<f4', copy=False)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = '32FC3'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 12
+    msg.data = array_bytes(arr)
+    return msg
+
+
+@dataclass(frozen=True)
+class Job:
+    """One paired input frame on its way through the scheduler (what ``publish`` needs besides the result)."""
+
+    camera_id: str
+    header: Header
+    info: CameraInfoFields
+    request: OutputRequest
+
+
+class CameraOutputs:
+    """Publishers of one camera's outputs (created at activate, destroyed at deactivate)."""
+
+    def __init__(self, node, camera_id: str, outputs: OutputConfig, qos_profile) -> None:
+        self.camera_id = camera_id
+        self._node = node
+        self._config = outputs
+        self.publishers = {
+            'depth': node.create_publisher(Image, f'{camera_id}/{OUTPUT_TOPICS["depth"]}', qos_profile),
+            'depth_info': node.create_publisher(
+                CameraInfo, f'{camera_id}/{OUTPUT_TOPICS["depth_info"]}', qos_profile),
+            'points': node.create_publisher(
+                PointCloud2, f'{camera_id}/{OUTPUT_TOPICS["points"]}', qos_profile),
+            'normals': node.create_publisher(Image, f'{camera_id}/{OUTPUT_TOPICS["normals"]}', qos_profile),
+            'confidence': node.create_publisher(
+                Image, f'{camera_id}/{OUTPUT_TOPICS["confidence"]}', qos_profile),
+        }
+        self._info_cache: tuple[tuple[int, int, int], CameraInfoFields] | None = None
+
+    def destroy(self) -> None:
+        """Destroy every publisher of this camera."""
+        for pub in self.publishers.values():
+            self._node.destroy_publisher(pub)
+        self.publishers = {}
+
+    def subscribed(self) -> dict[str, bool]:
+        """Which outputs have at least one subscriber now."""
+        return {key: pub.get_subscription_count() > 0 for key, pub in self.publishers.items()}
+
+    def wanted_request(self) -> OutputRequest | None:
+        """The ``OutputRequest`` for the outputs that have subscribers; None when nothing needs inference."""
+        subs = self.subscribed()
+        if not (subs['depth'] or subs['points'] or subs['normals'] or subs['confidence']):
+            return None
+        cfg = self._config
+        cloud = subs['points']
+        return OutputRequest(
+            depth=subs['depth'] or cloud,
+            confidence=subs['confidence'],
+            normals=subs['normals'],
+            cloud=cloud,
+            cloud_rgb=cloud and cfg.cloud_rgb,
+            resolution=cfg.resolution,
+            cloud_stride=cfg.cloud_stride,
+            min_depth_m=cfg.min_depth_m,
+            max_depth_m=cfg.max_depth_m,
+        )
+
+    def depth_camera_info(self, info: CameraInfoFields, width: int, height: int) -> CameraInfoFields:
+        """``info`` rescaled to a ``width`` x ``height`` output (cached for an unchanged CameraInfo)."""
+        key = (id(info), width, height)
+        cached = self._info_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        scaled = scale_camera_info(info, width, height)
+        self._info_cache = (key, scaled)
+        return scaled
+
+    def publish(self, job: Job, result: FrameResult) -> None:
+        """Publish every requested output of ``result`` with the input image's header."""
+        req = job.request
+        header = job.header
+        pubs = self.publishers
+        if result.depth_m is not None and (req.depth or req.cloud):
+            height, width = result.depth_m.shape[:2]
+            if pubs['depth_info'].get_subscription_count() > 0:
+                fields = self.depth_camera_info(job.info, width, height)
+                pubs['depth_info'].publish(fields_to_camera_info(fields, header))
+            if req.depth and pubs['depth'].get_subscription_count() > 0:
+                if self._config.depth_encoding == '16UC1':
+                    depth_msg = array_to_image(encode_depth_16uc1(result.depth_m), '16UC1', header)
+                else:
+                    depth_msg = array_to_image(encode_depth_32fc1(result.depth_m), '32FC1', header)
+                pubs['depth'].publish(depth_msg)
+        if req.cloud and result.points_xyz is not None:
+            rgb = result.points_rgb if req.cloud_rgb else None
+            pubs['points'].publish(xyz_to_pointcloud2(result.points_xyz, header, rgb=rgb))
+        if req.normals and result.normals is not None:
+            pubs['normals'].publish(normals_to_image(result.normals, header))
+        if req.confidence and result.confidence is not None:
+            conf = np.asarray(result.confidence, dtype=np.float32)
+            pubs['confidence'].publish(array_to_image(conf, '32FC1', header))

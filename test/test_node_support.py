@@ -1,0 +1,222 @@
+"""Helpers for the depth node tests (no tests here): ROS environment per process, an in-process harness
+with camera publishers and output collectors, synthetic images and CameraInfo.
+
+Every test process gets its own ROS_DOMAIN_ID (a per-module base + pid % 40) and ROS_LOG_DIR, and the
+shipped Fast DDS profile (64 MiB shared memory) for cross-process image traffic. Topics live under a
+per-process namespace as well, so that concurrent test runs on one machine never see each other.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO_ROOT / 'config' / 'fastdds_shm.xml'
+
+
+def ros_env(module_offset: int) -> dict[str, str]:
+    """Set (and return) the ROS environment of this test process: domain, log dir, Fast DDS profile.
+
+    ``module_offset`` (0..59) separates test modules that may run at once; the pid separates processes.
+    """
+    domain = 1 + (module_offset + os.getpid()) % 100
+    env = {
+        'ROS_DOMAIN_ID': str(domain),
+        'ROS_LOG_DIR': tempfile.mkdtemp(prefix='metric3d_ros_log_'),
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(FASTDDS_PROFILE),
+        'FASTRTPS_DEFAULT_PROFILES_FILE': str(FASTDDS_PROFILE),
+        'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
+        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+    }
+    os.environ.update(env)
+    return env
+
+
+def unique_namespace(tag: str) -> str:
+    """A namespace unique to this process and tag, e.g. '/t12345_outputs'."""
+    return f'/t{os.getpid()}_{tag}'
+
+
+def wait_until(predicate, timeout_s: float, period_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return bool(value)
+        time.sleep(period_s)
+
+
+def rgb_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB test image (smooth gradients plus noise)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    img = np.stack([xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1),
+                    np.full_like(xs, 100)], axis=-1).astype(np.int32)
+    img += rng.integers(0, 30, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def camera_info_msg(width: int, height: int, stamp_ns: int, frame_id: str, *, focal_px: float | None = None,
+                    **overrides):
+    """A CameraInfo for a ``width`` x ``height`` image (K = P[:, :3], fx = fy = 0.8 width by default)."""
+    from sensor_msgs.msg import CameraInfo
+
+    f = 0.8 * width if focal_px is None else focal_px
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    msg = CameraInfo()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = width, height
+    msg.distortion_model = 'plumb_bob'
+    msg.d = [0.0] * 5
+    msg.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for key, value in overrides.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
+    """An Image holding ``array`` (through the package's conversion)."""
+    from std_msgs.msg import Header
+
+    from metric3d_ros.ros.conversions import array_to_image
+
+    header = Header()
+    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    header.frame_id = frame_id
+    return array_to_image(array, encoding, header)
+
+
+def stamp_ns_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+class Harness:
+    """An rclpy context with the node under test and a helper node, spun by one SingleThreadedExecutor
+    in a background thread. The helper publishes camera inputs and collects outputs."""
+
+    def __init__(self, domain_id: int, namespace: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.namespace = namespace
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.helper = rclpy.create_node('harness', namespace=namespace, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.helper)
+        self.lock = threading.Lock()
+        self.received: dict[str, list] = defaultdict(list)
+        self._pubs: dict[tuple[str, str], object] = {}
+        self._subs: dict[str, object] = {}
+        self.nodes: list = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass
+
+    def add_node(self, node) -> None:
+        self.nodes.append(node)
+        self.executor.add_node(node)
+
+    def input_qos(self):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+    def publisher(self, msg_type, topic: str):
+        key = (msg_type.__name__, topic)
+        if key not in self._pubs:
+            self._pubs[key] = self.helper.create_publisher(msg_type, topic, self.input_qos())
+        return self._pubs[key]
+
+    def subscribe(self, msg_type, topic: str, qos=None) -> None:
+        """Collect every message on ``topic`` (relative to the namespace) into ``received[topic]``."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        if topic in self._subs:
+            return
+        qos = qos or QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+        def store(msg, topic=topic):
+            with self.lock:
+                self.received[topic].append(msg)
+
+        self._subs[topic] = self.helper.create_subscription(msg_type, topic, store, qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        sub = self._subs.pop(topic, None)
+        if sub is not None:
+            self.helper.destroy_subscription(sub)
+
+    def messages(self, topic: str) -> list:
+        with self.lock:
+            return list(self.received[topic])
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+    def publish_frame(self, camera: str, array: np.ndarray, stamp_ns: int, *, encoding: str = 'rgb8',
+                      info=True, image=None) -> None:
+        """Publish ``camera``'s CameraInfo (unless ``info`` is False; a message to send a custom one) then
+        its image (``image`` overrides the Image built from ``array``)."""
+        from sensor_msgs.msg import CameraInfo, Image
+
+        frame_id = f'{camera}_optical_frame'
+        if info is True:
+            h, w = array.shape[:2]
+            info = camera_info_msg(w, h, stamp_ns, frame_id)
+        if info is not False and info is not None:
+            self.publisher(CameraInfo, f'{camera}/camera_info').publish(info)
+        msg = image if image is not None else image_msg(array, encoding, stamp_ns, frame_id)
+        self.publisher(Image, f'{camera}/image').publish(msg)
+
+    def wait_matched(self, node_topics: list[str], timeout_s: float = 10.0) -> bool:
+        """Wait until every helper publisher on ``node_topics`` has a subscriber."""
+        def ready():
+            return all(any(t == key[1] and p.get_subscription_count() > 0 for key, p in self._pubs.items())
+                       for t in node_topics)
+        return wait_until(ready, timeout_s)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            release = getattr(node, 'release', None)
+            if release is not None:
+                release()
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in self.nodes:
+            node.destroy_node()
+        self.helper.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=10.0)
+
+
+def node_overrides(**values):
+    """rclpy Parameter overrides for the node (dots in names as keyword '__': qos__output__depth)."""
+    from rclpy.parameter import Parameter
+
+    return [Parameter(name.replace('__', '.'), value=value) for name, value in values.items()]
+
+
+FAST_NODE = dict(
+    backend='fake', device='cpu', net_height_px=112, net_width_px=140, warmup_iters=0,
+    preprocess='reference', max_wait_ms=30.0, max_input_age_ms=-1.0, info_tolerance_ms=50.0,
+)
+"""Parameters for a quick node with the deterministic fake backend at a tiny network size."""
