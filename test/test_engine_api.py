@@ -1,0 +1,255 @@
+"""DepthEngine with the deterministic fake backend: order, per-frame errors, mixed batches, outputs."""
+from __future__ import annotations
+
+import math
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from metric3d_ros.core.config import EngineConfig
+from metric3d_ros.core.engine.backend import FrameMeta, NetworkOutput, register_backend
+from metric3d_ros.core.engine.engine import DepthEngine
+from metric3d_ros.core.engine.test_backends import FakeBackend, SlowBackend
+from metric3d_ros.core.engine.types import Frame, OutputRequest
+from metric3d_ros.core.geometry.cloud import unproject_organized
+from metric3d_ros.core.geometry.intrinsics import Intrinsics
+
+torch.set_num_threads(2)
+NET = dict(net_height_px=140, net_width_px=196)
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3)).astype(np.uint8)
+    return np.ascontiguousarray(cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def _frame(h, w, seed=0, fx=None, cam='cam'):
+    fx = fx or 0.9 * w
+    return Frame(_image(h, w, seed), Intrinsics(fx, fx * 1.01, w / 2 - 3.0, h / 2 + 2.0), cam, 1000 + seed)
+
+
+def _engine(backend=None, **cfg):
+    params = dict(NET, max_batch_size=4)
+    params.update(cfg)
+    return DepthEngine(EngineConfig(**params), backend or FakeBackend())
+
+
+ALL = OutputRequest(depth=True, confidence=True, normals=True, cloud=True, cloud_rgb=True, cloud_stride=3)
+
+
+def test_one_result_per_frame_in_order_with_ids():
+    engine = _engine()
+    frames = [_frame(120, 160, i, cam=f'c{i}') for i in range(6)]
+    results = engine.infer(frames)
+    assert [r.camera_id for r in results] == [f'c{i}' for i in range(6)]
+    assert [r.stamp_ns for r in results] == [1000 + i for i in range(6)]
+    assert all(r.ok and r.depth_m.shape == (120, 160) and r.depth_m.dtype == np.float32 for r in results)
+    assert all(r.confidence is None and r.points_xyz is None for r in results)
+
+
+def test_chunks_follow_max_batch_size():
+    backend = FakeBackend()
+    engine = _engine(backend, max_batch_size=2)
+    engine.infer([_frame(60, 80, i) for i in range(5)])
+    assert backend.calls == [2, 2, 1]
+
+
+def _bad_frames():
+    good = _frame(90, 120)
+    k = good.intrinsics
+    zero_fx = SimpleNamespace(fx_px=0.0, fy_px=k.fy_px, cx_px=k.cx_px, cy_px=k.cy_px)
+    nan_cx = SimpleNamespace(fx_px=k.fx_px, fy_px=k.fy_px, cx_px=math.nan, cy_px=k.cy_px)
+    return {
+        'float image': Frame(good.image_rgb.astype(np.float32), k, 'bad', 1),
+        'gray image': Frame(good.image_rgb[:, :, 0].copy(), k, 'bad', 1),
+        'rgba image': Frame(np.zeros((90, 120, 4), np.uint8), k, 'bad', 1),
+        'empty image': Frame(np.zeros((0, 120, 3), np.uint8), k, 'bad', 1),
+        'not an array': Frame([[1, 2, 3]], k, 'bad', 1),  # type: ignore[arg-type]
+        'zero fx': Frame(good.image_rgb, zero_fx, 'bad', 1),  # type: ignore[arg-type]
+        'nan cx': Frame(good.image_rgb, nan_cx, 'bad', 1),  # type: ignore[arg-type]
+        'extreme aspect': Frame(np.zeros((1, 5000, 3), np.uint8), k, 'bad', 1),
+    }
+
+
+@pytest.mark.parametrize('kind', list(_bad_frames()))
+def test_a_bad_frame_fails_alone(kind):
+    bad = _bad_frames()[kind]
+    frames = [_frame(90, 120, 1, cam='a'), bad, _frame(100, 90, 2, cam='b')]
+    engine = _engine()
+    results = engine.infer(frames, ALL)
+    assert [r.camera_id for r in results] == ['a', 'bad', 'b']
+    assert results[1].error and results[1].depth_m is None and results[1].points_xyz is None
+    alone = [engine.infer([f], ALL)[0] for f in (frames[0], frames[2])]
+    for got, ref in zip((results[0], results[2]), alone, strict=True):
+        assert got.ok, got.error
+        np.testing.assert_array_equal(got.depth_m, ref.depth_m)
+        np.testing.assert_array_equal(got.points_xyz, ref.points_xyz)
+
+
+def test_a_bad_request_fails_its_frame_only():
+    engine = _engine()
+    frames = [_frame(90, 120, 1), _frame(90, 120, 2)]
+    results = engine.infer(frames, [OutputRequest(cloud=True, cloud_stride=0), OutputRequest()])
+    assert 'cloud_stride' in results[0].error
+    assert results[1].ok
+
+
+def test_request_list_must_match_frames():
+    with pytest.raises(ValueError, match='one per frame'):
+        _engine().infer([_frame(90, 120)], [OutputRequest(), OutputRequest()])
+
+
+def test_mixed_resolutions_and_requests_equal_single_runs():
+    engine = _engine(max_batch_size=8)
+    frames = [_frame(1080 // 4, 1920 // 4, 0), _frame(720 // 4, 1280 // 4, 1), _frame(480 // 4, 640 // 4, 2),
+              _frame(720 // 4, 1280 // 4, 3), _frame(200, 100, 4)]
+    requests = [ALL, OutputRequest(resolution='network', confidence=True, cloud=True, cloud_rgb=True),
+                ALL, OutputRequest(depth=True, normals=True), ALL]
+    batched = engine.infer(frames, requests)
+    for frame, req, got in zip(frames, requests, batched, strict=True):
+        (alone,) = engine.infer([frame], req)
+        assert got.ok and alone.ok
+        assert got.intrinsics == alone.intrinsics
+        for name in ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb'):
+            a, b = getattr(got, name), getattr(alone, name)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_per_frame_intrinsics_scale_the_right_frame():
+    engine = _engine()
+    f = _frame(90, 120, 7)
+    k = f.intrinsics
+    frames = [f, Frame(f.image_rgb, Intrinsics(2.5 * k.fx_px, k.fy_px, k.cx_px, k.cy_px), 'double', 2),
+              Frame(f.image_rgb, Intrinsics(0.5 * k.fx_px, k.fy_px, k.cx_px, k.cy_px), 'half', 3)]
+    d0, d1, d2 = (r.depth_m for r in engine.infer(frames))
+    np.testing.assert_allclose(d1 / d0, 2.5, rtol=1e-6)
+    np.testing.assert_allclose(d2 / d0, 0.5, rtol=1e-6)
+
+
+def test_outputs_geometry_camera_resolution():
+    engine = _engine()
+    frame = _frame(90, 121, 3)
+    (r,) = engine.infer([frame], ALL)
+    assert r.intrinsics == frame.intrinsics
+    assert r.confidence.shape == (90, 121) and np.all((r.confidence > 0) & (r.confidence < 1))
+    np.testing.assert_allclose(np.linalg.norm(r.normals, axis=-1), 1.0, atol=1e-5)
+    assert r.points_xyz.shape == (30, 41, 3) and r.points_rgb.shape == (30, 41, 3)
+    np.testing.assert_array_equal(r.points_rgb, frame.image_rgb[::3, ::3])
+    expected = unproject_organized(r.depth_m, r.intrinsics, stride=3)
+    np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_geometry_network_resolution():
+    engine = _engine()
+    frame = _frame(90, 120, 3)
+    req = OutputRequest(resolution='network', confidence=True, normals=True, cloud=True, cloud_rgb=True)
+    (r,) = engine.infer([frame], req)
+    scale = min(140 / 90, 196 / 120)
+    rh, rw = int(90 * scale), int(120 * scale)
+    assert r.depth_m.shape == r.confidence.shape == (rh, rw) and r.normals.shape == (rh, rw, 3)
+    k = frame.intrinsics
+    assert r.intrinsics == Intrinsics(k.fx_px * scale, k.fy_px * scale, k.cx_px * scale, k.cy_px * scale)
+    expected = unproject_organized(r.depth_m, r.intrinsics)
+    np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
+    assert r.points_rgb.shape == (rh, rw, 3) and r.points_rgb.dtype == np.uint8
+
+
+def test_depth_range_limits_give_nan():
+    engine = _engine()
+    frame = _frame(90, 120, 5)
+    (full,) = engine.infer([frame])
+    lo, hi = np.nanpercentile(full.depth_m, [25, 75])
+    (r,) = engine.infer([frame], OutputRequest(cloud=True, min_depth_m=float(lo), max_depth_m=float(hi)))
+    inside = (full.depth_m >= lo) & (full.depth_m <= hi)
+    np.testing.assert_array_equal(np.isnan(r.depth_m), ~inside)
+    assert np.all(np.isnan(r.points_xyz[~inside]))
+    assert np.all(np.isfinite(r.points_xyz[inside]))
+
+
+def test_config_clamp_matches_upstream_clamp():
+    engine = _engine(backend=FakeBackend(depth_offset=150.0), max_depth_m=300.0)
+    frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x 3 -> clamped at 300 m
+    (r,) = engine.infer([frame])
+    assert np.nanmax(r.depth_m) == pytest.approx(300.0)
+
+
+def test_timings_and_rgb255_input_format():
+    backend = FakeBackend(input_format='rgb255')
+    engine = _engine(backend)
+    (r,) = engine.infer([_frame(90, 120, 1)])
+    (n,) = _engine(FakeBackend()).infer([_frame(90, 120, 1)])
+    np.testing.assert_allclose(r.depth_m, n.depth_m, rtol=1e-5)
+    stages = {'upload', 'preprocess', 'network', 'postprocess', 'cloud', 'download', 'total'}
+    assert stages <= set(r.timings_ms)
+
+
+@pytest.mark.parametrize('mode', ['device', 'device_exact', 'reference'])
+def test_every_preprocess_mode_runs(mode):
+    (r,) = _engine(preprocess=mode).infer([_frame(90, 120, 1)])
+    assert r.ok and r.depth_m.shape == (90, 120)
+
+
+def test_backend_failure_marks_the_chunk():
+    class Broken(FakeBackend):
+        def run(self, batch, metas):
+            raise RuntimeError('device lost')
+
+    results = _engine(Broken()).infer([_frame(90, 120, 1), _frame(90, 120, 2)])
+    assert all('device lost' in r.error for r in results)
+
+
+def test_missing_confidence_fails_only_the_frames_that_want_it():
+    class DepthOnly(FakeBackend):
+        def run(self, batch, metas):
+            return NetworkOutput(super().run(batch, metas).depth)
+
+    results = _engine(DepthOnly()).infer([_frame(90, 120, 1), _frame(90, 120, 2)],
+                                         [OutputRequest(confidence=True), OutputRequest()])
+    assert 'confidence' in results[0].error and results[1].ok
+
+
+def test_backend_sees_per_frame_metadata():
+    seen: list[list[FrameMeta]] = []
+
+    class Spy(FakeBackend):
+        def run(self, batch, metas):
+            seen.append(list(metas))
+            return super().run(batch, metas)
+
+    frames = [_frame(90, 120, 1, cam='a'), _frame(60, 200, 2, cam='b')]
+    _engine(Spy()).infer(frames)
+    metas = {m.camera_id: m for m in seen[0]}
+    assert sorted(m.index for m in seen[0]) == [0, 1]
+    b = metas['b']
+    assert (b.letterbox.src_height, b.letterbox.src_width) == (60, 200)
+    assert b.network_intrinsics.fx_px == pytest.approx(frames[1].intrinsics.fx_px * b.letterbox.scale)
+
+
+def test_slow_backend_delays_each_batch():
+    engine = _engine(SlowBackend(FakeBackend(), delay_ms=60.0), max_batch_size=2)
+    t0 = time.perf_counter()
+    engine.infer([_frame(30, 40, i) for i in range(3)])
+    assert time.perf_counter() - t0 >= 0.12
+
+
+def test_registered_backend_and_close():
+    register_backend('fake_for_test', lambda config, device: FakeBackend(device))
+    engine = DepthEngine.from_config(EngineConfig(backend='fake_for_test', **NET))
+    engine.warmup([1, 2])
+    assert engine.infer([_frame(30, 40)])[0].ok
+    engine.close()
+    engine.close()
+    with pytest.raises(RuntimeError, match='closed'):
+        engine.infer([_frame(30, 40)])
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match='unknown backend'):
+        DepthEngine.from_config(EngineConfig(backend='tensorflow', **NET))
