@@ -220,3 +220,54 @@ FAST_NODE = dict(
     preprocess='reference', max_wait_ms=30.0, max_input_age_ms=-1.0, info_tolerance_ms=50.0,
 )
 """Parameters for a quick node with the deterministic fake backend at a tiny network size."""
+
+
+def _msg_types():
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    return {'depth/image': Image, 'depth/camera_info': CameraInfo, 'points': PointCloud2,
+            'normals/image': Image, 'confidence/image': Image}
+
+
+def start_node(harness, sub_ns: str, cameras, subscribe: dict[str, tuple[str, ...]], **params):
+    """A DepthNode in ``<harness ns>/<sub_ns>`` with the fake backend; ``subscribe`` = outputs per camera."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from metric3d_ros.ros.node import DepthNode
+
+    ns = f'{harness.namespace}/{sub_ns}'
+    values = {**FAST_NODE, 'cameras': list(cameras), **params}
+    node = DepthNode(namespace=ns, context=harness.context, parameter_overrides=node_overrides(**values))
+    assert node.autostart(), 'configure/activate failed'
+    harness.add_node(node)
+    types = _msg_types()
+    for cam, outputs in subscribe.items():
+        for out in outputs:
+            harness.subscribe(types[out], f'{sub_ns}/{cam}/{out}')
+    for cam in cameras:
+        harness.publisher(Image, f'{sub_ns}/{cam}/image')
+        harness.publisher(CameraInfo, f'{sub_ns}/{cam}/camera_info')
+    assert harness.wait_matched([f'{sub_ns}/{cam}/image' for cam in cameras])
+
+    def node_sees_subscribers():
+        for cam, outputs in subscribe.items():
+            subs = node._outputs[cam].subscribed()
+            keys = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',
+                    'normals/image': 'normals', 'confidence/image': 'confidence'}
+            if not all(subs[keys[o]] for o in outputs):
+                return False
+        return True
+
+    assert wait_until(node_sees_subscribers, 10.0)
+    return node
+
+
+def publish_ticks(harness, node, sub_ns: str, cameras: dict, ticks: int, period_s: float = 0.06) -> list[int]:
+    stamps = []
+    for i in range(ticks):
+        stamp_ns = node.get_clock().now().nanoseconds
+        stamps.append(stamp_ns)
+        for index, (cam, (w, h)) in enumerate(cameras.items()):
+            harness.publish_frame(f'{sub_ns}/{cam}', rgb_image(w, h, seed=index * 100 + i), stamp_ns)
+        time.sleep(period_s)
+    return stamps

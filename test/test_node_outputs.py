@@ -1,0 +1,140 @@
+"""The depth node in process over Fast DDS: per-camera outputs, headers, resolutions, CameraInfo, cloud
+layout, 16UC1 and network resolution, and outputs that nobody subscribes to are not computed."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from test_node_support import (
+    Harness,
+    camera_info_msg,
+    publish_ticks,
+    ros_env,
+    stamp_ns_of,
+    start_node,
+    unique_namespace,
+    wait_until,
+)
+
+pytestmark = pytest.mark.ros
+
+CAMERAS = {'front': (320, 240), 'left': (200, 100), 'rear': (96, 128)}  # width, height
+OUTPUTS = ('depth/image', 'depth/camera_info', 'points', 'normals/image', 'confidence/image')
+
+
+@pytest.fixture(scope='module')
+def harness():
+    env = ros_env(11)
+    h = Harness(int(env['ROS_DOMAIN_ID']), unique_namespace('outputs'))
+    yield h
+    h.close()
+
+
+def test_three_cameras_of_different_resolutions(harness):
+    sub_ns = 'three'
+    wanted = {cam: OUTPUTS for cam in CAMERAS}
+    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True)
+    stamps = publish_ticks(harness, node, sub_ns, CAMERAS, ticks=4)
+
+    def complete():
+        return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 2 for cam in CAMERAS for out in OUTPUTS)
+
+    assert wait_until(complete, 30.0), {f'{c}/{o}': len(harness.messages(f'{sub_ns}/{c}/{o}'))
+                                        for c in CAMERAS for o in OUTPUTS}
+    for cam, (w, h) in CAMERAS.items():
+        frame_id = f'{sub_ns}/{cam}_optical_frame'
+        by_out = {out: harness.messages(f'{sub_ns}/{cam}/{out}') for out in OUTPUTS}
+        for out, msgs in by_out.items():
+            for msg in msgs:
+                assert msg.header.frame_id == frame_id, (cam, out)
+                assert stamp_ns_of(msg) in stamps, (cam, out)
+            got = [stamp_ns_of(m) for m in msgs]
+            assert got == sorted(got) and len(set(got)) == len(got), f'{cam}/{out} not in stamp order'
+        depth = by_out['depth/image'][-1]
+        assert (depth.encoding, depth.width, depth.height, depth.step) == ('32FC1', w, h, 4 * w)
+        depth_m = np.frombuffer(bytes(depth.data), dtype='<f4').reshape(h, w)
+        assert np.isfinite(depth_m).all() and (depth_m > 0).all() and (depth_m < 300).all()
+        # Camera resolution: the depth CameraInfo is the input one (same size and K/P).
+        info = next(m for m in by_out['depth/camera_info'] if stamp_ns_of(m) == stamp_ns_of(depth))
+        ref = camera_info_msg(w, h, 0, frame_id)
+        assert (info.width, info.height) == (w, h)
+        np.testing.assert_allclose(info.k, ref.k, rtol=1e-12)
+        np.testing.assert_allclose(info.p, ref.p, rtol=1e-12)
+        # Organized xyzrgb cloud, depth_image_proc layout, stride 2, z equals the depth it samples.
+        cloud = next(m for m in by_out['points'] if stamp_ns_of(m) == stamp_ns_of(depth))
+        assert (cloud.width, cloud.height) == (math.ceil(w / 2), math.ceil(h / 2))
+        assert [(f.name, f.offset) for f in cloud.fields] == [('x', 0), ('y', 4), ('z', 8), ('rgb', 16)]
+        assert cloud.point_step == 32 and cloud.row_step == 32 * cloud.width and not cloud.is_dense
+        points = np.frombuffer(bytes(cloud.data), dtype='<f4').reshape(cloud.height, cloud.width, 8)
+        np.testing.assert_allclose(points[:, :, 2], depth_m[::2, ::2], rtol=1e-6)
+        fx = 0.8 * w
+        u = np.arange(0, w, 2)
+        expected_x = (u - (w - 1) / 2) * points[0, :, 2] / fx
+        np.testing.assert_allclose(points[0, :, 0], expected_x, rtol=1e-5, atol=1e-6)
+        normals = by_out['normals/image'][-1]
+        assert (normals.encoding, normals.width, normals.height, normals.step) == ('32FC3', w, h, 12 * w)
+        n = np.frombuffer(bytes(normals.data), dtype='<f4').reshape(h, w, 3)
+        np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-4)
+        conf = by_out['confidence/image'][-1]
+        assert (conf.encoding, conf.width, conf.height) == ('32FC1', w, h)
+    snap = {s.camera_id: s for s in node.stats.snapshots()}
+    assert all(snap[c].outputs_total >= 2 for c in CAMERAS)
+    # One inference served several cameras (cross-camera batching).
+    assert max(node.stats.batch_snapshot().batch_size_histogram) >= 2
+
+
+def test_network_resolution_and_16uc1(harness):
+    sub_ns = 'network'
+    cams = {'wide': (320, 160)}
+    node = start_node(harness, sub_ns, cams, {'wide': ('depth/image', 'depth/camera_info')},
+                      output_resolution='network', depth_encoding='16UC1')
+    publish_ticks(harness, node, sub_ns, cams, ticks=3)
+    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/wide/depth/image')) >= 2
+                      and len(harness.messages(f'{sub_ns}/wide/depth/camera_info')) >= 2, 20.0)
+    depth = harness.messages(f'{sub_ns}/wide/depth/image')[-1]
+    info = next(m for m in harness.messages(f'{sub_ns}/wide/depth/camera_info')
+                if stamp_ns_of(m) == stamp_ns_of(depth))
+    # Network 112x140: scale s = min(112 / 160, 140 / 320) = 0.4375 -> 140 x 70 without padding.
+    assert (depth.encoding, depth.width, depth.height) == ('16UC1', 140, 70)
+    assert (info.width, info.height) == (140, 70)
+    fx_in = 0.8 * 320
+    assert info.k[0] == pytest.approx(fx_in * 140 / 320)
+    assert info.k[4] == pytest.approx(fx_in * 70 / 160)
+    assert info.k[2] == pytest.approx((320 - 1) / 2 * 140 / 320)
+    mm = np.frombuffer(bytes(depth.data), dtype='<u2').reshape(70, 140)
+    assert (mm > 0).all()
+
+
+def test_outputs_without_subscribers_are_not_computed(harness):
+    sub_ns = 'lazy'
+    cams = {'busy': (160, 120), 'idle': (160, 120)}
+    node = start_node(harness, sub_ns, cams, {'busy': ('depth/image',)})
+    requests = []
+    infer = node.engine.infer
+
+    def spy(frames, request):
+        requests.extend((f.camera_id, r) for f, r in zip(frames, request, strict=True))
+        return infer(frames, request)
+
+    node.engine.infer = spy
+    publish_ticks(harness, node, sub_ns, cams, ticks=4)
+    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/busy/depth/image')) >= 3, 20.0)
+    time.sleep(0.3)
+    assert requests and {cam for cam, _ in requests} == {'busy'}, 'the idle camera must cost no inference'
+    for _, req in requests:
+        assert req.depth and not (req.cloud or req.normals or req.confidence)
+    for out in ('points', 'normals/image', 'confidence/image', 'depth/camera_info'):
+        assert harness.messages(f'{sub_ns}/busy/{out}') == []
+    diag = {s.hardware_id: s for s in node.diagnostics_message().status}
+    assert 'idle' in diag['idle'].message
+    values = {kv.key: kv.value for kv in diag['idle'].values}
+    assert int(values['skipped_no_subscriber']) >= 3 and values['outputs_total'] == '0'
+    # With no subscriber at all, no inference runs.
+    harness.unsubscribe(f'{sub_ns}/busy/depth/image')
+    assert wait_until(lambda: node._outputs['busy'].wanted_request() is None, 10.0)
+    requests.clear()
+    publish_ticks(harness, node, sub_ns, cams, ticks=3)
+    time.sleep(0.3)
+    assert requests == []
