@@ -22,6 +22,7 @@ from metric3d_ros.tools.bagio import (
     image_msg,
     image_to_array,
     image_to_rgb,
+    peek_stamp_ns,
     pointcloud_to_xyz,
     typestore,
 )
@@ -71,6 +72,7 @@ def test_round_trip_every_message_kind(tmp_path, storage):
         for m in r.messages():
             msg = r.deserialize(m)
             stamp = header_stamp_ns(msg.header)
+            assert peek_stamp_ns(m.data) == stamp
             assert m.log_time_ns == stamp  # log time = stamp: players keep the original timing
             assert msg.header.frame_id == 'cam_optical_frame'
             seen.setdefault(m.topic, []).append(stamp)

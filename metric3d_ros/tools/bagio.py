@@ -201,6 +201,21 @@ def clock_msg(store, stamp_ns: int):
 # Message reading
 
 
+def peek_stamp_ns(cdr: bytes | memoryview) -> int:
+    """Header stamp (ns) of a serialized message that starts with a std_msgs/Header, without deserializing.
+
+    CDR: 4 bytes of encapsulation header (second byte 1 = little-endian), then ``stamp.sec`` (int32) and
+    ``stamp.nanosec`` (uint32). Image, CompressedImage, CameraInfo and PointCloud2 all start so.
+    """
+    raw = bytes(cdr[:12])
+    if len(raw) < 12 or raw[0] != 0 or raw[1] not in (0, 1):
+        raise BagFormatError('not a CDR message starting with a std_msgs/Header')
+    order = '<' if raw[1] == 1 else '>'
+    sec = int(np.frombuffer(raw, dtype=f'{order}i4', count=1, offset=4)[0])
+    nanosec = int(np.frombuffer(raw, dtype=f'{order}u4', count=1, offset=8)[0])
+    return sec * 1_000_000_000 + nanosec
+
+
 def image_to_array(msg: Any) -> np.ndarray:
     """Pixels of a sensor_msgs/Image as (H, W) or (H, W, C) in native byte order (a copy)."""
     _check_encoding(msg.encoding)
