@@ -1,0 +1,148 @@
+"""Cross-camera batching inside the node, with a slow test backend: the max_wait_ms deadline, max_batch_size,
+drops counted when inference is slower than the cameras, and a silent camera that does not stall the others.
+
+Timing bounds are one-sided where it matters (a batch cannot go out *before* its deadline) and generous
+otherwise: the machine is shared with other test runs.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_node_support import (
+    Harness,
+    ros_env,
+    stamp_ns_of,
+    start_node,
+    unique_namespace,
+    wait_until,
+)
+
+pytestmark = pytest.mark.ros
+
+W, H = 96, 72
+
+
+@pytest.fixture(scope='module')
+def harness():
+    env = ros_env(37)
+    from metric3d_ros.core.engine.backend import register_backend
+    from metric3d_ros.core.engine.test_backends import FakeBackend, SlowBackend
+
+    def slow(config, device):
+        return SlowBackend(FakeBackend(device), delay_ms=300.0)
+
+    register_backend('slow_fake_300ms', slow)
+    h = Harness(int(env['ROS_DOMAIN_ID']), unique_namespace('batching'))
+    yield h
+    h.close()
+
+
+def _send(harness, node, sub_ns, cams, stamp_ns=None):
+    from test_node_support import rgb_image
+
+    stamp_ns = node.get_clock().now().nanoseconds if stamp_ns is None else stamp_ns
+    for cam in cams:
+        harness.publish_frame(f'{sub_ns}/{cam}', rgb_image(W, H), stamp_ns)
+    return stamp_ns
+
+
+def _latency_ms(harness, topic, stamp_ns, receive_times) -> float:
+    return (receive_times[(topic, stamp_ns)] - stamp_ns) / 1e6
+
+
+def test_deadline_when_a_camera_is_late_and_immediate_when_all_arrive(harness):
+    sub_ns = 'deadline'
+    cams = ['a', 'b']
+    node = start_node(harness, sub_ns, {c: (W, H) for c in cams}, {c: ('depth/image',) for c in cams},
+                      max_wait_ms=400.0, camera_timeout_ms=5000.0, max_batch_size=4)
+    batches = []
+    infer = node.engine.infer
+
+    def spy(frames, requests):
+        batches.append((time.monotonic(), sorted(f.camera_id for f in frames)))
+        return infer(frames, requests)
+
+    node.engine.infer = spy
+    def published(cam, stamp_ns):
+        return stamp_ns in [stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/depth/image')]
+
+    # A camera is waited for once it has delivered: after a first tick, both cameras share a batch.
+    t0 = _send(harness, node, sub_ns, cams)
+    assert wait_until(lambda: all(published(c, t0) for c in cams), 10.0)
+    time.sleep(0.1)
+    batches.clear()
+    t0 = _send(harness, node, sub_ns, cams)
+    assert wait_until(lambda: all(published(c, t0) for c in cams), 10.0)
+    assert [b for _, b in batches] == [['a', 'b']]
+    # Only 'a' delivers while 'b' is still active: the batch waits max_wait_ms (400 ms) for 'b'.
+    time.sleep(0.2)
+    batches.clear()
+    sent_s = time.monotonic()
+    t1 = _send(harness, node, sub_ns, ['a'])
+    assert wait_until(lambda: published('a', t1), 10.0)
+    dispatched_s, members = batches[0]
+    assert members == ['a']
+    waited_ms = (dispatched_s - sent_s) * 1e3
+    assert waited_ms >= 400.0 - 30.0, f'dispatched after {waited_ms:.0f} ms, before the 400 ms deadline'
+    assert waited_ms < 3000.0
+    # 'b' arrives within the wait: the batch goes out with both, before the deadline.
+    batches.clear()
+    sent_s = time.monotonic()
+    t2 = _send(harness, node, sub_ns, ['a'])
+    time.sleep(0.05)
+    _send(harness, node, sub_ns, ['b'], stamp_ns=t2)
+    assert wait_until(lambda: published('b', t2), 10.0)
+    assert batches[0][1] == ['a', 'b']
+    assert (batches[0][0] - sent_s) * 1e3 < 400.0 + 200.0
+
+
+def test_max_batch_size_and_batch_statistics(harness):
+    sub_ns = 'maxbatch'
+    cams = ['c1', 'c2', 'c3']
+    node = start_node(harness, sub_ns, {c: (W, H) for c in cams}, {c: ('depth/image',) for c in cams},
+                      max_batch_size=2, max_wait_ms=100.0)
+    stamps = []
+    for _ in range(4):
+        stamps.append(_send(harness, node, sub_ns, cams))
+        time.sleep(0.15)
+    def counts():
+        return [len(harness.messages(f'{sub_ns}/{c}/depth/image')) for c in cams]
+
+    assert wait_until(lambda: min(counts()) >= 3, 15.0), counts()
+    snap = node.stats.batch_snapshot()
+    assert max(snap.batch_size_histogram) == 2
+    assert snap.batches_total >= 4
+    values = {kv.key: kv.value for kv in node.diagnostics_message().status[0].values}
+    assert values['max_batch_size'] == '2' and values['batch_size_histogram'].startswith(('1:', '2:'))
+
+
+def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
+    sub_ns = 'slow'
+    cams = ['s1', 's2']
+    node = start_node(harness, sub_ns, {c: (W, H) for c in cams}, {c: ('depth/image',) for c in cams},
+                      backend='slow_fake_300ms', max_wait_ms=10.0, queue_depth=1)
+    sent = []
+    start = time.monotonic()
+    while time.monotonic() - start < 2.0:  # 20 Hz for 2 s against ~3 batches per second
+        sent.append(_send(harness, node, sub_ns, cams))
+        time.sleep(0.05)
+
+    def settled():
+        return node._scheduler.idle() and all(
+            sum(node.stats.drop_counts(c).values()) + node.stats.counts(c)[1] == node.stats.counts(c)[0]
+            for c in cams)
+
+    assert wait_until(settled, 10.0)
+    for cam in cams:
+        inputs, outputs = node.stats.counts(cam)
+        drops = node.stats.drop_counts(cam)
+        assert inputs >= 25, inputs  # best effort, in process: nearly every frame arrives
+        assert drops.get('queue_overflow', 0) >= inputs // 2, drops
+        assert 3 <= outputs <= 12, outputs
+        got = [stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/depth/image')]
+        assert got == sorted(got) and set(got) <= set(sent)
+    snap = {s.camera_id: s for s in node.stats.snapshots()}
+    assert snap['s1'].inference_mean_ms >= 290.0
+    status = next(s for s in node.diagnostics_message().status if s.hardware_id == 's1')
+    assert status.level == b'\x01' and 'dropped' in status.message  # WARN: most inputs dropped
