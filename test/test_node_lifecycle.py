@@ -1,0 +1,189 @@
+"""Lifecycle of the depth node: transitions through the lifecycle_msgs services, parameter validation at
+configure, resources released at deactivate/cleanup, and the ``depth_node`` executable (params file,
+Ctrl-C, failing autostart) in a subprocess."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from test_node_support import (
+    FAST_NODE,
+    REPO_ROOT,
+    Harness,
+    node_overrides,
+    rgb_image,
+    ros_env,
+    stamp_ns_of,
+    unique_namespace,
+    wait_until,
+)
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module', autouse=True)
+def env():
+    return ros_env(41)
+
+
+@pytest.fixture(scope='module')
+def harness(env):
+    h = Harness(int(env['ROS_DOMAIN_ID']), unique_namespace('lifecycle'))
+    yield h
+    h.close()
+
+
+def _call(harness, srv_type, name, request, timeout_s=30.0):
+    client = harness.helper.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=10.0), f'service {name} not available'
+        future = client.call_async(request)
+        assert wait_until(future.done, timeout_s), f'{name} did not answer'
+        return future.result()
+    finally:
+        harness.helper.destroy_client(client)
+
+
+def _change(harness, node_path, transition_id):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    return _call(harness, ChangeState, f'{node_path}/change_state',
+                 ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def _state(harness, node_path) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return _call(harness, GetState, f'{node_path}/get_state', GetState.Request()).current_state.label
+
+
+def test_transitions_through_the_lifecycle_services(harness):
+    from lifecycle_msgs.msg import Transition
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from metric3d_ros.ros.node import DepthNode
+
+    sub_ns = 'services'
+    ns = f'{harness.namespace}/{sub_ns}'
+    node = DepthNode(namespace=ns, context=harness.context, parameter_overrides=node_overrides(
+        **{**FAST_NODE, 'autostart': False, 'cameras': ['cam']}))
+    harness.add_node(node)
+    path = f'{ns}/metric3d_depth'
+    assert _state(harness, path) == 'unconfigured'
+
+    # A bad parameter fails configure (the node stays unconfigured and says why); fixed, it configures.
+    assert node.set_parameters([Parameter('cameras', value=['ok', '2bad'])])[0].successful
+    assert not _change(harness, path, Transition.TRANSITION_CONFIGURE)
+    assert _state(harness, path) == 'unconfigured' and node.engine is None
+    assert node.set_parameters([Parameter('cameras', value=['cam'])])[0].successful
+    assert _change(harness, path, Transition.TRANSITION_CONFIGURE)
+    assert _state(harness, path) == 'inactive' and node.engine is not None
+    # Parameters are read at configure: changes are refused while configured.
+    result = node.set_parameters([Parameter('max_wait_ms', value=20.0)])[0]
+    assert not result.successful and 'configure' in result.reason
+    # Inactive: no subscriptions, no outputs.
+    image_pub = harness.publisher(Image, f'{sub_ns}/cam/image')
+    harness.publisher(CameraInfo, f'{sub_ns}/cam/camera_info')
+    assert image_pub.get_subscription_count() == 0
+
+    assert _change(harness, path, Transition.TRANSITION_ACTIVATE)
+    assert _state(harness, path) == 'active'
+    harness.subscribe(Image, f'{sub_ns}/cam/depth/image')
+    assert wait_until(lambda: image_pub.get_subscription_count() == 1, 10.0)
+    assert wait_until(lambda: node._outputs['cam'].wanted_request() is not None, 10.0)
+    stamp = node.get_clock().now().nanoseconds
+    harness.publish_frame(f'{sub_ns}/cam', rgb_image(64, 48), stamp)
+    depth_topic = f'{sub_ns}/cam/depth/image'
+    assert wait_until(lambda: [stamp_ns_of(m) for m in harness.messages(depth_topic)] == [stamp], 10.0)
+
+    assert _change(harness, path, Transition.TRANSITION_DEACTIVATE)
+    assert _state(harness, path) == 'inactive'
+    assert wait_until(lambda: image_pub.get_subscription_count() == 0, 10.0)
+    assert node._scheduler is None and node._outputs == {}
+    engine = node.engine
+    assert _change(harness, path, Transition.TRANSITION_CLEANUP)
+    assert _state(harness, path) == 'unconfigured'
+    assert node.engine is None and engine._closed
+    # Configure and activate again, then shut down from active.
+    assert _change(harness, path, Transition.TRANSITION_CONFIGURE)
+    assert _change(harness, path, Transition.TRANSITION_ACTIVATE)
+    assert _change(harness, path, Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert _state(harness, path) == 'finalized'
+    assert node.engine is None and node._scheduler is None
+
+
+def test_startup_values_rclpy_refuses_fail_configure_not_the_constructor(harness):
+    from metric3d_ros.ros.node import DepthNode
+    from metric3d_ros.ros.params import ConfigError, read_node_config
+
+    ns = f'{harness.namespace}/refused'
+    node = DepthNode(namespace=ns, context=harness.context, parameter_overrides=node_overrides(
+        **{**FAST_NODE, 'autostart': False, 'net_height_px': 600, 'max_batch_size': 0, 'precision': 'fp64'}))
+    try:
+        assert not node.autostart()
+        assert node.state == 'unconfigured'
+        with pytest.raises(ConfigError) as info:
+            read_node_config(node, list(node._startup_problems.values()))
+        text = str(info.value)
+        assert 'net_height_px' in text and 'multiple of 28' in text
+        assert 'max_batch_size' in text and 'precision' in text and 'fp32' in text
+    finally:
+        node.destroy_node()
+
+
+def _node_process(*ros_args: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    args = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args',
+            '--params-file', str(REPO_ROOT / 'config' / 'depth.yaml'),
+            '-r', f'__ns:={unique_namespace("proc")}', *ros_args]
+    return subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _fast_args() -> list[str]:
+    values = {**FAST_NODE, 'cameras': "['front','left']"}
+    return [a for k, v in values.items() for a in ('-p', f'{k}:={v}')]
+
+
+def test_depth_node_executable_runs_with_the_params_file_and_exits_cleanly_on_ctrl_c():
+    proc = _node_process(*_fast_args())
+    lines = []
+    try:
+        deadline = time.monotonic() + 90.0
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if 'active: 2 camera(s)' in line:
+                break
+        assert any('active: 2 camera(s)' in line for line in lines), ''.join(lines)
+        assert any("cameras ['front', 'left'], backend fake" in line for line in lines), ''.join(lines)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, ''.join(lines) + out
+    assert 'Traceback' not in out, out
+
+
+def test_depth_node_exits_with_an_error_when_autostart_fails():
+    proc = _node_process(*_fast_args(), '-p', 'net_height_px:=600')
+    try:
+        out, _ = proc.communicate(timeout=90.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out
+    assert 'net_height_px' in out and 'multiple of 28' in out, out
+    assert 'Traceback' not in out, out
