@@ -631,7 +631,9 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], EvalOpt
     return engine, options
 
 
-def print_summary(report: dict[str, Any], output_dir: Path, stream=sys.stdout) -> None:
+def print_summary(report: dict[str, Any], output_dir: Path, stream=None) -> None:
+    """Per-camera table of the main metrics and latencies, and where the report is."""
+    stream = stream or sys.stdout
     for warning in report.get('warnings', []):
         print(f'\n!!! {warning} !!!\n', file=stream)
     print(f'{"camera":<16}{"frames":>7}{"AbsRel":>10}{"RMSE m":>10}{"d1":>8}{"p50 ms":>10}{"p95 ms":>10}',
