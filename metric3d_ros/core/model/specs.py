@@ -119,7 +119,7 @@ VARIANTS: dict[str, VariantSpec] = {
         name='giant2',
         checkpoint_file='metric_depth_vit_giant2_800k.pth',
         encoder=EncoderSpec(embed_dim=1536, depth=40, num_heads=24, mlp='swiglu',
-                            feature_blocks=(40, 40, 40, 40), feature_norm=True),
+                            feature_blocks=(10, 20, 30, 40), feature_norm=False),
         decoder=DecoderSpec(feature_channels=(384, 768), fusion_channels=(384, 768, 1536, 1536),
                             hidden_channels=192, gru_iters=8),
     ),

@@ -176,7 +176,10 @@ class DinoVisionTransformer(nn.Module):
         pos = self.pos_embed
         if torch.is_grad_enabled() and pos.requires_grad:
             return self._interpolated_pos_embed(h_tokens, w_tokens).to(pos.dtype)
-        key = (h_tokens, w_tokens, pos.device, pos.dtype, pos.data_ptr(), pos._version)
+        # the key changes when the tensor is replaced, moved, cast or edited in place (inference tensors
+        # carry no version counter; loading a state dict clears the cache, see _load_from_state_dict)
+        version = -1 if pos.is_inference() else pos._version
+        key = (h_tokens, w_tokens, pos.device, pos.dtype, pos.data_ptr(), version)
         cached = self._pos_cache.get(key)
         if cached is None:
             with torch.no_grad():
@@ -185,6 +188,10 @@ class DinoVisionTransformer(nn.Module):
             while len(self._pos_cache) > _POS_CACHE_SIZE:
                 self._pos_cache.popitem(last=False)
         return cached
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._pos_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     # forward ----------------------------------------------------------------------------------------
 
