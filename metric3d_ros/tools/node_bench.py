@@ -1,0 +1,310 @@
+"""Benchmark of the depth node as deployed: camera simulator process -> depth_node process -> observer.
+
+    python -m metric3d_ros.tools.node_bench --cameras 2 --size 640x480 --rate-hz 5 --duration-s 30 \
+        --net-size 140x196 --device cpu --weights synthetic
+
+Starts ``depth_node`` (its own process, the shipped Fast DDS shared-memory profile) with the given model and
+outputs, an observer node in this process that subscribes to every requested output of every camera, then
+``metric3d_camera_sim`` publishing N cameras at R Hz. When the simulator is done it reports:
+
+- delivered fraction: input frames (published by the simulator) for which EVERY requested output arrived
+  at the observer;
+- latency: observer receive time of the last output of a frame minus the frame's stamp (stamp = the
+  simulator's publish time; same host clock), p50 / p95 / p99 / max, in ms. This includes the DDS transfer
+  to the observer, so it is what a consumer sees;
+- the node's own /diagnostics figures (stamp-to-publish latency p50/p95, inference time, batch sizes,
+  drops by reason) from the last DiagnosticArray.
+
+Frames stamped in the first ``--skip-s`` seconds are left out of both figures (start-up transients); the
+full-run delivered fraction is printed as well. Exit code 0 when the targets given with
+``--target-delivered``, ``--target-p50-ms``, ``--target-p99-ms`` are met (or none are given), else 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUTPUT_TYPES = {
+    'depth': ('depth/image', 'Image'),
+    'depth_info': ('depth/camera_info', 'CameraInfo'),
+    'points': ('points', 'PointCloud2'),
+    'normals': ('normals/image', 'Image'),
+    'confidence': ('confidence/image', 'Image'),
+}
+SETUP_KEYS = ('cameras', 'size', 'rate_hz', 'duration_s', 'skip_s', 'outputs', 'cloud_stride', 'backend',
+              'variant', 'weights', 'device', 'precision', 'net_size', 'max_wait_ms', 'extra_param')
+REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
+
+
+def _profile_path() -> Path:
+    """The Fast DDS profile: the source tree's, else the installed share directory's."""
+    local = REPO_CONFIG / 'fastdds_shm.xml'
+    if local.is_file():
+        return local
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory('metric3d_ros')) / 'config' / 'fastdds_shm.xml'
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog='node_bench', description=__doc__.split('\n')[0])
+    p.add_argument('--cameras', type=int, default=2, help='number of cameras (cam0, cam1, ...)')
+    p.add_argument('--size', default='640x480', help='WIDTHxHEIGHT of every camera')
+    p.add_argument('--rate-hz', type=float, default=5.0)
+    p.add_argument('--duration-s', type=float, default=30.0)
+    p.add_argument('--skip-s', type=float, default=2.0, help='frames stamped this early are not measured')
+    p.add_argument('--outputs', default='depth,depth_info,points', help=f'of {",".join(OUTPUT_TYPES)}')
+    p.add_argument('--cloud-stride', type=int, default=2)
+    p.add_argument('--backend', default='torch')
+    p.add_argument('--variant', default='small')
+    p.add_argument('--weights', default='synthetic', help="checkpoint path, 'synthetic' or '' (official)")
+    p.add_argument('--device', default='auto')
+    p.add_argument('--precision', default='fp32')
+    p.add_argument('--net-size', default='616x1064', help='network HEIGHTxWIDTH (multiples of 28)')
+    p.add_argument('--max-batch-size', type=int, default=0, help='0: the number of cameras')
+    p.add_argument('--max-wait-ms', type=float, default=15.0)
+    p.add_argument('--extra-param', action='append', default=[], metavar='NAME:=VALUE',
+                   help='further node parameters, e.g. cuda_graphs:=false (repeatable)')
+    p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID (0: 100 + pid %% 50)')
+    p.add_argument('--startup-timeout-s', type=float, default=300.0, help='for loading and warm-up')
+    p.add_argument('--json', default='', help='also write the results here')
+    p.add_argument('--log-dir', default='', help='keep the node and simulator output here')
+    p.add_argument('--target-delivered', type=float, default=None, help='e.g. 0.99')
+    p.add_argument('--target-p50-ms', type=float, default=None)
+    p.add_argument('--target-p99-ms', type=float, default=None)
+    args = p.parse_args(argv)
+    args.outputs = [o.strip() for o in args.outputs.split(',') if o.strip()]
+    unknown = sorted(set(args.outputs) - set(OUTPUT_TYPES))
+    if unknown or not args.outputs:
+        p.error(f'--outputs: unknown {unknown}; choose from {",".join(OUTPUT_TYPES)}')
+    return args
+
+
+class Observer:
+    """Subscribes to the requested outputs of every camera and records arrival times per stamp."""
+
+    def __init__(self, cameras: list[str], outputs: list[str], namespace: str, domain_id: int) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs import msg as sensor_msgs
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node('node_bench_observer', namespace=namespace, context=self.context)
+        self.lock = threading.Lock()
+        self.arrivals: dict[tuple[str, int], dict[str, int]] = {}
+        self.diagnostics = None
+        self.outputs = outputs
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.subscriptions = []
+        for cam in cameras:
+            for out in outputs:
+                topic, type_name = OUTPUT_TYPES[out]
+                self.subscriptions.append(self.node.create_subscription(
+                    getattr(sensor_msgs, type_name), f'{cam}/{topic}',
+                    lambda m, c=cam, o=out: self._store(c, o, m), qos))
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - ends with the context
+            pass
+
+    def _store(self, cam: str, out: str, msg) -> None:
+        now_ns = time.time_ns()
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            self.arrivals.setdefault((cam, stamp_ns), {})[out] = now_ns
+
+    def _on_diag(self, msg) -> None:
+        if any(s.name.endswith(': engine') for s in msg.status):
+            with self.lock:
+                self.diagnostics = msg
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+def _percentiles(values_ms: list[float]) -> dict[str, float]:
+    if not values_ms:
+        return {'p50': float('nan'), 'p95': float('nan'), 'p99': float('nan'), 'max': float('nan')}
+    arr = np.asarray(values_ms)
+    return {'p50': float(np.percentile(arr, 50)), 'p95': float(np.percentile(arr, 95)),
+            'p99': float(np.percentile(arr, 99)), 'max': float(arr.max())}
+
+
+def evaluate(published: dict[str, list[int]], arrivals: dict, outputs: list[str], skip_ns: int) -> dict:
+    """Delivered fraction and latency from the simulator's stamps and the observer's arrivals."""
+    all_stamps = sorted({s for stamps in published.values() for s in stamps})
+    start_ns = (all_stamps[0] + skip_ns) if all_stamps else 0
+    total = measured = delivered_all = delivered = 0
+    latencies_ms = []
+    per_camera = {}
+    for cam, stamps in published.items():
+        cam_total = cam_delivered = 0
+        for stamp_ns in stamps:
+            got = arrivals.get((cam, stamp_ns), {})
+            complete = all(out in got for out in outputs)
+            total += 1
+            delivered_all += complete
+            if stamp_ns < start_ns:
+                continue
+            measured += 1
+            cam_total += 1
+            if complete:
+                delivered += 1
+                cam_delivered += 1
+                latencies_ms.append((max(got[out] for out in outputs) - stamp_ns) / 1e6)
+        per_camera[cam] = {'frames': cam_total, 'delivered': cam_delivered,
+                           'fraction': cam_delivered / cam_total if cam_total else float('nan')}
+    return {
+        'frames_published': total,
+        'delivered_fraction_full_run': delivered_all / total if total else float('nan'),
+        'frames_measured': measured,
+        'delivered_fraction': delivered / measured if measured else float('nan'),
+        'latency_ms': _percentiles(latencies_ms),
+        'per_camera': per_camera,
+    }
+
+
+def _diag_summary(msg) -> dict:
+    if msg is None:
+        return {}
+    out = {}
+    for status in msg.status:
+        out[status.hardware_id] = {'level': int(status.level[0]) if status.level else 0,
+                                   'message': status.message,
+                                   **{kv.key: kv.value for kv in status.values}}
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    profile = str(_profile_path())
+    domain_id = args.domain_id or 100 + os.getpid() % 50
+    os.environ.update({
+        'ROS_DOMAIN_ID': str(domain_id),
+        'FASTDDS_DEFAULT_PROFILES_FILE': profile,
+        'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
+        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+    })
+    cameras = [f'cam{i}' for i in range(args.cameras)]
+    namespace = f'/node_bench_{os.getpid()}'
+    net_h, net_w = (int(v) for v in args.net_size.lower().split('x'))
+    params = {
+        'cameras': '[' + ','.join(cameras) + ']', 'backend': args.backend, 'variant': args.variant,
+        'weights': f'"{args.weights}"', 'device': args.device, 'precision': args.precision,
+        'net_height_px': net_h, 'net_width_px': net_w,
+        'max_batch_size': args.max_batch_size or args.cameras, 'max_wait_ms': float(args.max_wait_ms),
+        'cloud_stride': args.cloud_stride, 'info_tolerance_ms': 50.0,
+    }
+    node_cmd = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args', '-r', f'__ns:={namespace}']
+    node_cmd += [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
+    for extra in args.extra_param:
+        node_cmd += ['-p', extra]
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    node_log = open(log_dir / 'node.log', 'w') if log_dir else subprocess.DEVNULL  # noqa: SIM115
+    summary_path = Path(args.json + '.sim.json' if args.json else f'/tmp/node_bench_sim_{os.getpid()}.json')
+    observer = Observer(cameras, args.outputs, namespace, domain_id)
+    node = subprocess.Popen(node_cmd, stdout=node_log, stderr=subprocess.STDOUT)
+    sim = None
+    try:
+        sim_cmd = [sys.executable, '-m', 'metric3d_ros.tools.camera_sim', '--cameras', ','.join(cameras),
+                   '--size', args.size, '--rate-hz', str(args.rate_hz), '--duration-s', str(args.duration_s),
+                   '--wait-for-subscribers-s', str(args.startup_timeout_s), '--start-delay-s', '1.0',
+                   '--summary-json', str(summary_path), '--ros-args', '-r', f'__ns:={namespace}']
+        sim = subprocess.run(sim_cmd, capture_output=True, text=True,
+                             timeout=args.startup_timeout_s + args.duration_s + 60.0)
+        if sim.returncode != 0:
+            raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
+        time.sleep(2.0)  # trailing outputs
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=30.0)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        observer.close()
+    summary = json.loads(summary_path.read_text())
+    stamps = summary['stamps_ns']
+    published = {cam: list(stamps) for cam in cameras}
+    with observer.lock:
+        arrivals = dict(observer.arrivals)
+        diagnostics = observer.diagnostics
+    result = evaluate(published, arrivals, args.outputs, int(args.skip_s * 1e9))
+    result.update({
+        'date': time.strftime('%Y-%m-%d'),
+        'setup': {k: getattr(args, k) for k in SETUP_KEYS},
+        'max_batch_size': params['max_batch_size'],
+        'simulator_rate_hz': summary['ticks'] / summary['elapsed_s'] if summary['elapsed_s'] else 0.0,
+        'node_exit_code': node.returncode,
+        'node_diagnostics': _diag_summary(diagnostics),
+    })
+    return result
+
+
+def format_result(result: dict) -> str:
+    lat = result['latency_ms']
+    setup = result['setup']
+    lines = [
+        f"node bench {result['date']}: {setup['cameras']} x {setup['size']} @ {setup['rate_hz']} Hz, "
+        f"{setup['duration_s']} s, {setup['backend']} {setup['variant']} {setup['net_size']} "
+        f"{setup['precision']} on {setup['device']}, outputs {','.join(setup['outputs'])} "
+        f"(cloud stride {setup['cloud_stride']})",
+        f"  delivered: {100 * result['delivered_fraction']:.2f} % of {result['frames_measured']} frames "
+        f"(full run {100 * result['delivered_fraction_full_run']:.2f} % of {result['frames_published']})",
+        f"  latency stamp -> observer (ms): p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  "
+        f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}",
+    ]
+    engine = next((v for k, v in result['node_diagnostics'].items() if 'batches_total' in v), None)
+    if engine:
+        lines.append(f"  node: inference p50 {engine.get('inference_p50_ms')} ms, batch size mean "
+                     f"{engine.get('batch_size_mean')}, histogram {engine.get('batch_size_histogram')}")
+    for cam, diag in sorted(result['node_diagnostics'].items()):
+        if 'latency_p50_ms' in diag:
+            drops = {k[6:]: v for k, v in diag.items() if k.startswith('drops_') and k != 'drops_total'}
+            lines.append(f"  {cam}: node latency p50 {diag['latency_p50_ms']} / p95 {diag['latency_p95_ms']} "
+                         f"ms, in {diag['input_rate_hz']} Hz, out {diag['output_rate_hz']} Hz, "
+                         f"drops {drops or 'none'}")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    print(format_result(result), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    ok = True
+    if args.target_delivered is not None:
+        ok &= result['delivered_fraction'] >= args.target_delivered
+    if args.target_p50_ms is not None:
+        ok &= result['latency_ms']['p50'] <= args.target_p50_ms
+    if args.target_p99_ms is not None:
+        ok &= result['latency_ms']['p99'] <= args.target_p99_ms
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
