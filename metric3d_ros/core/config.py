@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Precision = Literal['fp32', 'bf16', 'fp16']
+Precision = Literal['fp32', 'tf32', 'bf16', 'fp16']
 Preprocess = Literal['auto', 'device_exact', 'device', 'reference']
 Attention = Literal['auto', 'sdpa', 'math']
 CompileMode = Literal['none', 'default', 'max-autotune']
@@ -45,7 +45,7 @@ VARIANT_ALIASES: Mapping[str, str] = {
     'large': 'large', 'vit_large': 'large', 'metric3d_vit_large': 'large', 'vit-l': 'large', 'l': 'large',
     'giant2': 'giant2', 'vit_giant2': 'giant2', 'metric3d_vit_giant2': 'giant2', 'vit-g2': 'giant2',
 }
-PRECISIONS: tuple[str, ...] = ('fp32', 'bf16', 'fp16')
+PRECISIONS: tuple[str, ...] = ('fp32', 'tf32', 'bf16', 'fp16')
 PREPROCESS_MODES: tuple[str, ...] = ('auto', 'device_exact', 'device', 'reference')
 ATTENTION_MODES: tuple[str, ...] = ('auto', 'sdpa', 'math')
 COMPILE_MODES: tuple[str, ...] = ('none', 'default', 'max-autotune')
@@ -124,7 +124,8 @@ class EngineConfig:
     variant: 'small' | 'large' | 'giant2' (aliases like 'vit_small' are normalized).
     backend: 'torch' | 'onnxruntime' | a test backend ('fake') | any name registered with
         ``metric3d_ros.core.engine.backend.register_backend``.
-    precision: 'fp32' | 'bf16' | 'fp16' network arithmetic (autocast); pre/post-processing is always float32.
+    precision: 'fp32' (strict, conformant) | 'tf32' | 'bf16' | 'fp16' network arithmetic (see
+        ``metric3d_ros.core.engine.torch_backend``); pre/post-processing is always float32.
     autocast_scope: with bf16/fp16, 'encoder' (ViT encoder in reduced precision, decoder in float32) or
         'all' (whole network autocast); see ``metric3d_ros.core.engine.torch_backend``.
     device: torch device string ('cpu', 'cuda', 'cuda:1'); 'auto' picks 'cuda' when available.
