@@ -25,6 +25,7 @@ output computed from it.
 from __future__ import annotations
 
 import gc
+import queue
 import sys
 import threading
 import time
@@ -68,6 +69,7 @@ from metric3d_ros.ros.diagnostics import (
 from metric3d_ros.ros.params import SPECS, ConfigError, NodeConfig, declare_parameters, read_node_config
 from metric3d_ros.ros.publishers import CameraOutputs, Job
 from metric3d_ros.ros.qos import diagnostics_qos
+from metric3d_ros.ros.timing import TimingStats
 
 try:  # rclpy >= Humble; guarded so that an older rclpy still gets a clean exit on Ctrl-C
     from rclpy.executors import ExternalShutdownException
@@ -156,6 +158,8 @@ class DepthNode(LifecycleNode):
         self._diag_timer = None
         self._jump_handle = None
         self._throttle = Throttle(5.0)
+        self._timing = TimingStats()
+        self._output_thread: _OutputThread | None = None
         self._state = 'unconfigured'
         self._state_lock = threading.RLock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -283,6 +287,10 @@ class DepthNode(LifecycleNode):
             for name in config.cameras:
                 self._outputs[name] = CameraOutputs(self, name, config.outputs, out_qos)
             self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
+            self._timing = TimingStats()
+            if config.publish_thread:
+                depth = 2 * config.scheduler.max_batch_size
+                self._output_thread = _OutputThread(self._publish_now, depth=depth)
             scheduler.start()
             for name in config.cameras:
                 self._inputs[name] = cam = _CameraInput(name, CameraInfoPairer(config.pairing))
@@ -313,6 +321,9 @@ class DepthNode(LifecycleNode):
             scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and not scheduler.stop(timeout_s=30.0):
             self.get_logger().error('the inference worker did not stop within 30 s')
+        output_thread, self._output_thread = self._output_thread, None
+        if output_thread is not None:
+            output_thread.stop()
         with self._state_lock:
             for outputs in self._outputs.values():
                 outputs.destroy()
@@ -394,10 +405,12 @@ class DepthNode(LifecycleNode):
             self._note(cam, INTERNAL_ERROR, f'CameraInfo callback raised {exc!r}', None)
 
     def _on_image(self, cam: _CameraInput, msg) -> None:
+        start_s = time.perf_counter()
         try:
             self._handle_image(cam, msg)
         except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
             self._reject(cam, INTERNAL_ERROR, f'image callback raised {exc!r}')
+        self._timing.add('image_callback', (time.perf_counter() - start_s) * 1e3)
 
     def _handle_image(self, cam: _CameraInput, msg) -> None:
         outputs = self._outputs.get(cam.name)
@@ -484,7 +497,10 @@ class DepthNode(LifecycleNode):
         engine = self._engine
         if engine is None:
             raise RuntimeError('no engine (the node was cleaned up)')
-        return engine.infer([frame for frame, _ in items], [job.request for _, job in items])
+        results = engine.infer([frame for frame, _ in items], [job.request for _, job in items])
+        if results and results[0].timings_ms:
+            self._timing.add_all('engine_', results[0].timings_ms)
+        return results
 
     def _publish_result(self, item, result) -> str | None:
         _, job = item
@@ -493,11 +509,23 @@ class DepthNode(LifecycleNode):
             if cam is not None:
                 self._note(cam, INFERENCE_ERROR, result.error, result.stamp_ns)
             return INFERENCE_ERROR
+        if self._outputs.get(job.camera_id) is None:
+            return STOPPED
+        output_thread = self._output_thread
+        if output_thread is not None:
+            output_thread.put(job, result)
+        else:
+            self._publish_now(job, result)
+        return None
+
+    def _publish_now(self, job: Job, result) -> None:
         outputs = self._outputs.get(job.camera_id)
         if outputs is None:
-            return STOPPED
+            return
+        start_s = time.perf_counter()
         outputs.publish(job, result)
-        return None
+        self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
+        self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
 
     # ------------------------------------------------------------------------------------- diagnostics
     def _expire_held(self) -> None:
@@ -548,9 +576,42 @@ class DepthNode(LifecycleNode):
             'net_size_px': f'{engine_cfg.net_height_px}x{engine_cfg.net_width_px}',
             'max_batch_size': str(config.scheduler.max_batch_size),
             'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
+            'publish_thread': str(config.publish_thread).lower(),
+            **self._timing.summary(),
         })
         statuses.insert(0, engine_status(name, stats.batch_snapshot(), cameras, node_extras))
         return diagnostic_array(self.get_clock().now().to_msg(), statuses)
+
+
+class _OutputThread:
+    """Publishes results in FIFO order on its own thread, so that the next inference overlaps publishing.
+
+    ``put`` blocks while ``depth`` results are waiting (back-pressure on the inference worker).
+    """
+
+    def __init__(self, publish, depth: int) -> None:
+        self._publish = publish
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._thread = threading.Thread(target=self._run, name='metric3d-publish', daemon=True)
+        self._thread.start()
+
+    def put(self, job: Job, result) -> None:
+        self._queue.put((job, result))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Publish what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._publish(*item)
+            except Exception:  # noqa: BLE001 - one failed publish must not end the thread
+                pass
 
 
 def _pairing_detail(reason: str, config: NodeConfig) -> str:

@@ -136,6 +136,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.0, 1000.0)),
     _p('cloud_stride', 1, 'point cloud decimation: every Nth row and column', int_range=(1, 64, 1)),
     _p('cloud_rgb', False, 'point cloud with the rgb field (xyzrgb) instead of xyz'),
+    _p('publish_thread', False, 'publish from a second thread (the next inference overlaps publishing)'),
     # --- QoS
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
@@ -202,6 +203,7 @@ class NodeConfig:
     log_throttle_s: float = 5.0
     autostart: bool = True
     executor: str = 'single_threaded'
+    publish_thread: bool = False
 
 
 def declare_parameters(node) -> list[str]:
@@ -349,6 +351,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
     period_s = r.get('diagnostics.period_s')
+    publish_thread = r.get('publish_thread')
     autostart = r.get('autostart')
     executor = r.get('executor')
     if r.problems:
@@ -358,6 +361,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, camera_info_source=source,
         info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
         log_throttle_s=log_throttle_s, autostart=autostart, executor=executor,
+        publish_thread=publish_thread,
     )
 
 

@@ -281,6 +281,9 @@ def format_result(result: dict) -> str:
     if engine:
         lines.append(f"  node: inference p50 {engine.get('inference_p50_ms')} ms, batch size mean "
                      f"{engine.get('batch_size_mean')}, histogram {engine.get('batch_size_histogram')}")
+        means = {k[:-8]: v for k, v in engine.items() if k.endswith('_mean_ms') and k != 'inference_mean_ms'}
+        if means:
+            lines.append('  node time means (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(means.items())))
     for cam, diag in sorted(result['node_diagnostics'].items()):
         if 'latency_p50_ms' in diag:
             drops = {k[6:]: v for k, v in diag.items() if k.startswith('drops_') and k != 'drops_total'}
