@@ -192,8 +192,9 @@ class TorchBackend:
     def _static(self) -> torch.Tensor:
         if self._static_in is None:
             h, w = self.net_hw
-            self._static_in = torch.zeros((self.max_batch_size, 3, h, w), dtype=torch.float32,
-                                          device=self.device)
+            with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
+                self._static_in = torch.zeros((self.max_batch_size, 3, h, w), dtype=torch.float32,
+                                              device=self.device)
         return self._static_in
 
     def input_buffer(self, batch_size: int) -> torch.Tensor | None:
