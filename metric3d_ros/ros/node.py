@@ -638,18 +638,6 @@ def _stamp_detail(reason: str, cam: _CameraInput, scheduler: BatchScheduler) -> 
     return reason
 
 
-def make_executor(kind: str, context=None):
-    """The executor for ``kind``: 'single_threaded' (default) or 'events' (rclpy >= Jazzy)."""
-    if kind == 'events':
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError as exc:
-            raise RuntimeError("executor 'events' needs rclpy.experimental.EventsExecutor (Jazzy or newer); "
-                               "use executor: single_threaded") from exc
-        return EventsExecutor(context=context)
-    return SingleThreadedExecutor(context=context)
-
-
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``depth_node``: ``depth_node --ros-args --params-file config/depth.yaml``."""
     rclpy.init(args=args)
@@ -657,7 +645,10 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     try:
         node = DepthNode()
-        executor = make_executor(node.get_parameter('executor').value)
+        # SingleThreadedExecutor: callbacks only convert and enqueue; inference has its own thread.
+        # (rclpy.experimental.EventsExecutor hung in our tests with this node; MultiThreadedExecutor is
+        # slower for image traffic.)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         if node.get_parameter('autostart').value and not node.autostart():
             node.get_logger().fatal('autostart: configure/activate failed (see the errors above); exiting')

@@ -22,14 +22,20 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 
 from metric3d_ros.core.batching.config import SchedulerConfig
 from metric3d_ros.core.batching.pairing import PairingConfig
-from metric3d_ros.core.config import EngineConfig, OnnxRuntimeOptions
+from metric3d_ros.core.config import (
+    ATTENTION_MODES,
+    COMPILE_MODES,
+    PRECISIONS,
+    PREPROCESS_MODES,
+    EngineConfig,
+    OnnxRuntimeOptions,
+)
 from metric3d_ros.core.stats import StatsConfig
 from metric3d_ros.ros.qos import DURABILITIES, RELIABILITIES, QosSettings
 
 OUTPUT_RESOLUTIONS = ('camera', 'network')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 CAMERA_INFO_SOURCES = ('auto', 'rectified', 'raw')
-EXECUTORS = ('single_threaded', 'events')
 INPUT_TRANSPORTS = ('raw', 'compressed')
 _NAME_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
@@ -81,7 +87,6 @@ _RO = {'read_only': True}
 PARAMETERS: tuple[ParamSpec, ...] = (
     # --- node
     _p('autostart', True, 'configure and activate at start-up (false: wait for a lifecycle manager)'),
-    _p('executor', 'single_threaded', 'rclpy executor spinning the node', choices=EXECUTORS, **_RO),
     _p('cameras', ['camera'], 'camera names; per camera NAME the node reads NAME/image, NAME/camera_info'),
     _p('input_transport', 'raw', "'raw' (NAME/image, sensor_msgs/Image) or 'compressed' "
        '(NAME/image/compressed, sensor_msgs/CompressedImage)', choices=INPUT_TRANSPORTS),
@@ -90,18 +95,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('variant', 'small', 'Metric3D v2 variant: small, large, giant2', **_RO),
     _p('weights', '', "checkpoint path; '' resolves the official checkpoint (cache, download); "
        "'synthetic' = deterministic fake weights (meaningless depth, for tests)", **_RO),
-    _p('precision', 'fp32', 'network arithmetic: fp32, bf16, fp16', choices=('fp32', 'bf16', 'fp16'), **_RO),
+    _p('precision', 'fp32', 'network arithmetic (bf16/fp16: autocast, see autocast_scope)',
+       choices=PRECISIONS, **_RO),
+    _p('autocast_scope', 'encoder', "reduced precision for the ViT 'encoder' only, or 'all' (faster)",
+       choices=('encoder', 'all'), **_RO),
     _p('device', 'auto', "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'", **_RO),
     _p('net_height_px', 616, 'network input height (multiple of 28; 616 is the training size)',
        int_range=(28, 2828, 28), **_RO),
     _p('net_width_px', 1064, 'network input width (multiple of 28; 1064 is the training size)',
        int_range=(28, 2828, 28), **_RO),
-    _p('preprocess', 'device', "'device' (batched resize on the engine device) or 'reference' (cv2)",
-       choices=('device', 'reference'), **_RO),
+    _p('preprocess', 'auto', "resize and pad: on the engine's device ('device', 'device_exact') or cv2 "
+       "('reference'); 'auto' lets the engine choose", choices=PREPROCESS_MODES, **_RO),
     _p('cuda_graphs', True, 'capture CUDA graphs per batch size (CUDA only)', **_RO),
     _p('channels_last', True, 'NHWC convolutions (CUDA only)', **_RO),
-    _p('compile', 'none', 'torch.compile mode', choices=('none', 'default', 'max-autotune'), **_RO),
-    _p('attention', 'auto', 'attention kernel', choices=('auto', 'sdpa', 'math'), **_RO),
+    _p('compile', 'none', 'torch.compile mode', choices=COMPILE_MODES, **_RO),
+    _p('attention', 'auto', 'attention kernel', choices=ATTENTION_MODES, **_RO),
     _p('warmup_iters', 2, 'network calls per batch size at configure (0: no warm-up)',
        int_range=(0, 100, 1), **_RO),
     _p('onnx.model_path', '', 'exported .onnx file (backend onnxruntime)', **_RO),
@@ -136,7 +144,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.0, 1000.0)),
     _p('cloud_stride', 1, 'point cloud decimation: every Nth row and column', int_range=(1, 64, 1)),
     _p('cloud_rgb', False, 'point cloud with the rgb field (xyzrgb) instead of xyz'),
-    _p('publish_thread', False, 'publish from a second thread (the next inference overlaps publishing)'),
+    _p('publish_thread', True, 'publish from a second thread (the next inference overlaps publishing)'),
     # --- QoS
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
@@ -202,8 +210,7 @@ class NodeConfig:
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
-    executor: str = 'single_threaded'
-    publish_thread: bool = False
+    publish_thread: bool = True
 
 
 def declare_parameters(node) -> list[str]:
@@ -315,6 +322,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     engine = r.build(
         'model parameters', EngineConfig,
         variant=r.get('variant'), backend=r.get('backend'), precision=r.get('precision'),
+        autocast_scope=r.get('autocast_scope'),
         device=r.get('device'), net_height_px=r.get('net_height_px'), net_width_px=r.get('net_width_px'),
         max_batch_size=max_batch_size, preprocess=r.get('preprocess'), cuda_graphs=r.get('cuda_graphs'),
         channels_last=r.get('channels_last'), compile=r.get('compile'), attention=r.get('attention'),
@@ -353,14 +361,13 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     period_s = r.get('diagnostics.period_s')
     publish_thread = r.get('publish_thread')
     autostart = r.get('autostart')
-    executor = r.get('executor')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
     return NodeConfig(
         cameras=tuple(cameras), engine=engine, pairing=pairing, scheduler=scheduler, stats=stats,
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, camera_info_source=source,
         info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
-        log_throttle_s=log_throttle_s, autostart=autostart, executor=executor,
+        log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread,
     )
 

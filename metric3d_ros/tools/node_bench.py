@@ -101,7 +101,7 @@ class Observer:
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
+        rclpy.init(args=[], context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node('node_bench_observer', namespace=namespace, context=self.context)
         self.lock = threading.Lock()
         self.arrivals: dict[tuple[str, int], dict[str, int]] = {}
