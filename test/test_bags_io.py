@@ -23,6 +23,7 @@ from metric3d_ros.tools.bagio import (
     image_to_array,
     image_to_rgb,
     peek_stamp_ns,
+    pointcloud_to_rgb,
     pointcloud_to_xyz,
     typestore,
 )
@@ -96,6 +97,8 @@ def test_round_trip_every_message_kind(tmp_path, storage):
                 got = pointcloud_to_xyz(msg)
                 np.testing.assert_array_equal(got, xyz)
                 assert msg.point_step == (16 if stamp == STAMP else 32)
+                colour = pointcloud_to_rgb(msg)
+                assert colour is None if stamp == STAMP else np.array_equal(colour, RGB[:2, :3])
                 assert msg.height == 2 and msg.width == 3
         assert all(v == [STAMP, STAMP + 100_000_000, STAMP + 200_000_000] for v in seen.values())
     assert depth.dtype == np.float32

@@ -283,17 +283,36 @@ def camera_info_to_fields(msg: Any) -> CameraInfoFields:
     )
 
 
-def pointcloud_to_xyz(msg: Any) -> np.ndarray:
-    """(H, W, 3) float32 x, y, z of a little-endian FLOAT32 PointCloud2 (any point_step / offsets)."""
+def _cloud_points(msg: Any) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
     offsets = {f.name: (int(f.offset), int(f.datatype)) for f in msg.fields}
     if any(name not in offsets or offsets[name][1] != 7 for name in 'xyz') or msg.is_bigendian:
         raise BagFormatError('PointCloud2 must have little-endian FLOAT32 x, y, z fields')
     height, width, step_b, row_b = int(msg.height), int(msg.width), int(msg.point_step), int(msg.row_step)
-    data = np.frombuffer(memoryview(msg.data), dtype=np.uint8)[: row_b * height]
-    points = data.reshape(height, row_b)[:, : width * step_b].reshape(height, width, step_b)
-    columns = [np.ascontiguousarray(points[:, :, offsets[n][0]:offsets[n][0] + 4]).view('<f4')[:, :, 0]
-               for n in 'xyz']
-    return np.stack(columns, axis=-1).astype(np.float32)
+    data = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
+    if step_b < 12 or row_b < width * step_b or data.size < row_b * height:
+        raise BagFormatError(f'PointCloud2 {width}x{height}: point_step {step_b}, row_step {row_b} and '
+                             f'{data.size} B of data are inconsistent')
+    points = data[: row_b * height].reshape(height, row_b)[:, : width * step_b].reshape(height, width, step_b)
+    return points, offsets
+
+
+def _cloud_field(points: np.ndarray, offset_b: int, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(points[:, :, offset_b:offset_b + 4]).view(dtype)[:, :, 0]
+
+
+def pointcloud_to_xyz(msg: Any) -> np.ndarray:
+    """(H, W, 3) float32 x, y, z of a little-endian FLOAT32 PointCloud2 (any point_step / offsets)."""
+    points, offsets = _cloud_points(msg)
+    return np.stack([_cloud_field(points, offsets[n][0], '<f4') for n in 'xyz'], axis=-1).astype(np.float32)
+
+
+def pointcloud_to_rgb(msg: Any) -> np.ndarray | None:
+    """(H, W, 3) uint8 colours of a PointCloud2's packed ``rgb`` field (0x00RRGGBB), None without one."""
+    points, offsets = _cloud_points(msg)
+    if 'rgb' not in offsets:
+        return None
+    bits = _cloud_field(points, offsets['rgb'][0], '<u4')
+    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------

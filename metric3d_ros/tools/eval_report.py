@@ -174,13 +174,13 @@ def save_camera_bars(per_camera: Mapping[str, Mapping[str, Any]], path: Path) ->
 # Markdown
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def _fmt(value: Any, digits: int = 4, scientific: bool = True) -> str:
     if value is None:
         return '-'
     if isinstance(value, float):
         if not math.isfinite(value):
             return '-'
-        if value != 0.0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        if scientific and value != 0.0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
             return f'{value:.2e}'
         return f'{value:.{digits}f}'
     return str(value)
@@ -200,7 +200,7 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def latency_table(stages: Mapping[str, Mapping[str, float]]) -> list[str]:
     lines = ['| stage | mean | p50 | p95 | max |', '|---|---|---|---|---|']
     for stage, s in stages.items():
-        values = ' | '.join(_fmt(s.get(k), 2) for k in ('mean', 'p50', 'p95', 'max'))
+        values = ' | '.join(_fmt(s.get(k), 2, scientific=False) for k in ('mean', 'p50', 'p95', 'max'))
         lines.append(f'| {stage} | {values} |')
     return lines
 
@@ -241,7 +241,8 @@ def write_markdown(report: Mapping[str, Any], path: Path, figures: Sequence[str]
               '### Per camera (engine total of the batches holding the camera, plus decoding)', '',
               '| camera | frames | p50 | p95 |', '|---|---|---|---|']
     for cam, s in lat['cameras'].items():
-        lines.append(f'| {cam} | {s["frames"]} | {_fmt(s.get("p50"), 2)} | {_fmt(s.get("p95"), 2)} |')
+        p50, p95 = _fmt(s.get('p50'), 2, scientific=False), _fmt(s.get('p95'), 2, scientific=False)
+        lines.append(f'| {cam} | {s["frames"]} | {p50} | {p95} |')
     if figures:
         lines += ['', '## Figures', '']
         lines += [f'![{Path(f).stem}]({f})' for f in figures]
