@@ -217,3 +217,16 @@ def test_launch_defaults_and_bad_arguments(launch_module):
         _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='', use_sim_time='maybe')
     with pytest.raises(ValueError, match='does not exist'):
         _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='/nonexistent/profile.xml')
+
+
+def test_node_docs_document_every_parameter_and_topic():
+    pytest.importorskip('rclpy')
+    from metric3d_ros.ros.params import SPECS
+
+    text = (REPO_ROOT / 'docs' / 'NODE.md').read_text()
+    missing = [name for name in SPECS if f'`{name}`' not in text]
+    assert not missing, f'docs/NODE.md does not document {missing}'
+    for topic in ('NAME/image', 'NAME/camera_info', 'NAME/depth/image', 'NAME/depth/camera_info',
+                  'NAME/points', 'NAME/normals/image', 'NAME/confidence/image', '/diagnostics',
+                  'fastdds_shm.xml'):
+        assert topic in text, topic
