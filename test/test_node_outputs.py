@@ -138,3 +138,23 @@ def test_outputs_without_subscribers_are_not_computed(harness):
     publish_ticks(harness, node, sub_ns, cams, ticks=3)
     time.sleep(0.3)
     assert requests == []
+
+
+@pytest.mark.slow
+def test_real_torch_network_with_synthetic_weights(harness):
+    """The real ViT-S network (torch backend, synthetic weights) at a small network size, end to end."""
+    sub_ns = 'torch'
+    cams = {'cam': (200, 150)}
+    wanted = {'cam': ('depth/image', 'depth/camera_info', 'confidence/image')}
+    node = start_node(harness, sub_ns, cams, wanted, backend='torch', variant='small', weights='synthetic',
+                      net_height_px=112, net_width_px=140, warmup_iters=1)
+    assert type(node.engine.backend).__module__.endswith('torch_backend')
+    stamps = publish_ticks(harness, node, sub_ns, cams, ticks=3, period_s=0.3)
+    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/cam/depth/image')) >= 2, 60.0)
+    depth = harness.messages(f'{sub_ns}/cam/depth/image')[-1]
+    assert (depth.width, depth.height, depth.encoding) == (200, 150, '32FC1')
+    assert stamp_ns_of(depth) in stamps
+    values = np.frombuffer(bytes(depth.data), dtype='<f4')
+    finite = values[np.isfinite(values)]
+    assert ((finite > 0) & (finite <= 300)).all()  # invalid depth is NaN, never 0 or negative
+    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/cam/confidence/image')) >= 1, 10.0)
