@@ -195,3 +195,13 @@ def test_frames_without_camera_info_or_ground_truth(tmp_path):
     assert report['counts']['frames'] == 1 and report['counts']['skipped_no_gt'] == 2
     assert report['counts']['info_nearest'] == 1
     assert report['metrics']['overall']['abs_rel'] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_compressed_png_images_give_the_raw_images_metrics(tiny_bags, torch_engine, tmp_path):
+    engine, description = torch_engine
+    png_bag = tmp_path / 'png'
+    write_synthetic_bag(png_bag, SCENE, 3, BagOptions(storage='mcap', image_format='png'))
+    options = ev.EvalOptions(metrics=METRICS, max_batch_size=4, figures=False)
+    raw = ev.evaluate_bag(tiny_bags['sqlite3'], engine, options, tmp_path / 'raw', description, write=False)
+    png = ev.evaluate_bag(png_bag, engine, options, tmp_path / 'png_report', description, write=False)
+    assert _metrics_only(png) == _metrics_only(raw)  # lossless: the network saw the same pixels
