@@ -187,6 +187,29 @@ def test_uint8_input_gives_the_float_results(tmp_path):
         set_input_dtype(model, 'rgb', 'uint8')
 
 
+def test_save_model_moves_large_weights_to_a_data_file(tmp_path, monkeypatch):
+    from metric3d_ros.core.model import export
+    from metric3d_ros.core.model.onnx_checks import check_graph
+
+    offset = np.arange(3 * 28 * 28, dtype=np.float32).reshape(1, 3, 28, 28)  # 9.4 kB: stored externally
+    graph = helper.make_graph(
+        [helper.make_node('Add', ['x', 'offset'], ['y'])], 'add',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3, 28, 28])],
+        [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 3, 28, 28])],
+        [numpy_helper.from_array(offset, 'offset')])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    monkeypatch.setattr(export, '_INLINE_LIMIT_BYTES', 0)  # pretend the graph exceeds 2 GiB
+    target = tmp_path / 'big.onnx'
+    export.save_model(model, target)
+    assert (tmp_path / 'big.onnx.data').stat().st_size == offset.nbytes
+    assert target.stat().st_size < offset.nbytes
+    check_graph(target)
+    x = np.ones((1, 3, 28, 28), np.float32)
+    y = ort.InferenceSession(str(target), providers=[CPU]).run(['y'], {'x': x})[0]
+    np.testing.assert_array_equal(y, offset + 1.0)
+
+
 # baked sizes --------------------------------------------------------------------------------------
 
 

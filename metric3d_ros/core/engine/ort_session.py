@@ -98,6 +98,8 @@ class SessionSettings:
     trt_profile: the input shapes TensorRT builds its engine for (None: TensorRT's own, rebuilt per shape).
     trt_max_workspace_bytes: TensorRT builder workspace (0 = provider default).
     intra_op_threads: CPU threads (0 = ONNX Runtime's default, one per physical core).
+    cpu_spin: let idle CPU worker threads spin after a run (ONNX Runtime's default). Off here: the engine's
+        PyTorch post-processing runs right after the network and would compete with the spinning threads.
     cuda_stream: cudaStream_t handle (int) for the GPU providers to run on; 0 = their own stream.
     """
 
@@ -112,6 +114,7 @@ class SessionSettings:
     trt_profile: TrtProfile | None = None
     trt_max_workspace_bytes: int = 0
     intra_op_threads: int = 0
+    cpu_spin: bool = False
     cuda_stream: int = 0
 
     def __post_init__(self) -> None:
@@ -216,6 +219,7 @@ def session_options(settings: SessionSettings) -> ort.SessionOptions:
     options.graph_optimization_level = GRAPH_OPTIMIZATION[settings.graph_optimization]
     if settings.intra_op_threads:
         options.intra_op_num_threads = settings.intra_op_threads
+    options.add_session_config_entry('session.intra_op.allow_spinning', _flag(settings.cpu_spin))
     return options
 
 

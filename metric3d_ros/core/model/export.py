@@ -8,7 +8,7 @@ normalization in; it returns ``depth`` (canonical, metres at focal 1000 px), ``c
 (xyz + kappa). See :mod:`metric3d_ros.core.model.onnx_metadata` for the whole contract and the metadata.
 
 How it is made: the network is traced once with the TorchScript-based exporter (``dynamo=False``) at a
-small trace size (224 x 308, batch 1). The network's export path (``is_exporting()``) computes every size
+small trace size (308 x 364, batch 1). The network's export path (``is_exporting()``) computes every size
 from the input's shape with tensor arithmetic, including the bicubic positional-embedding interpolation
 (``resample.bicubic_pos_grid``), so nothing of the trace size is baked in; :func:`export_metric3d` proves it
 on every export: ``onnx.checker`` (full check), strict shape inference, a scan for trace-size constants, and
@@ -60,8 +60,9 @@ LOG = logging.getLogger(__name__)
 
 SYNTHETIC = 'synthetic'
 MIN_OPSET = 17
-#: Trace input size: its derived numbers (8, 11, 16, 22, 32, 44, 56, 77, ...) occur nowhere else in the graph.
-DEFAULT_TRACE_HW = (224, 308)
+#: Trace input size: its derived numbers (11, 13, 22, 26, 44, 52, 77, 91, ...) occur nowhere else in the
+#: graphs of the three variants (unlike 224 x 308, whose 16 x 22 token grid collides with ViT-L's 16 heads).
+DEFAULT_TRACE_HW = (308, 364)
 DEFAULT_CHECK_HW = (280, 392)
 #: protobuf cannot hold more than 2 GiB; larger graphs (giant2) keep their weights in ``<file>.data``.
 _INLINE_LIMIT_BYTES = 1_900_000_000
@@ -191,6 +192,7 @@ def trace_to_onnx(network: nn.Module, opset: int = MIN_OPSET,
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
             warnings.filterwarnings('ignore', message='.*Constant folding - Only steps=1.*')
+            warnings.filterwarnings('ignore', category=DeprecationWarning, module=r'torch\.onnx')
             torch.onnx.export(
                 wrapper, (example,), str(path), dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
@@ -206,9 +208,9 @@ def finish_graph(traced: onnx.ModelProto, info: OnnxModelInfo) -> onnx.ModelProt
     if props.get('precision', 'fp32') != 'fp32' or props.get('input_dtype', 'float32') != 'float32':
         raise ValueError('finish_graph needs an fp32 graph with float32 input, got a '
                          f"{props.get('precision')} file with {props.get('input_dtype')} input")
-    model = set_input_dtype(traced, INPUT_NAME, info.input_dtype)
+    model = set_input_dtype(traced, INPUT_NAME, info.input_dtype)  # the one copy of the weights made here
     if info.precision == 'fp16':
-        model = convert_to_mixed_fp16(model)
+        model = convert_to_mixed_fp16(model, inplace=True)
     for output, channels in zip(model.graph.output, _OUTPUT_CHANNELS, strict=True):
         output.type.tensor_type.shape.dim[1].dim_value = channels  # (B, 1|4, H, W), not a symbol
     model.producer_name = 'metric3d_ros'
@@ -222,7 +224,8 @@ def finish_graph(traced: onnx.ModelProto, info: OnnxModelInfo) -> onnx.ModelProt
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Save inline, or with the weights in ``<name>.data`` beside it when over protobuf's 2 GiB limit."""
-    if model.ByteSize() < _INLINE_LIMIT_BYTES:
+    weight_bytes = sum(len(init.raw_data) for init in model.graph.initializer)
+    if weight_bytes < _INLINE_LIMIT_BYTES:
         onnx.save_model(model, str(path))
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -3,7 +3,7 @@
 - :func:`check_graph`: ``onnx.checker`` with ``full_check`` (which includes strict shape inference);
 - :func:`inferred_output_shapes`: the output shapes after shape inference, symbolic dims by name;
 - :func:`find_baked_sizes`: constants that encode the size of the trace input (e.g. the token grid or the
-  Resize target of a 224 x 308 trace), and non-symbolic input dims. A graph that passes runs at any size;
+  Resize target of a 308 x 364 trace), and non-symbolic input dims. A graph that passes runs at any size;
 - :func:`agreement`: the conformance criterion of ``shared/reference/metric3d/README.md`` as numbers.
 """
 from __future__ import annotations
@@ -131,8 +131,8 @@ def find_baked_sizes(model: onnx.ModelProto, trace_height_px: int, trace_width_p
     """Constants (Constant nodes, small initializers, int attributes) that hold trace-size numbers, the
     ``sizes`` input of Resize nodes when it is a constant, and input dims that are fixed instead of symbolic.
 
-    Pick a trace size whose numbers occur nowhere else in the graph (the default 224 x 308 gives 8, 11, 16,
-    22, 32, 44, 56, 77, ... which Metric3D's graph holds nowhere); an empty list means no size was baked in.
+    Pick a trace size whose numbers occur nowhere else in the graph (the exporter's 308 x 364 gives 11, 13,
+    22, 26, 44, 52, 77, 91, ..., which no Metric3D graph holds); an empty list means no size was baked in.
     """
     ints, floats = trace_size_numbers(trace_height_px, trace_width_px)
     found: list[BakedConstant] = []
