@@ -38,7 +38,7 @@ def tiny_bags(tmp_path_factory):
     paths = {}
     for storage in ('sqlite3', 'mcap'):
         paths[storage] = root / storage
-        write_synthetic_bag(paths[storage], SCENE, 3, BagOptions(storage=storage))
+        write_synthetic_bag(paths[storage], SCENE, 2, BagOptions(storage=storage))
     return paths
 
 
@@ -105,14 +105,14 @@ def test_same_bag_twice_and_sqlite3_vs_mcap_give_identical_metrics(tiny_bags, to
         ev.evaluate_bag(tiny_bags['mcap'], engine, options, tmp_path / 'c', description),
     ]
     first = _metrics_only(reports[0])
-    assert first['counts']['frames'] == 9 and first['counts']['batches'] == 3
-    assert first['counts']['frames_with_gt'] == 9 and first['counts']['errors'] == 0
+    assert first['counts']['frames'] == 6 and first['counts']['batches'] == 2
+    assert first['counts']['frames_with_gt'] == 6 and first['counts']['errors'] == 0
     assert math.isfinite(first['metrics']['overall']['abs_rel'])
     assert _metrics_only(reports[1]) == first
     assert _metrics_only(reports[2]) == first
     assert reports[0]['storage'] == 'sqlite3' and reports[2]['storage'] == 'mcap'
     assert reports[0]['warnings'] == [ev.SYNTHETIC_WARNING]
-    assert reports[0]['metrics_median_scaled']['overall']['frames'] == 9
+    assert reports[0]['metrics_median_scaled']['overall']['frames'] == 6
 
 
 def test_outputs_bag_report_and_figures(tiny_bags, tmp_path):
@@ -162,7 +162,7 @@ def test_outputs_bag_report_and_figures(tiny_bags, tmp_path):
             elif m.topic.endswith('points'):
                 xyz = pointcloud_to_xyz(msg)
                 assert xyz.shape == (math.ceil(image.height / 3), math.ceil(image.width / 3), 3)
-        assert set(counts.values()) == {3}
+        assert set(counts.values()) == {2}
 
 
 def test_command_line(tiny_bags, tmp_path, capsys):
@@ -200,7 +200,7 @@ def test_frames_without_camera_info_or_ground_truth(tmp_path):
 def test_compressed_png_images_give_the_raw_images_metrics(tiny_bags, torch_engine, tmp_path):
     engine, description = torch_engine
     png_bag = tmp_path / 'png'
-    write_synthetic_bag(png_bag, SCENE, 3, BagOptions(storage='mcap', image_format='png'))
+    write_synthetic_bag(png_bag, SCENE, 2, BagOptions(storage='mcap', image_format='png'))
     options = ev.EvalOptions(metrics=METRICS, max_batch_size=4, figures=False)
     raw = ev.evaluate_bag(tiny_bags['sqlite3'], engine, options, tmp_path / 'raw', description, write=False)
     png = ev.evaluate_bag(png_bag, engine, options, tmp_path / 'png_report', description, write=False)
