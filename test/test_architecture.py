@@ -36,8 +36,11 @@ def test_import_core_loads_neither_rclpy_nor_torch():
         'import sys, importlib, pkgutil\n'
         'import metric3d_ros.core\n'
         'import metric3d_ros.core.geometry\n'
-        'bad = sorted(m for m in sys.modules if m.split(".")[0] in ("rclpy", "torch") or m.endswith("_msgs"))\n'
+        'bad = sorted(m for m in sys.modules\n'
+        '             if m.split(".")[0] in ("rclpy", "torch") or m.endswith("_msgs"))\n'
         'print(",".join(bad))\n'
     )
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
     assert out.stdout.strip() == '', f'importing the core pulled in: {out.stdout.strip()}'

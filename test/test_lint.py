@@ -20,5 +20,7 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_clean():
-    out = subprocess.run(_ruff() + ['check', '--no-cache', '.'], capture_output=True, text=True, cwd=REPO_ROOT)
+    out = subprocess.run(
+        _ruff() + ['check', '--no-cache', '.'], capture_output=True, text=True, cwd=REPO_ROOT
+    )
     assert out.returncode == 0, out.stdout + out.stderr
