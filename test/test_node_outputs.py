@@ -11,6 +11,7 @@ from test_node_support import (
     Harness,
     camera_info_msg,
     publish_ticks,
+    publish_until,
     ros_env,
     stamp_ns_of,
     start_node,
@@ -36,13 +37,13 @@ def test_three_cameras_of_different_resolutions(harness):
     sub_ns = 'three'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
     node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True)
-    stamps = publish_ticks(harness, node, sub_ns, CAMERAS, ticks=4)
-
     def complete():
-        return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 2 for cam in CAMERAS for out in OUTPUTS)
+        return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 3 for cam in CAMERAS for out in OUTPUTS)
 
-    assert wait_until(complete, 30.0), {f'{c}/{o}': len(harness.messages(f'{sub_ns}/{c}/{o}'))
-                                        for c in CAMERAS for o in OUTPUTS}
+    stamps = publish_until(harness, node, sub_ns, CAMERAS, complete, timeout_s=60.0)
+    wait_until(complete, 10.0)
+    counts = {f'{c}/{o}': len(harness.messages(f'{sub_ns}/{c}/{o}')) for c in CAMERAS for o in OUTPUTS}
+    assert complete(), f'{counts}; drops {[node.stats.drop_counts(c) for c in CAMERAS]}'
     for cam, (w, h) in CAMERAS.items():
         frame_id = f'{sub_ns}/{cam}_optical_frame'
         by_out = {out: harness.messages(f'{sub_ns}/{cam}/{out}') for out in OUTPUTS}
@@ -90,9 +91,12 @@ def test_network_resolution_and_16uc1(harness):
     cams = {'wide': (320, 160)}
     node = start_node(harness, sub_ns, cams, {'wide': ('depth/image', 'depth/camera_info')},
                       output_resolution='network', depth_encoding='16UC1')
-    publish_ticks(harness, node, sub_ns, cams, ticks=3)
-    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/wide/depth/image')) >= 2
-                      and len(harness.messages(f'{sub_ns}/wide/depth/camera_info')) >= 2, 20.0)
+    def done():
+        return (len(harness.messages(f'{sub_ns}/wide/depth/image')) >= 2
+                and len(harness.messages(f'{sub_ns}/wide/depth/camera_info')) >= 2)
+
+    publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
+    assert wait_until(done, 10.0)
     depth = harness.messages(f'{sub_ns}/wide/depth/image')[-1]
     info = next(m for m in harness.messages(f'{sub_ns}/wide/depth/camera_info')
                 if stamp_ns_of(m) == stamp_ns_of(depth))
@@ -119,8 +123,11 @@ def test_outputs_without_subscribers_are_not_computed(harness):
         return infer(frames, request)
 
     node.engine.infer = spy
-    publish_ticks(harness, node, sub_ns, cams, ticks=4)
-    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/busy/depth/image')) >= 3, 20.0)
+    def busy_done():
+        return len(harness.messages(f'{sub_ns}/busy/depth/image')) >= 3
+
+    publish_until(harness, node, sub_ns, cams, busy_done, timeout_s=60.0, min_ticks=4)
+    assert wait_until(busy_done, 10.0)
     time.sleep(0.3)
     assert requests and {cam for cam, _ in requests} == {'busy'}, 'the idle camera must cost no inference'
     for _, req in requests:
@@ -149,8 +156,11 @@ def test_real_torch_network_with_synthetic_weights(harness):
     node = start_node(harness, sub_ns, cams, wanted, backend='torch', variant='small', weights='synthetic',
                       net_height_px=112, net_width_px=140, warmup_iters=1)
     assert type(node.engine.backend).__module__.endswith('torch_backend')
-    stamps = publish_ticks(harness, node, sub_ns, cams, ticks=3, period_s=0.3)
-    assert wait_until(lambda: len(harness.messages(f'{sub_ns}/cam/depth/image')) >= 2, 60.0)
+    def done():
+        return len(harness.messages(f'{sub_ns}/cam/depth/image')) >= 2
+
+    stamps = publish_until(harness, node, sub_ns, cams, done, timeout_s=120.0, period_s=0.3)
+    assert wait_until(done, 30.0)
     depth = harness.messages(f'{sub_ns}/cam/depth/image')[-1]
     assert (depth.width, depth.height, depth.encoding) == (200, 150, '32FC1')
     assert stamp_ns_of(depth) in stamps

@@ -218,6 +218,7 @@ def node_overrides(**values):
 FAST_NODE = dict(
     backend='fake', device='cpu', net_height_px=112, net_width_px=140, warmup_iters=0,
     preprocess='reference', max_wait_ms=30.0, max_input_age_ms=-1.0, info_tolerance_ms=50.0,
+    torch_threads=1,
 )
 """Parameters for a quick node with the deterministic fake backend at a tiny network size."""
 
@@ -270,4 +271,17 @@ def publish_ticks(harness, node, sub_ns: str, cameras: dict, ticks: int, period_
         for index, (cam, (w, h)) in enumerate(cameras.items()):
             harness.publish_frame(f'{sub_ns}/{cam}', rgb_image(w, h, seed=index * 100 + i), stamp_ns)
         time.sleep(period_s)
+    return stamps
+
+
+def publish_until(harness, node, sub_ns: str, cameras: dict, done, timeout_s: float = 30.0,
+                  period_s: float = 0.1, min_ticks: int = 3) -> list[int]:
+    """Publish ticks (as ``publish_ticks``) until ``done()`` is true after at least ``min_ticks``, or until
+    ``timeout_s``; a slow machine then just takes more ticks. Returns the stamps sent."""
+    stamps = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stamps += publish_ticks(harness, node, sub_ns, cameras, ticks=1, period_s=period_s)
+        if len(stamps) >= min_ticks and done():
+            break
     return stamps

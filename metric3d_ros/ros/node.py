@@ -228,8 +228,12 @@ class DepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _build_engine(self, config: NodeConfig):
+        import torch
+
         from metric3d_ros.core.engine.engine import DepthEngine  # imports torch: only when configuring
 
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
         engine = DepthEngine(config.engine)
         try:
             if config.engine.warmup_iters > 0:

@@ -110,6 +110,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('channels_last', True, 'NHWC convolutions (CUDA only)', **_RO),
     _p('compile', 'none', 'torch.compile mode', choices=COMPILE_MODES, **_RO),
     _p('attention', 'auto', 'attention kernel', choices=ATTENTION_MODES, **_RO),
+    _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
+       'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
+       int_range=(0, 256, 1), **_RO),
     _p('warmup_iters', 2, 'network calls per batch size at configure (0: no warm-up)',
        int_range=(0, 100, 1), **_RO),
     _p('onnx.model_path', '', 'exported .onnx file (backend onnxruntime)', **_RO),
@@ -211,6 +214,7 @@ class NodeConfig:
     log_throttle_s: float = 5.0
     autostart: bool = True
     publish_thread: bool = True
+    torch_threads: int = 0
 
 
 def declare_parameters(node) -> list[str]:
@@ -360,6 +364,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     transport = r.get('input_transport')
     period_s = r.get('diagnostics.period_s')
     publish_thread = r.get('publish_thread')
+    torch_threads = r.get('torch_threads')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -368,7 +373,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, camera_info_source=source,
         info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
         log_throttle_s=log_throttle_s, autostart=autostart,
-        publish_thread=publish_thread,
+        publish_thread=publish_thread, torch_threads=torch_threads,
     )
 
 
