@@ -28,7 +28,16 @@ class Frame:
 
 @dataclass(frozen=True)
 class OutputRequest:
-    """Which outputs to compute for a frame (outputs nobody consumes are not computed)."""
+    """Which outputs to compute for a frame (outputs nobody consumes are not computed).
+
+    resolution: 'camera' = outputs at the frame's own size (H, W), with the frame's intrinsics;
+        'network' = outputs at the un-padded letterbox size (int(H * s), int(W * s)),
+        s = min(net_h / H, net_w / W), with the intrinsics times s (upstream's convention, no padding shift).
+    cloud_stride: the cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
+    min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN; the
+        engine's own clamp (``EngineConfig.min_depth_m``/``max_depth_m``, upstream's [0, 300]) comes first.
+    cloud_rgb needs cloud. Invalid values fail the frame (``FrameResult.error``), not the call.
+    """
 
     depth: bool = True
     confidence: bool = False
@@ -45,11 +54,16 @@ class OutputRequest:
 class FrameResult:
     """Result for one input frame, in input order. ``error`` is set (and arrays are None) on failure.
 
+    Arrays are host numpy arrays owned by the result (never reused by a later call); outputs that were not
+    requested are None.
     depth_m: (h, w) float32 metres, NaN where invalid, at the requested output resolution.
-    intrinsics: intrinsics of the output image (h, w).
+    intrinsics: intrinsics of the output image (h, w) (see ``OutputRequest.resolution``).
     confidence: (h, w) float32. normals: (h, w, 3) float32 unit vectors in the optical frame.
     points_xyz: (hc, wc, 3) float32 organized cloud (NaN where invalid), hc = ceil(h / stride).
-    points_rgb: (hc, wc, 3) uint8 colours for points_xyz, when requested.
+    points_rgb: (hc, wc, 3) uint8 colours for points_xyz, when requested (at network resolution: the
+        resized image the network saw).
+    timings_ms: stage times of the batch this frame was part of (upload, preprocess, network, postprocess,
+        cloud, download, total), shared by the frames of that batch.
     """
 
     camera_id: str
