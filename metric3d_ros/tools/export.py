@@ -51,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        options = ExportOptions(variant=args.variant, weights=args.weights, output=args.output, fp16=args.fp16,
-                                opset=args.opset, input_dtype=args.input_dtype, check_hw=check_hw)
+        options = ExportOptions(variant=args.variant, weights=args.weights, output=args.output,
+                                fp16=args.fp16, opset=args.opset, input_dtype=args.input_dtype,
+                                check_hw=check_hw)
         export_metric3d(options, log=print)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f'metric3d_export: error: {exc}', file=sys.stderr)
