@@ -157,10 +157,19 @@ class DepthEngine:
     # ---------------------------------------------------------------------------------------- lifecycle
     def warmup(self, batch_sizes: Sequence[int] | None = None,
                image_hw: Sequence[tuple[int, int]] = ((480, 640),)) -> None:
-        """Prepare the backend for ``batch_sizes`` (default: powers of two up to max_batch_size and the
-        maximum; CUDA graphs are captured here) and run the whole pipeline once per batch size and image
-        size so that the first real call is not slow."""
-        sizes = list(batch_sizes) if batch_sizes is not None else batch_buckets(self.config.max_batch_size)
+        """Prepare the backend for ``batch_sizes`` and run the whole pipeline once per batch size and image
+        size so that the first real call is not slow.
+
+        Default batch sizes: on CUDA the powers of two up to max_batch_size and the maximum (one CUDA graph
+        each, and torch.compile specializations); on the CPU only 1 (nothing is captured or autotuned there,
+        and a batch-8 pass at 616x1064 takes minutes on a small CPU).
+        """
+        if batch_sizes is not None:
+            sizes = list(batch_sizes)
+        elif self.device.type == 'cuda':
+            sizes = batch_buckets(self.config.max_batch_size)
+        else:
+            sizes = [1]
         for b in sizes:
             if not 1 <= b <= self.config.max_batch_size:
                 raise ValueError(f'warm-up batch size {b} is outside 1..{self.config.max_batch_size}')
@@ -375,6 +384,6 @@ class DepthEngine:
                             res.points_rgb = host['rgb'][rgb_index[gi]][k]
                         else:
                             s = req.cloud_stride
-                            res.points_rgb = np.ascontiguousarray(item.image[::s, ::s])
+                            res.points_rgb = item.image[::s, ::s].copy()
                 results.append((item.position, res))
         return results

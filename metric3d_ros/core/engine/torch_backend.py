@@ -216,7 +216,9 @@ class TorchBackend:
             return
         static = self._static()[:bucket]
         if not self.use_graphs:
-            for _ in range(self.warmup_iters):
+            # eager: one pass fills lazy caches (and runs torch.compile); more buys nothing on the CPU
+            iters = self.warmup_iters if self.device.type == 'cuda' else 1
+            for _ in range(iters):
                 self._fn(static)
             self._warm.add(bucket)
             return
