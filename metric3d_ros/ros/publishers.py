@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 
 from metric3d_ros.core.engine.types import FrameResult, OutputRequest
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields, scale_camera_info
-from metric3d_ros.core.geometry.depth import encode_depth_16uc1, encode_depth_32fc1
+from metric3d_ros.core.geometry.depth import encode_depth_16uc1
 from metric3d_ros.ros.conversions import (
     array_bytes,
     array_to_image,
@@ -137,7 +137,9 @@ class CameraOutputs:
                 if self._config.depth_encoding == '16UC1':
                     depth_msg = array_to_image(encode_depth_16uc1(result.depth_m), '16UC1', header)
                 else:
-                    depth_msg = array_to_image(encode_depth_32fc1(result.depth_m), '32FC1', header)
+                    # The engine already marks invalid depth (non-finite, <= 0, out of range) as NaN, which
+                    # is REP 117's 32FC1: no re-encoding copy needed.
+                    depth_msg = array_to_image(np.asarray(result.depth_m, dtype=np.float32), '32FC1', header)
                 pubs['depth'].publish(depth_msg)
         if req.cloud and result.points_xyz is not None:
             rgb = result.points_rgb if req.cloud_rgb else None

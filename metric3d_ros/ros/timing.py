@@ -32,11 +32,12 @@ class TimingStats:
             self.add(f'{prefix}{name}', value)
 
     def summary(self) -> dict[str, str]:
-        """``{'<name>_mean_ms': '1.2', '<name>_p95_ms': '3.4'}`` for every series with samples."""
+        """``{'<name>_mean_ms': ..., '<name>_p50_ms': ..., '<name>_p95_ms': ..., '<name>_p99_ms': ...}``."""
         with self._lock:
             snapshot = {name: np.asarray(values) for name, values in self._series.items() if values}
         out = {}
         for name, values in sorted(snapshot.items()):
             out[f'{name}_mean_ms'] = f'{values.mean():.2f}'
-            out[f'{name}_p95_ms'] = f'{np.percentile(values, 95):.2f}'
+            for q in (50, 95, 99):
+                out[f'{name}_p{q}_ms'] = f'{np.percentile(values, q):.2f}'
         return out
