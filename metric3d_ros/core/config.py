@@ -139,7 +139,8 @@ class EngineConfig:
     cuda_graphs: capture one CUDA graph per batch-size bucket (CUDA only; ignored on CPU).
     channels_last: NHWC memory format for the network's convolutions (CUDA only; ignored on CPU).
     compile: 'none' | 'default' | 'max-autotune' torch.compile of the network (torch backend).
-    attention: 'auto' | 'sdpa' | 'math' attention kernel, when the network exposes the choice.
+    attention: 'auto' (= 'sdpa') | 'sdpa' (fused scaled_dot_product_attention) | 'math' (upstream's plain
+        softmax attention, bit-faithful); see ``metric3d_ros.core.engine.torch_backend``.
     weights: checkpoint path; 'synthetic' for deterministic synthetic weights (tests, benchmarks);
         '' to resolve the official checkpoint through the model package's cache / download.
     canonical_focal_px: focal length of Metric3D's canonical camera (1000 px).

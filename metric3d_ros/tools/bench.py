@@ -382,8 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         onnx=OnnxRuntimeOptions(model_path=args.onnx),
                     )
                     if backend_name == 'torch':
-                        fused = args.attention == 'sdpa' or (args.attention == 'auto'
-                                                              and device.type == 'cuda')
+                        fused = args.attention in ('sdpa', 'auto')
                         backend = TorchBackend(
                             weights.network(device, fused), device, net_hw, precision=precision,
                             max_batch_size=batch, cuda_graphs=config.cuda_graphs,

@@ -23,7 +23,9 @@ with the host, an old driver), the backend logs why and stays eager.
 of the patch embedding and the decoder prefer on tensor-core GPUs. ``compile``: ``torch.compile`` of the
 forward (mode 'default' or 'max-autotune-no-cudagraphs'; our own graphs capture the compiled code).
 ``attention``: 'sdpa' uses ``scaled_dot_product_attention`` (flash / memory-efficient kernels), 'math' the
-plain softmax attention of upstream (exact), 'auto' = sdpa on CUDA, math on the CPU.
+plain softmax attention of upstream (exact), 'auto' = sdpa (within the agreement criterion of the
+references: measured 100 % of elements in fp32 on the H100 and in the CPU end-to-end tests; 1.5x faster
+than 'math' for ViT-S at 616x1064 on 2 CPU cores).
 
 The same code runs on the CPU (no graphs, no channels_last; autocast on the CPU supports bf16 and fp16).
 """
@@ -164,7 +166,7 @@ class TorchBackend:
         """Load the configured network: weights path, 'synthetic', or '' (official file, cache/download)."""
         from metric3d_ros.core.model import load_metric3d
 
-        fused = config.attention == 'sdpa' or (config.attention == 'auto' and device.type == 'cuda')
+        fused = config.attention in ('sdpa', 'auto')
         if config.weights == 'synthetic':
             from metric3d_ros.core.model.synthetic import synthetic_state_dict
 
