@@ -13,6 +13,7 @@ mono8      uint8    1         (H, W)
 mono16     uint16   1         (H, W)
 16UC1      uint16   1         (H, W)
 32FC1      float32  1         (H, W)
+32FC3      float32  3         (H, W, 3)
 8UC1       uint8    1         (H, W)
 8UC3       uint8    3         (H, W, 3)
 8UC4       uint8    4         (H, W, 4)
@@ -67,6 +68,7 @@ ENCODINGS: dict[str, EncodingInfo] = {
     'mono16': EncodingInfo(_U16, 1),
     '16UC1': EncodingInfo(_U16, 1),
     '32FC1': EncodingInfo(_F32, 1),
+    '32FC3': EncodingInfo(_F32, 3),
     '8UC1': EncodingInfo(_U8, 1),
     '8UC3': EncodingInfo(_U8, 3),
     '8UC4': EncodingInfo(_U8, 4),
@@ -149,7 +151,7 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header | None = None)
     """An Image message holding ``arr`` with ``encoding`` (unpadded rows, ``is_bigendian`` 0).
 
     ``arr`` must already have the encoding's element type (no silent casts): uint8 for 8-bit
-    encodings, uint16 for mono16/16UC1, float32 for 32FC1; shape (H, W) or (H, W, 1) for one channel,
+    encodings, uint16 for mono16/16UC1, float32 for 32FC1/32FC3; shape (H, W) or (H, W, 1) for one channel,
     (H, W, C) otherwise. ``header`` is copied into the message (default: an empty header).
     """
     info = encoding_info(encoding)

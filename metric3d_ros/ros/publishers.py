@@ -23,7 +23,6 @@ from metric3d_ros.core.engine.types import FrameResult, OutputRequest
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields, scale_camera_info
 from metric3d_ros.core.geometry.depth import encode_depth_16uc1
 from metric3d_ros.ros.conversions import (
-    array_bytes,
     array_to_image,
     fields_to_camera_info,
     xyz_to_pointcloud2,
@@ -44,15 +43,7 @@ def normals_to_image(normals: np.ndarray, header: Header) -> Image:
     arr = np.asarray(normals)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype.kind != 'f':
         raise ValueError(f'normals must be a float (H, W, 3) array, got {arr.dtype} {arr.shape}')
-    arr = arr.astype('<f4', copy=False)
-    msg = Image()
-    msg.header = header
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = '32FC3'
-    msg.is_bigendian = 0
-    msg.step = msg.width * 12
-    msg.data = array_bytes(arr)
-    return msg
+    return array_to_image(arr.astype(np.float32, copy=False), '32FC3', header)
 
 
 @dataclass(frozen=True)
