@@ -158,6 +158,7 @@ class TorchBackend:
         self._static_in: torch.Tensor | None = None
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
         self._pool = None
+        self._side_stream: torch.cuda.Stream | None = None
         self._warm: set[int] = set()
         self.graph_error: str | None = None  # why graphs were disabled, if they were
 
@@ -214,6 +215,8 @@ class TorchBackend:
                 self._ensure(b)
 
     def _ensure(self, bucket: int) -> None:
+        # Graphs share one memory pool. That is safe here because replays never overlap and the engine
+        # consumes a graph's outputs before the next replay (a capture may reuse earlier intermediates).
         if bucket in self._graphs or (not self.use_graphs and bucket in self._warm):
             return
         static = self._static()[:bucket]
@@ -224,7 +227,9 @@ class TorchBackend:
                 self._fn(static)
             self._warm.add(bucket)
             return
-        side = torch.cuda.Stream(self.device)
+        if self._side_stream is None:  # one side stream for all captures: cuBLAS keeps a workspace per stream
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
         side.wait_stream(torch.cuda.current_stream(self.device))
         try:
             with torch.cuda.stream(side):
@@ -280,8 +285,12 @@ class TorchBackend:
         self._pool = None
         self.module = None  # type: ignore[assignment]
         self._fn = None  # type: ignore[assignment]
+        self._side_stream = None
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
+            clear_workspaces = getattr(torch._C, '_cuda_clearCublasWorkspaces', None)
+            if clear_workspaces is not None:  # cuBLAS workspaces of the capture streams (tens of MiB each)
+                clear_workspaces()
             torch.cuda.empty_cache()
 
 
