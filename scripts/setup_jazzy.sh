@@ -5,7 +5,8 @@
 # The ros-jazzy-* packages are thin meta-packages that pin the matching ros-* wheels (ros-jazzy-rclpy 7.1.6
 # -> ros-rclpy==7.1.6, cp311 manylinux wheel); the "fastrtps" extra pulls the Fast DDS RMW.
 # torch is pinned to the CPU build first (as in setup_env.sh); metric3d_ros is installed editable without
-# its dependencies so that nothing drags in the Kilted wheels.
+# its dependencies so that nothing drags in the Kilted wheels. rosbags, onnx, onnxruntime and matplotlib are
+# there because test modules with ROS tests also import them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv-jazzy}"
@@ -31,7 +32,8 @@ echo "[setup-jazzy] installing the ROS 2 Jazzy wheels" >&2
   ros-jazzy-diagnostic-msgs \
   ros-jazzy-lifecycle-msgs \
   ros-jazzy-rcl-interfaces \
-  numpy opencv-python-headless pyyaml pytest ruff
+  numpy opencv-python-headless pyyaml pytest ruff \
+  rosbags onnx onnxruntime matplotlib
 echo "[setup-jazzy] installing metric3d_ros (editable, no dependencies)" >&2
 "${PIP[@]}" -e . --no-deps
 "$VENV/bin/python" -c 'import rclpy, rclpy.lifecycle, sensor_msgs.msg, diagnostic_msgs.msg, lifecycle_msgs.srv'

@@ -28,3 +28,17 @@ def shared_dir() -> Path:
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope='module')
+def isolated_ros_env():
+    """This test module's own ROS_DOMAIN_ID and ROS_LOG_DIR (for tests that need no rclpy.init).
+
+    Use with ``pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]``.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as log_dir, pytest.MonkeyPatch.context() as mp:
+        mp.setenv('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+        mp.setenv('ROS_LOG_DIR', log_dir)
+        yield

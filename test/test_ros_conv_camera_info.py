@@ -1,9 +1,6 @@
 """CameraInfo <-> CameraInfoFields, through real rclpy serialization."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
@@ -13,16 +10,7 @@ from std_msgs.msg import Header
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields, Roi, intrinsics_from_camera_info
 from metric3d_ros.ros.camera_info_conv import camera_info_to_fields, fields_to_camera_info
 
-pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _ros_env():
-    """Own ROS_DOMAIN_ID and ROS_LOG_DIR for this process (serialization needs no rclpy.init)."""
-    with tempfile.TemporaryDirectory() as log_dir, pytest.MonkeyPatch.context() as mp:
-        mp.setenv('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-        mp.setenv('ROS_LOG_DIR', log_dir)
-        yield
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
 
 
 K = (612.5, 0.0, 321.25, 0.0, 611.75, 239.5, 0.0, 0.0, 1.0)

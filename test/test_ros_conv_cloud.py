@@ -1,9 +1,6 @@
 """PointCloud2 in depth_image_proc's layout, checked byte by byte after real rclpy serialization."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
@@ -18,16 +15,7 @@ from metric3d_ros.ros.cloud_conv import (
     xyz_to_pointcloud2,
 )
 
-pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _ros_env():
-    """Own ROS_DOMAIN_ID and ROS_LOG_DIR for this process (serialization needs no rclpy.init)."""
-    with tempfile.TemporaryDirectory() as log_dir, pytest.MonkeyPatch.context() as mp:
-        mp.setenv('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-        mp.setenv('ROS_LOG_DIR', log_dir)
-        yield
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
 
 
 H, W = 4, 6

@@ -1,9 +1,6 @@
 """CompressedImage (jpeg/png) decoding to RGB, through real rclpy serialization."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 import cv2
 import numpy as np
 import pytest
@@ -13,16 +10,7 @@ from sensor_msgs.msg import CompressedImage
 from metric3d_ros.ros.compressed_conv import CompressedFormat, compressed_to_rgb8, parse_compressed_format
 from metric3d_ros.ros.image_conv import ImageConversionError
 
-pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _ros_env():
-    """Own ROS_DOMAIN_ID and ROS_LOG_DIR for this process (serialization needs no rclpy.init)."""
-    with tempfile.TemporaryDirectory() as log_dir, pytest.MonkeyPatch.context() as mp:
-        mp.setenv('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-        mp.setenv('ROS_LOG_DIR', log_dir)
-        yield
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
 
 
 H, W = 32, 48

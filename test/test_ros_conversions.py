@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import array
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -20,16 +18,7 @@ from metric3d_ros.ros.image_conv import (
     image_to_rgb8,
 )
 
-pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _ros_env():
-    """Own ROS_DOMAIN_ID and ROS_LOG_DIR for this process (serialization needs no rclpy.init)."""
-    with tempfile.TemporaryDirectory() as log_dir, pytest.MonkeyPatch.context() as mp:
-        mp.setenv('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-        mp.setenv('ROS_LOG_DIR', log_dir)
-        yield
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
 
 
 H, W = 5, 7
