@@ -74,6 +74,7 @@ def test_buckets():
     ('fp32', 'encoder', torch.float32, torch.float32),
     ('bf16', 'encoder', torch.bfloat16, torch.float32),
     ('bf16', 'all', torch.bfloat16, torch.bfloat16),
+    ('bf16', 'cast', torch.bfloat16, torch.bfloat16),
 ])
 def test_autocast_scopes_and_float32_outputs(precision, scope, enc, dec):
     net = TinyNet()

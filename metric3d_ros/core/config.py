@@ -31,7 +31,7 @@ Precision = Literal['fp32', 'tf32', 'bf16', 'fp16']
 Preprocess = Literal['auto', 'device_exact', 'device', 'reference']
 Attention = Literal['auto', 'sdpa', 'math']
 CompileMode = Literal['none', 'default', 'max-autotune']
-AutocastScope = Literal['encoder', 'all']
+AutocastScope = Literal['encoder', 'all', 'cast']
 
 #: Network input side lengths must be multiples of this (patch 14 and the decoder's 1/4 stage).
 NET_SIZE_MULTIPLE_PX = 28
@@ -49,6 +49,7 @@ PRECISIONS: tuple[str, ...] = ('fp32', 'tf32', 'bf16', 'fp16')
 PREPROCESS_MODES: tuple[str, ...] = ('auto', 'device_exact', 'device', 'reference')
 ATTENTION_MODES: tuple[str, ...] = ('auto', 'sdpa', 'math')
 COMPILE_MODES: tuple[str, ...] = ('none', 'default', 'max-autotune')
+AUTOCAST_SCOPES: tuple[str, ...] = ('encoder', 'all', 'cast')
 
 
 def normalize_variant(variant: str) -> str:
@@ -126,8 +127,10 @@ class EngineConfig:
         ``metric3d_ros.core.engine.backend.register_backend``.
     precision: 'fp32' (strict, conformant) | 'tf32' | 'bf16' | 'fp16' network arithmetic (see
         ``metric3d_ros.core.engine.torch_backend``); pre/post-processing is always float32.
-    autocast_scope: with bf16/fp16, 'encoder' (ViT encoder in reduced precision, decoder in float32) or
-        'all' (whole network autocast); see ``metric3d_ros.core.engine.torch_backend``.
+    autocast_scope: with bf16/fp16, 'encoder' (ViT encoder in reduced precision, decoder in float32),
+        'all' (whole network autocast) or 'cast' (weights cast to bf16/fp16 once, no autocast, the
+        decoder's depth bins, state, normals and upsampling in float32: the fastest); see
+        ``metric3d_ros.core.engine.torch_backend``.
     device: torch device string ('cpu', 'cuda', 'cuda:1'); 'auto' picks 'cuda' when available.
     net_height_px, net_width_px: network input size, multiples of 28 (see the module docstring).
     max_batch_size: frames per network call; longer inputs are split into chunks of this size.
@@ -175,7 +178,7 @@ class EngineConfig:
             raise ValueError(f"backend must be a non-empty name such as 'torch', got {self.backend!r}")
         _one_of('precision', self.precision, PRECISIONS)
         _one_of('preprocess', self.preprocess, PREPROCESS_MODES)
-        _one_of('autocast_scope', self.autocast_scope, ('encoder', 'all'))
+        _one_of('autocast_scope', self.autocast_scope, AUTOCAST_SCOPES)
         _one_of('attention', self.attention, ATTENTION_MODES)
         _one_of('compile', self.compile, COMPILE_MODES)
         if not isinstance(self.device, str) or not self.device:

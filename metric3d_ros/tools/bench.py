@@ -76,8 +76,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument('--no-channels-last', action='store_true', help='disable channels_last on CUDA')
     p.add_argument('--compile', default='none', choices=['none', 'default', 'max-autotune'])
     p.add_argument('--attention', default='auto', choices=['auto', 'sdpa', 'math'])
-    p.add_argument('--autocast-scope', default='encoder', choices=['encoder', 'all'])
+    p.add_argument('--autocast-scope', default='encoder', choices=['encoder', 'all', 'cast'])
     p.add_argument('--preprocess', default='auto', choices=['auto', 'device_exact', 'device', 'reference'])
+    p.add_argument('--cudnn-benchmark', action='store_true',
+                   help='torch.backends.cudnn.benchmark = True (cuDNN times its algorithms at warm-up)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', default='', help='write all results and the environment to this file')
     return p.parse_args(argv)
@@ -307,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     net_hw = parse_net_size(args.net_size)
     image_hw = _hw(args.image_size)
     device = resolve_device(args.device)

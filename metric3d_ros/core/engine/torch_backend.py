@@ -8,9 +8,14 @@ Precision (``EngineConfig.precision``):
   ``'encoder'`` (default) runs the ViT encoder (the bulk of the FLOPs) in reduced precision and the
   RAFT/DPT decoder in float32: the decoder's log-spaced depth bins, soft-argmax regression, iterative
   GRU updates and its interpolations are where reduced precision is unsafe (bf16 keeps 8 mantissa bits, so
-  a depth near 100 m is quantized to ~0.4 m); ``'all'`` autocasts the decoder too (faster, less exact).
-  The float32 parts may use TF32. Outputs are returned as float32 and all pre/post-processing is float32.
-  The measured deviation from fp32 is in docs/BENCHMARKS.md.
+  a depth near 100 m is quantized to ~0.4 m); ``'all'`` autocasts the decoder too (faster, less exact);
+  ``'cast'`` casts the network's parameters to the reduced dtype once and runs without autocast (no
+  per-forward weight casts, no float32 round trips between ops; the fastest): the decoder still computes its
+  depth softmax over the bins, the expectation and clamp, the 6-channel GRU state, the normal normalization
+  and the convex upsampling in float32, and bilinear resampling accumulates in float32. With 'all' and
+  'cast' each ConvGRU update uses one fused gate convolution (``Metric3DNet.set_fused_gates``; same
+  function, other rounding). The float32 parts may use TF32. Outputs are returned as float32 and all
+  pre/post-processing is float32. The measured deviation from fp32 is in docs/BENCHMARKS.md.
 
 CUDA graphs (``cuda_graphs``, CUDA only): after ``warmup_iters`` eager passes per bucket on a side stream,
 one graph is captured per batch-size bucket (powers of two up to ``max_batch_size`` and the maximum), all
@@ -82,6 +87,7 @@ class _Forward(nn.Module):
         self.allow_tf32 = allow_tf32
         self.device_type = device.type
         self.channels_last = channels_last
+        self.cast = scope == 'cast' and dtype != torch.float32
         depth_model = getattr(net, 'depth_model', None)
         self.split = (scope == 'encoder' and dtype != torch.float32 and depth_model is not None
                       and hasattr(depth_model, 'encoder') and hasattr(depth_model, 'decoder'))
@@ -102,6 +108,8 @@ class _Forward(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.dtype == torch.float32:
             outs = self.net(x)
+        elif self.cast:
+            outs = self.net(x.to(self.dtype))
         elif self.split:
             model = self.net.depth_model
             with self._autocast():
@@ -135,8 +143,8 @@ class TorchBackend:
     ) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be 'fp32', 'tf32', 'bf16' or 'fp16', got {precision!r}")
-        if autocast_scope not in ('encoder', 'all'):
-            raise ValueError(f"autocast_scope must be 'encoder' or 'all', got {autocast_scope!r}")
+        if autocast_scope not in ('encoder', 'all', 'cast'):
+            raise ValueError(f"autocast_scope must be 'encoder', 'all' or 'cast', got {autocast_scope!r}")
         self.device = torch.device(device)
         self.net_hw = (int(net_hw[0]), int(net_hw[1]))
         self.precision = precision
@@ -147,6 +155,11 @@ class TorchBackend:
         self.warmup_iters = max(1, int(warmup_iters))
         self.buckets = batch_buckets(self.max_batch_size)
         net = net.to(self.device).eval()
+        reduced = _DTYPES[precision] != torch.float32
+        if reduced and autocast_scope == 'cast':
+            net = net.to(_DTYPES[precision])
+        if reduced and autocast_scope != 'encoder' and hasattr(net, 'set_fused_gates'):
+            net.set_fused_gates(True)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.module = _Forward(net, _DTYPES[precision], autocast_scope, self.device, self.channels_last,

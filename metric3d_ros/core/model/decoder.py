@@ -69,6 +69,9 @@ class RAFTDepthNormalDecoder(nn.Module):
             [nn.Conv2d(hidden, 3 * hidden, kernel_size=3, padding=1) for _ in range(3)])
         self.update_block = BasicMultiUpdateBlock(dec.hidden_channels, dec.gru_input_channels,
                                                   dec.upsample_factor)
+        # reduced-precision option (set by the torch backend for bf16/fp16 decoders): one fused gate conv
+        # per GRU update instead of three (ConvGRU.fused_gates); False keeps upstream's arithmetic
+        self.fused_gates = False
 
     def clamp_depth(self, x: Tensor) -> Tensor:
         """Clamp to [min_depth, max_depth] with upstream's ReLU arithmetic (same rounding)."""
@@ -82,8 +85,11 @@ class RAFTDepthNormalDecoder(nn.Module):
         return torch.exp(log_bins).to(like.dtype)
 
     def regress_depth(self, features: Tensor) -> Tensor:
-        """Initial depth, as the GRU state stores it: (clamped expectation - max_depth) / regress_scale."""
-        prob = self.depth_regressor(features).softmax(dim=1)
+        """Initial depth, as the GRU state stores it: (clamped expectation - max_depth) / regress_scale.
+
+        The softmax over the bins, the expectation and the clamp run in float32 whatever the features' dtype.
+        """
+        prob = self.depth_regressor(features).float().softmax(dim=1)
         depth = torch.sum(prob * self.bins(prob).view(1, -1, 1, 1), dim=1, keepdim=True)
         return (self.clamp_depth(depth) - self.max_depth) / self.regress_scale
 
@@ -102,21 +108,26 @@ class RAFTDepthNormalDecoder(nn.Module):
         depth_confidence = fused[:, -2:-1]
         normal_confidence = fused[:, -1:]
         depth = self.regress_depth(shared)
-        normal = norm_normalize(torch.cat([self.normal_predictor(shared), normal_confidence], dim=1))
-        state = torch.cat((depth, depth_confidence, normal), dim=1)
+        # the 6-channel state (depth, confidence, normal, kappa) is float32 in every precision
+        normal = norm_normalize(torch.cat([self.normal_predictor(shared), normal_confidence], dim=1).float())
+        state = torch.cat((depth, depth_confidence.float(), normal), dim=1)
 
         # Upstream's DPT residual units rectify their inputs in place, so the context encoder sees
         # relu() of the 1/7 and 1/14 readouts (the 1/4 readout is untouched).
         context = self.context_feature_encoder(f4, F.relu(f7), F.relu(f14b))
         net = [torch.tanh(hidden) for hidden, _ in context]
-        inp = [tuple(conv(F.relu(ctx)).split(self.hidden, dim=1))
-               for (_, ctx), conv in zip(context, self.context_zqr_convs, strict=True)]
+        # context pre-activations [cz, cr, cq] per level, (N, 3 * hidden, H, W)
+        inp = [conv(F.relu(ctx)) for (_, ctx), conv in zip(context, self.context_zqr_convs, strict=True)]
+        gates = None
+        if self.fused_gates:
+            gates = self.update_block.fused_gates()
+            inp = [c + g[1].to(c.dtype).view(1, -1, 1, 1) for c, g in zip(inp, gates, strict=True)]
 
         mask = None
         for _ in range(self.iters):
-            self.update_block.step_coarse(net, inp)
-            self.update_block.step_mid(net, inp)
-            delta, mask = self.update_block.step_full(net, inp, state)
+            self.update_block.step_coarse(net, inp, gates)
+            self.update_block.step_mid(net, inp, gates)
+            delta, mask = self.update_block.step_full(net, inp, state, gates)
             state = state + delta
 
         up = convex_upsample(state, mask, self.upsample_factor)

@@ -15,8 +15,17 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (eps 1e-5, like upstream)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        # contiguous copies as upstream: keeps the following convs on the same (NCHW) kernels
-        return super().forward(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2).contiguous()
+        # Same values as upstream's permute-contiguous-norm-permute-contiguous; the result keeps the input's
+        # memory format (NCHW in, NCHW out as upstream; channels_last in, channels_last out without copies).
+        y = super().forward(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
+        return y.contiguous(memory_format=_memory_format(x))
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last if ``x`` is stored so (and is not also plain contiguous), else contiguous_format."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class ResidualBlock(nn.Module):
@@ -62,16 +71,46 @@ class ContextFeatureEncoder(nn.Module):
 
 
 class ConvGRU(nn.Module):
-    """Convolutional GRU cell with precomputed context biases (cz, cr, cq)."""
+    """Convolutional GRU cell with precomputed context biases.
+
+    ``context`` is the (N, 3 * hidden, H, W) context pre-activation [cz, cr, cq] (or the tuple of its three
+    parts). With ``gates`` (from :meth:`fused_gates`, reduced-precision path only) the z, r and the input
+    part of q come from one convolution over [h, x] and the r*h part of q from a hidden -> hidden conv; the
+    conv biases are then expected folded into ``context`` (see :meth:`fused_gates`). Same function, other
+    rounding: the float32 path keeps upstream's three convolutions.
+    """
 
     def __init__(self, hidden: int, input_dim: int) -> None:
         super().__init__()
+        self.hidden = hidden
         self.convz = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convr = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convq = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
 
-    def forward(self, h: Tensor, context: tuple[Tensor, Tensor, Tensor], *inputs: Tensor) -> Tensor:
-        cz, cr, cq = context
+    def fused_gates(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(w_zrq, b_zrq, w_qh): w_zrq (3 * hidden, hidden + input, 3, 3) is [Wz; Wr; [0 | Wq_x]], b_zrq the
+        three biases (to add to the context once per forward), w_qh = Wq_h (hidden, hidden, 3, 3)."""
+        hid = self.hidden
+        wq = self.convq.weight
+        w_qx = torch.cat([torch.zeros_like(wq[:, :hid]), wq[:, hid:]], dim=1)
+        w_zrq = torch.cat([self.convz.weight, self.convr.weight, w_qx], dim=0)
+        b_zrq = torch.cat([self.convz.bias, self.convr.bias, self.convq.bias])
+        w_qh = wq[:, :hid].contiguous(memory_format=_memory_format(wq))
+        return w_zrq.contiguous(memory_format=_memory_format(wq)), b_zrq, w_qh
+
+    def forward(self, h: Tensor, context: Tensor | tuple[Tensor, Tensor, Tensor], *inputs: Tensor,
+                gates: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        if gates is not None:
+            if not isinstance(context, Tensor):
+                context = torch.cat(context, dim=1)
+            hid = self.hidden
+            w_zrq, _, w_qh = gates
+            zrq = F.conv2d(torch.cat([h, *inputs], dim=1), w_zrq, None, padding=1) + context
+            z = torch.sigmoid(zrq[:, :hid])
+            r = torch.sigmoid(zrq[:, hid:2 * hid])
+            q = torch.tanh(F.conv2d(r * h, w_qh, None, padding=1) + zrq[:, 2 * hid:])
+            return (1 - z) * h + z * q
+        cz, cr, cq = context.split(self.hidden, dim=1) if isinstance(context, Tensor) else context
         x = torch.cat(inputs, dim=1)
         hx = torch.cat([h, x], dim=1)
         z = torch.sigmoid(self.convz(hx) + cz)
@@ -115,20 +154,30 @@ class BasicMultiUpdateBlock(nn.Module):
             nn.Conv2d(hidden, upsample_factor ** 2 * 9, kernel_size=1),
         )
 
-    def step_coarse(self, net: list[Tensor], inp: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+    def fused_gates(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Fused gate weights of gru08, gru16, gru32 (finest first, like ``net``), see ConvGRU.fused_gates."""
+        return [self.gru08.fused_gates(), self.gru16.fused_gates(), self.gru32.fused_gates()]
+
+    def step_coarse(self, net: list[Tensor], inp: list[Tensor], gates: list | None = None) -> None:
         """Update the 1/16 state only."""
-        net[2] = self.gru32(net[2], inp[2], pool2x(net[1]))
+        net[2] = self.gru32(net[2], inp[2], pool2x(net[1]), gates=gates and gates[2])
 
-    def step_mid(self, net: list[Tensor], inp: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+    def step_mid(self, net: list[Tensor], inp: list[Tensor], gates: list | None = None) -> None:
         """Update the 1/16 then the 1/8 state."""
-        self.step_coarse(net, inp)
-        net[1] = self.gru16(net[1], inp[1], resize_like(pool2x(net[0]), net[1]), resize_like(net[2], net[1]))
+        self.step_coarse(net, inp, gates)
+        net[1] = self.gru16(net[1], inp[1], resize_like(pool2x(net[0]), net[1]), resize_like(net[2], net[1]),
+                            gates=gates and gates[1])
 
-    def step_full(self, net: list[Tensor], inp: list[tuple[Tensor, Tensor, Tensor]],
-                  flow: Tensor) -> tuple[Tensor, Tensor]:
-        """Update all three states; return (delta of the flow, upsampling mask logits)."""
-        self.step_mid(net, inp)
-        net[0] = self.gru08(net[0], inp[0], flow, resize_like(net[1], net[0]))
+    def step_full(self, net: list[Tensor], inp: list[Tensor], flow: Tensor,
+                  gates: list | None = None) -> tuple[Tensor, Tensor]:
+        """Update all three states; return (delta of the flow, upsampling mask logits).
+
+        ``inp[i]`` is the context of level i, (N, 3 * hidden, H, W); ``flow`` enters the finest GRU in the
+        dtype of its hidden state (a no-op in float32).
+        """
+        self.step_mid(net, inp, gates)
+        net[0] = self.gru08(net[0], inp[0], flow.to(net[0].dtype), resize_like(net[1], net[0]),
+                            gates=gates and gates[0])
         return self.flow_head(net[0]), 0.25 * self.mask(net[0])
 
 
@@ -138,7 +187,8 @@ def convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     Same numbers as RAFT's ``unfold``-based version; the neighbourhoods are gathered from a zero-padded copy.
     """
     n, d, h, w = flow.shape
-    weights = torch.softmax(mask.view(n, 1, 9, factor, factor, h, w), dim=2)
+    # float32 softmax and sums (no-ops in float32; reduced-precision masks are upcast here)
+    weights = torch.softmax(mask.float().view(n, 1, 9, factor, factor, h, w), dim=2)
     padded = F.pad(flow, (1, 1, 1, 1))
     patches = torch.stack([padded[:, :, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], dim=2)
     up = torch.sum(weights * patches.view(n, d, 9, 1, 1, h, w), dim=2)

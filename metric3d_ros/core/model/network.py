@@ -60,6 +60,11 @@ class Metric3DNet(nn.Module):
         """True: ``scaled_dot_product_attention`` (faster); False: plain softmax (upstream-exact)."""
         self.depth_model.encoder.set_fused_attention(fused)
 
+    def set_fused_gates(self, fused: bool) -> None:
+        """True: each ConvGRU update uses one fused gate convolution (reduced-precision option, other
+        rounding); False (default): upstream's three convolutions."""
+        self.depth_model.decoder.fused_gates = bool(fused)
+
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f'expected a torch.Tensor, got {type(x).__name__}')
