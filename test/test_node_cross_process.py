@@ -192,7 +192,7 @@ def test_three_camera_processes_and_a_killed_camera(tmp_path):
         assert stamps == sorted(stamps)
         if summary is not None:
             assert set(stamps) <= set(summary['stamps_ns'])
-            assert len(stamps) >= 0.9 * summary['published'][cam], (cam, len(stamps), summary['published'])
+            assert len(stamps) >= 0.8 * summary['published'][cam], (cam, len(stamps), summary['published'])
         last = info[-1]
         assert (last.width, last.height) == (w, h)
         assert last.k[0] == pytest.approx(0.8 * w) and last.k[2] == pytest.approx((w - 1) / 2)
