@@ -295,7 +295,10 @@ def test_provider_options():
     assert trt['user_compute_stream'] == '1234' and trt['has_user_compute_stream'] == '1'
     cuda = provider_options(CUDA, settings)
     assert cuda == {'device_id': '1', 'cudnn_conv_algo_search': 'HEURISTIC', 'has_user_compute_stream': '1',
-                    'user_compute_stream': '1234'}
+                    'user_compute_stream': '1234', 'use_tf32': '0'}
+    # TF32 only on request (precision 'tf32'): ORT's default TF32 broke fp32 conformance on the H100.
+    tf32 = SessionSettings(model_path='m.onnx', device_type='cuda', cuda_tf32=True)
+    assert provider_options(CUDA, tf32)['use_tf32'] == '1'
     assert provider_options(CPU, settings) == {}
     with pytest.raises(ValueError, match='cudnn_conv_algo_search'):
         SessionSettings(model_path='m.onnx', cudnn_conv_algo_search='FAST')

@@ -153,6 +153,7 @@ def settings_from_config(config: EngineConfig, device: torch.device) -> SessionS
         device_id=(device.index or 0) if cuda else 0,
         graph_optimization=opts.graph_optimization,
         cudnn_conv_algo_search='EXHAUSTIVE' if opts.cudnn_exhaustive_search else 'HEURISTIC',
+        cuda_tf32=config.precision == 'tf32',
         trt_cache_dir=opts.trt_cache_dir,
         trt_fp16=opts.trt_fp16,
         trt_profile=TrtProfile.for_engine(config.max_batch_size, config.net_hw),
@@ -164,7 +165,8 @@ def create_backend(config: EngineConfig, device: torch.device) -> OnnxRuntimeBac
     """Factory for ``EngineConfig(backend='onnxruntime')`` (see ``backend.create_backend``)."""
     backend = OnnxRuntimeBackend(settings_from_config(config, device), variant=config.variant, device=device,
                                  net_hw=config.net_hw)
-    if config.precision != backend.info.precision:
+    if config.precision != backend.info.precision and not (
+            config.precision == 'tf32' and backend.info.precision == 'fp32'):
         LOG.warning('precision %r is configured but %s is an %s file: the file decides the precision of the '
                     'onnxruntime backend (export with or without --fp16, or use onnx.trt_fp16 on TensorRT)',
                     config.precision, config.onnx.model_path, backend.info.precision)
