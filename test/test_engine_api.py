@@ -15,6 +15,11 @@ from metric3d_ros.core.engine.backend import FrameMeta, NetworkOutput, register_
 from metric3d_ros.core.engine.engine import DepthEngine
 from metric3d_ros.core.engine.test_backends import FakeBackend, SlowBackend
 from metric3d_ros.core.engine.types import Frame, OutputRequest
+from metric3d_ros.core.geometry.camera_info import (
+    CameraInfoFields,
+    intrinsics_from_camera_info,
+    scale_camera_info,
+)
 from metric3d_ros.core.geometry.cloud import unproject_organized
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 
@@ -155,7 +160,17 @@ def test_outputs_geometry_network_resolution():
     rh, rw = int(90 * scale), int(120 * scale)
     assert r.depth_m.shape == r.confidence.shape == (rh, rw) and r.normals.shape == (rh, rw, 3)
     k = frame.intrinsics
-    assert r.intrinsics == Intrinsics(k.fx_px * scale, k.fy_px * scale, k.cx_px * scale, k.cy_px * scale)
+    # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), which is
+    # also how the node scales the CameraInfo it publishes for this image.
+    sx, sy = rw / 120, rh / 90
+    assert r.intrinsics == Intrinsics(k.fx_px * sx, k.fy_px * sy, k.cx_px * sx, k.cy_px * sy)
+    # ... so a consumer unprojecting the depth image with the node's depth CameraInfo gets the same cloud.
+    info = CameraInfoFields(width=120, height=90, distortion_model='plumb_bob', d=(0.0,) * 5,
+                            k=(k.fx_px, 0.0, k.cx_px, 0.0, k.fy_px, k.cy_px, 0.0, 0.0, 1.0),
+                            r=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+                            p=(k.fx_px, 0.0, k.cx_px, 0.0, 0.0, k.fy_px, k.cy_px, 0.0, 0.0, 0.0, 1.0, 0.0))
+    published = intrinsics_from_camera_info(scale_camera_info(info, rw, rh), rw, rh).intrinsics
+    np.testing.assert_allclose(published.as_tuple(), r.intrinsics.as_tuple(), rtol=1e-12)
     expected = unproject_organized(r.depth_m, r.intrinsics)
     np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
     assert r.points_rgb.shape == (rh, rw, 3) and r.points_rgb.dtype == np.uint8

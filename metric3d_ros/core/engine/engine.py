@@ -23,9 +23,11 @@ Outputs (``FrameResult``, see ``types.py``), for ``request.resolution``:
 
 - ``'camera'``: arrays at the source image size (H, W); ``intrinsics`` = the frame's own intrinsics.
 - ``'network'``: arrays at the letterbox's un-padded size (rh, rw) = (int(H * s), int(W * s)),
-  s = min(net_h / H, net_w / W), i.e. what the network saw without its padding; ``intrinsics`` = the frame's
-  intrinsics times s (fx, fy, cx, cy all scaled, no padding shift: upstream's convention; because rh, rw
-  are truncated, the true resampling factors rw / W and rh / H differ from s by < 1 / rw, resp. 1 / rh).
+  s = min(net_h / H, net_w / W), i.e. what the network saw without its padding; ``intrinsics`` = the
+  intrinsics of that image: the frame's fx, cx times rw / W and fy, cy times rh / H (the factors the pixels
+  were really resampled by, as ``scale_camera_info`` scales a CameraInfo; rh, rw are truncated, so these
+  differ from upstream's s by < 1 / rw, resp. 1 / rh). The cloud is unprojected with them. The depth values
+  use upstream's de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
 
 ``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, clamped to the config's
 [min_depth_m, max_depth_m] as upstream clamps to [0, 300], then NaN where not finite, <= 0, or outside the
@@ -307,8 +309,12 @@ class DepthEngine:
         for start, stop in groups:
             first = ordered[start]
             req = first.request
+            # Geometry of the output image: at network resolution the un-padded (rh, rw) image is the source
+            # resampled by (rw / W, rh / H), the same rule as the CameraInfo the node publishes for it
+            # (scale_camera_info); the de-canonical transform keeps upstream's fx * s (network_intrinsics).
             out_intr = tuple(
-                it.intrinsics if req.resolution == 'camera' else it.letterbox.scale_intrinsics(it.intrinsics)
+                it.intrinsics if req.resolution == 'camera'
+                else it.intrinsics.scaled(*it.letterbox.resize_factors)
                 for it in ordered[start:stop]
             )
             post_groups.append(post.PostGroup(
