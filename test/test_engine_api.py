@@ -78,6 +78,9 @@ def _bad_frames():
         'zero fx': Frame(good.image_rgb, zero_fx, 'bad', 1),  # type: ignore[arg-type]
         'nan cx': Frame(good.image_rgb, nan_cx, 'bad', 1),  # type: ignore[arg-type]
         'extreme aspect': Frame(np.zeros((1, 5000, 3), np.uint8), k, 'bad', 1),
+        'stamp None': Frame(good.image_rgb, k, 'bad', None),  # type: ignore[arg-type]
+        'stamp text': Frame(good.image_rgb, k, 'bad', 'x'),  # type: ignore[arg-type]
+        'stamp float': Frame(good.image_rgb, k, 'bad', 1.5),  # type: ignore[arg-type]
     }
 
 

@@ -15,9 +15,10 @@ mix of resolutions and intrinsics; ``request`` is one ``OutputRequest`` for all 
 chunk one network call serves all frames.
 
 Per-frame errors: a frame whose image is not (H, W, 3) uint8 with H, W > 0, whose intrinsics are not finite
-and positive, or whose request is invalid, gets ``FrameResult.error`` set (arrays None) and is left out of
-the batch; the other frames are unaffected. An exception inside a batch (e.g. out of device memory) sets the
-error of every frame of that chunk (and is logged); postprocessing failures affect only their group.
+and positive, whose ``stamp_ns`` is not an integer, or whose request is invalid, gets ``FrameResult.error``
+set (arrays None) and is left out of the batch; the other frames are unaffected. An exception inside a batch
+(e.g. out of device memory) sets the error of every frame of that chunk (and is logged); postprocessing
+failures affect only their group.
 
 Outputs (``FrameResult``, see ``types.py``), for ``request.resolution``:
 
@@ -125,6 +126,10 @@ def _check_frame(frame: object) -> tuple[str | None, np.ndarray | None, Intrinsi
     if not all(math.isfinite(v) for v in values) or values[0] <= 0.0 or values[1] <= 0.0:
         return (f'intrinsics must be finite with positive focal lengths, got fx={values[0]}, fy={values[1]}, '
                 f'cx={values[2]}, cy={values[3]} (is the CameraInfo calibrated?)'), None, None
+    stamp = getattr(frame, 'stamp_ns', None)
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)):
+        return (f'stamp_ns must be an integer (nanoseconds), got {stamp!r}: convert the header stamp with '
+                'sec * 10**9 + nanosec'), None, None
     intr = k if isinstance(k, Intrinsics) else Intrinsics(*values)
     return None, np.ascontiguousarray(image), intr
 
@@ -257,9 +262,10 @@ class DepthEngine:
 
     @staticmethod
     def _failed(frame: object, error: str) -> FrameResult:
+        stamp = getattr(frame, 'stamp_ns', 0)
         return FrameResult(
             camera_id=str(getattr(frame, 'camera_id', '')),
-            stamp_ns=int(getattr(frame, 'stamp_ns', 0) or 0),
+            stamp_ns=int(stamp) if isinstance(stamp, (int, np.integer)) else 0,
             frame_id=str(getattr(frame, 'frame_id', '')),
             error=error,
         )
