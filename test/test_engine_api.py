@@ -271,3 +271,24 @@ def test_registered_backend_and_close():
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match='unknown backend'):
         DepthEngine.from_config(EngineConfig(backend='tensorflow', **NET))
+
+
+@pytest.mark.parametrize('resolution', ['camera', 'network'])
+def test_de_canonical_focal_is_each_frames_own_in_a_mixed_batch(resolution):
+    # Constant canonical depth for every row: each frame's metric depth must be exactly C * fx_i * s_i / 1000
+    # with its own fx and letterbox scale, whatever the batch order the engine chose (upstream's batched
+    # script applied the last image's intrinsics to all images).
+    from metric3d_ros.core.engine.test_backends import ReplayBackend
+
+    canonical = 7.0
+    sizes = [(90, 120), (60, 200), (90, 120), (100, 90), (60, 200)]
+    fxs = [80.0, 300.0, 160.0, 55.0, 120.0]
+    frames = [Frame(_image(h, w, i), Intrinsics(fx, 2.0 * fx, w / 2, h / 2), f'c{i}', i)
+              for i, ((h, w), fx) in enumerate(zip(sizes, fxs, strict=True))]
+    replay = ReplayBackend(np.full((5, 1, 140, 196), canonical, np.float32))
+    results = _engine(replay, max_batch_size=8).infer(frames, OutputRequest(resolution=resolution))
+    for (h, w), fx, r in zip(sizes, fxs, results, strict=True):
+        s = min(140 / h, 196 / w)
+        expected = np.float32(canonical) * np.float32(fx * s / 1000.0)
+        assert r.ok, r.error
+        np.testing.assert_allclose(r.depth_m, expected, rtol=1e-6)
