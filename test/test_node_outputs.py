@@ -168,3 +168,110 @@ def test_real_torch_network_with_synthetic_weights(harness):
     finite = values[np.isfinite(values)]
     assert ((finite > 0) & (finite <= 300)).all()  # invalid depth is NaN, never 0 or negative
     assert wait_until(lambda: len(harness.messages(f'{sub_ns}/cam/confidence/image')) >= 1, 10.0)
+
+
+def _unproject(depth_m: np.ndarray, info) -> np.ndarray:
+    """(H, W, 3) points from depth and its CameraInfo, as depth_image_proc computes them (from P)."""
+    fx, cx, fy, cy = info.p[0], info.p[2], info.p[5], info.p[6]
+    v, u = np.mgrid[0:depth_m.shape[0], 0:depth_m.shape[1]]
+    return np.stack([(u - cx) * depth_m / fx, (v - cy) * depth_m / fy, depth_m], axis=-1)
+
+
+@pytest.mark.parametrize('resolution', ['camera', 'network'])
+def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, resolution):
+    """A consumer unprojecting the published depth with the published depth CameraInfo gets the published
+    cloud, at either output resolution, also for a binned ROI and a P that differs from K."""
+    from sensor_msgs.msg import RegionOfInterest
+
+    sub_ns = f'unproject_{resolution}'
+    cams = {'plain': (320, 160), 'binned': (200, 100)}
+    wanted = {cam: ('depth/image', 'depth/camera_info', 'points') for cam in cams}
+    node = start_node(harness, sub_ns, cams, wanted, output_resolution=resolution, cloud_stride=1)
+    infos = {}
+    for cam, (w, h) in cams.items():
+        if cam == 'binned':  # a 400x200 ROI at (100, 60) of a 640x480 calibration, binned 2x2
+            info = camera_info_msg(640, 480, 0, '', focal_px=500.0)
+            info.roi = RegionOfInterest(x_offset=100, y_offset=60, width=400, height=200)
+            info.binning_x = info.binning_y = 2
+        else:  # rectified P (alpha) that differs from K
+            info = camera_info_msg(w, h, 0, '')
+            p = list(info.p)
+            p[0], p[5], p[2], p[6] = 0.9 * p[0], 0.9 * p[5], p[2] + 3.0, p[6] - 2.0
+            info.p = p
+        infos[cam] = info
+
+    def publish(stamp_ns):
+        from sensor_msgs.msg import CameraInfo, Image
+        from test_node_support import image_msg, rgb_image
+
+        for cam, (w, h) in cams.items():
+            info = infos[cam]
+            info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            info.header.frame_id = f'{cam}_optical_frame'
+            harness.publisher(CameraInfo, f'{sub_ns}/{cam}/camera_info').publish(info)
+            harness.publisher(Image, f'{sub_ns}/{cam}/image').publish(
+                image_msg(rgb_image(w, h), 'rgb8', stamp_ns, f'{cam}_optical_frame'))
+
+    def done():
+        return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 1 for cam in cams for out in wanted[cam])
+
+    deadline = time.monotonic() + 60.0
+    while not done() and time.monotonic() < deadline:
+        publish(node.get_clock().now().nanoseconds)
+        time.sleep(0.2)
+    assert wait_until(done, 10.0), {c: node.stats.drop_counts(c) for c in cams}
+    for cam in cams:
+        depth = harness.messages(f'{sub_ns}/{cam}/depth/image')[-1]
+        stamp = stamp_ns_of(depth)
+        info, cloud = (next(m for m in harness.messages(f'{sub_ns}/{cam}/{out}') if stamp_ns_of(m) == stamp)
+                       for out in ('depth/camera_info', 'points'))
+        assert (info.width, info.height) == (depth.width, depth.height) == (cloud.width, cloud.height)
+        frame_ids = {info.header.frame_id, depth.header.frame_id, cloud.header.frame_id}
+        assert frame_ids == {f'{cam}_optical_frame'}
+        if resolution == 'camera':
+            assert (depth.width, depth.height) == cams[cam]
+        depth_m = np.frombuffer(bytes(depth.data), dtype='<f4').reshape(depth.height, depth.width)
+        points = np.frombuffer(bytes(cloud.data), dtype='<f4').reshape(cloud.height, cloud.width, 4)[..., :3]
+        np.testing.assert_allclose(points, _unproject(depth_m, info), rtol=1e-5, atol=1e-5, err_msg=cam)
+
+
+def _intrinsics_caches():
+    """The two per-camera calibration caches (CameraInfo -> intrinsics, CameraInfo -> depth CameraInfo)."""
+    from types import SimpleNamespace
+
+    from metric3d_ros.ros.node import DepthNode, _CameraInput
+    from metric3d_ros.ros.params import OutputConfig
+    from metric3d_ros.ros.publishers import CameraOutputs
+
+    fake_node = SimpleNamespace(create_publisher=lambda *a, **k: None)
+    outputs = CameraOutputs(fake_node, 'cam', OutputConfig(), None)
+    stub = SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None))
+    cam = _CameraInput('cam', None)
+
+    def node_intrinsics(fields, width, height):
+        return DepthNode._intrinsics(stub, cam, fields, width, height, 'auto').intrinsics.fx_px
+
+    def depth_info(fields, width, height):
+        return outputs.depth_camera_info(fields, width, height).k[0]
+
+    return {'node_intrinsics': node_intrinsics, 'depth_camera_info': depth_info}
+
+
+@pytest.mark.parametrize('cache', ['node_intrinsics', 'depth_camera_info'])
+def test_calibration_caches_never_serve_another_camera_infos_values(cache):
+    """The caches were keyed by id(): once the cached CameraInfo was freed (the pairer keeps the last 8), a
+    new CameraInfo with other values (a moved ROI, a new calibration) at the same address got the old
+    intrinsics, so the cloud and the depth CameraInfo were computed with the wrong camera."""
+    from collections import deque
+
+    from metric3d_ros.core.geometry.camera_info import CameraInfoFields
+    from metric3d_ros.core.geometry.intrinsics import Intrinsics
+
+    lookup = _intrinsics_caches()[cache]
+    buffer = deque(maxlen=8)  # like the pairer: the last 8 CameraInfo are kept
+    for i in range(200):
+        fields = CameraInfoFields.from_intrinsics(Intrinsics(100.0 + i, 100.0, 50.0, 40.0), 100, 80)
+        buffer.append(fields)
+        if i % 9 == 0:  # an image is paired now and then; CameraInfo keeps arriving in between
+            assert lookup(fields, 100, 80) == pytest.approx(100.0 + i), f'CameraInfo {i}'
+        del fields

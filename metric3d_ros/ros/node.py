@@ -135,7 +135,7 @@ class _CameraInput:
         self.held: _Pending | None = None
         self.last_error = ''
         self.skipped_no_subscriber = 0
-        self.intrinsics_cache: tuple[tuple[int, int, int], CameraIntrinsics] | None = None
+        self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
         self.info_warnings: tuple[str, ...] = ()
         self.lock = threading.Lock()
 
@@ -484,12 +484,12 @@ class DepthNode(LifecycleNode):
 
     def _intrinsics(self, cam: _CameraInput, fields: CameraInfoFields, width: int, height: int,
                     source: str) -> CameraIntrinsics:
-        key = (id(fields), width, height)
+        # Keyed by the object itself (held, compared with `is`): an id() of a freed CameraInfo can be reused.
         cached = cam.intrinsics_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached[0] is fields and cached[1:3] == (width, height):
+            return cached[3]
         resolved = intrinsics_from_camera_info(fields, width, height, source=source)
-        cam.intrinsics_cache = (key, resolved)
+        cam.intrinsics_cache = (fields, width, height, resolved)
         if resolved.warnings != cam.info_warnings:
             cam.info_warnings = resolved.warnings
             for warning in resolved.warnings:

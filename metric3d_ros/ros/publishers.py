@@ -73,7 +73,7 @@ class CameraOutputs:
             'confidence': node.create_publisher(
                 Image, f'{camera_id}/{OUTPUT_TOPICS["confidence"]}', qos_profile),
         }
-        self._info_cache: tuple[tuple[int, int, int], CameraInfoFields] | None = None
+        self._info_cache: tuple[CameraInfoFields, int, int, CameraInfoFields] | None = None
 
     def destroy(self) -> None:
         """Destroy every publisher of this camera."""
@@ -106,12 +106,12 @@ class CameraOutputs:
 
     def depth_camera_info(self, info: CameraInfoFields, width: int, height: int) -> CameraInfoFields:
         """``info`` rescaled to a ``width`` x ``height`` output (cached for an unchanged CameraInfo)."""
-        key = (id(info), width, height)
+        # Keyed by the object itself (held, compared with `is`): an id() of a freed CameraInfo can be reused.
         cached = self._info_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached[0] is info and cached[1:3] == (width, height):
+            return cached[3]
         scaled = scale_camera_info(info, width, height)
-        self._info_cache = (key, scaled)
+        self._info_cache = (info, width, height, scaled)
         return scaled
 
     def publish(self, job: Job, result: FrameResult) -> None:
