@@ -227,14 +227,35 @@ def test_an_older_result_is_never_published_after_a_newer_one(make):
     assert h.in_process.wait(WAIT_S)
     assert h.submit('a', 5) == reasons.OUT_OF_ORDER_STAMP
     assert h.submit('a', 10) == reasons.DUPLICATE_STAMP
-    h.scheduler.reset_stamps('a')  # e.g. the sim clock jumped back while a10 was in flight
-    assert h.submit('a', 5) is None
     h.gate.set()
+    assert h.wait_for(lambda: h.published_stamps_ms('a') == [10])
+    h.scheduler._gate.reset('a')  # only the input gate forgets a10: its result still orders the output
+    assert h.submit('a', 5) is None
     assert h.wait_for(lambda: h.drops('a').get(reasons.OUT_OF_ORDER_RESULT) == 1)
     assert h.published_stamps_ms('a') == [10]
-    h.submit('a', 6)
-    assert h.wait_for(lambda: h.published_stamps_ms('a') == [10]
-                      and h.drops('a').get(reasons.OUT_OF_ORDER_RESULT) == 2)
+
+
+def test_after_a_stamp_reset_the_new_timeline_is_published_and_the_old_frame_in_flight_is_not(make):
+    """The sim clock jumps back (a looping bag) while a10 is in inference: a10 belongs to the old timeline
+    and is dropped; the new timeline (a5, a6) is published (a10 used to block it as out-of-order results)."""
+    h = make(max_wait_ms=20.0)
+    h.gate.clear()
+    h.scheduler.start()
+    h.submit('a', 10)
+    h.submit('b', 10)
+    assert h.in_process.wait(WAIT_S)
+    h.scheduler.reset_stamps('a')
+    assert h.submit('a', 5) is None
+    assert h.submit('b', 5) == reasons.OUT_OF_ORDER_STAMP, 'only camera a was reset'
+    h.gate.set()
+    assert h.wait_for(lambda: h.published_stamps_ms('a') == [5])
+    assert h.drops('a') == {reasons.OUT_OF_ORDER_RESULT: 1}
+    assert h.submit('a', 6) is None
+    assert h.wait_for(lambda: h.published_stamps_ms('a') == [5, 6])
+    assert h.published_stamps_ms('b') == [10]
+    h.scheduler.reset_stamps()  # every camera
+    assert h.submit('b', 5) is None
+    assert h.wait_for(lambda: h.published_stamps_ms('b') == [10, 5])
 
 
 def test_process_batch_exception_is_counted_logged_and_survived(make):

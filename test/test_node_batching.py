@@ -146,3 +146,56 @@ def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
     assert snap['s1'].inference_mean_ms >= 290.0
     status = next(s for s in node.diagnostics_message().status if s.hardware_id == 's1')
     assert status.level == b'\x01' and 'dropped' in status.message  # WARN: most inputs dropped
+
+
+def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_flight(harness):
+    """A looping bag (use_sim_time): /clock jumps back and the stamps start over. The stamp gate and the
+    publish order restart; a frame of the old timeline still in inference when the clock jumps is not
+    published afterwards (it would block every frame of the new loop as an out-of-order result)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    sub_ns = 'simloop'
+    clock_pub = harness.helper.create_publisher(
+        Clock, '/clock', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+
+    def set_clock(stamp_ns):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 1_000_000_000)
+        clock_pub.publish(msg)
+
+    node = start_node(harness, sub_ns, {'cam': (W, H)}, {'cam': ('depth/image',)}, backend='slow_fake_300ms',
+                      use_sim_time=True, max_wait_ms=10.0)
+    assert wait_until(lambda: clock_pub.get_subscription_count() > 0, 10.0)
+    first_loop_ns = 1000 * 10**9
+
+    def clock_at(stamp_ns):
+        set_clock(stamp_ns)
+        return node.get_clock().now().nanoseconds == stamp_ns
+
+    assert wait_until(lambda: clock_at(first_loop_ns), 10.0, period_s=0.1)
+
+    def published():
+        return [stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/cam/depth/image')]
+
+    _send(harness, node, sub_ns, ['cam'], stamp_ns=first_loop_ns + 100_000_000)
+    assert wait_until(lambda: first_loop_ns + 100_000_000 in published(), 10.0)
+    # The next frame of the first loop is in inference (300 ms) when the bag loops.
+    in_flight_ns = first_loop_ns + 200_000_000
+    _send(harness, node, sub_ns, ['cam'], stamp_ns=in_flight_ns)
+    assert wait_until(lambda: not node._scheduler.idle() and node._scheduler.pending_count() == 0, 5.0)
+    second_loop_ns = 10 * 10**9
+    set_clock(second_loop_ns)
+    assert wait_until(lambda: node.get_clock().now().nanoseconds == second_loop_ns, 5.0)
+    new_stamps = []
+    for i in range(1, 6):
+        new_stamps.append(second_loop_ns + i * 100_000_000)
+        set_clock(new_stamps[-1])
+        _send(harness, node, sub_ns, ['cam'], stamp_ns=new_stamps[-1])
+        time.sleep(0.4)
+    assert wait_until(lambda: len(set(new_stamps) & set(published())) >= 3, 10.0), \
+        (published(), node.stats.drop_counts('cam'))
+    got = published()
+    assert got[0] == first_loop_ns + 100_000_000 and in_flight_ns not in got, got
+    assert node.stats.drop_counts('cam').get('out_of_order_result', 0) <= 1
+    harness.helper.destroy_publisher(clock_pub)

@@ -15,12 +15,14 @@ Item = TypeVar('Item')
 @dataclass(frozen=True, eq=False)
 class Pending(Generic[Item]):
     """A frame waiting for dispatch. ``received_ns`` is on the monotonic clock, ``stamp_ns`` on the stamp
-    clock. Compared by identity (items may be numpy arrays)."""
+    clock; ``epoch`` is the scheduler's stamp epoch at submission (see ``BatchScheduler.reset_stamps``).
+    Compared by identity (items may be numpy arrays)."""
 
     camera_id: str
     item: Item
     stamp_ns: int
     received_ns: int
+    epoch: int = 0
 
 
 class BatchPlanner(Generic[Item]):
@@ -43,10 +45,12 @@ class BatchPlanner(Generic[Item]):
     def config(self) -> SchedulerConfig:
         return self._config
 
-    def add(self, camera_id: str, item: Item, stamp_ns: int, now_ns: int) -> list[Pending[Item]]:
+    def add(
+        self, camera_id: str, item: Item, stamp_ns: int, now_ns: int, epoch: int = 0
+    ) -> list[Pending[Item]]:
         """Queue a frame received at monotonic ``now_ns``; return the frames it pushed out (oldest first)."""
         queue = self._queues.setdefault(camera_id, deque())
-        queue.append(Pending(camera_id, item, stamp_ns, now_ns))
+        queue.append(Pending(camera_id, item, stamp_ns, now_ns, epoch))
         self._last_received_ns[camera_id] = now_ns
         overflow = []
         while len(queue) > self._config.queue_depth:

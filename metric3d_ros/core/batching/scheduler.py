@@ -81,6 +81,11 @@ class BatchScheduler(Generic[Item, Result]):
         self._planner: BatchPlanner[Item] = BatchPlanner(config)
         self._gate = StampGate(config.max_input_age_ms)
         self._last_published_ns: dict[str, int] = {}
+        # Stamp epochs: every reset_stamps starts a new one; a frame submitted before its camera's last reset
+        # belongs to the old timeline and is not published (see reset_stamps).
+        self._epoch = 0
+        self._reset_epoch_all = 0
+        self._reset_epoch: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._paused = False
@@ -140,13 +145,20 @@ class BatchScheduler(Generic[Item, Result]):
 
     def reset_stamps(self, camera_id: str | None = None) -> None:
         """Forget the last stamps of ``camera_id`` (all cameras when None) for the duplicate/out-of-order
-        checks and the publish order: call it when the stamp clock jumps back (a looping bag)."""
+        checks and the publish order: call it when the stamp clock jumps back (a looping bag).
+
+        Frames submitted before the reset (waiting, or in inference now) belong to the old timeline: they are
+        dropped as ``out_of_order_result`` instead of being published, as publishing one would make every
+        frame of the new timeline an out-of-order result."""
         with self._cond:
             self._gate.reset(camera_id)
+            self._epoch += 1
             if camera_id is None:
                 self._last_published_ns.clear()
+                self._reset_epoch_all = self._epoch
             else:
                 self._last_published_ns.pop(camera_id, None)
+                self._reset_epoch[camera_id] = self._epoch
 
     def forget_camera(self, camera_id: str) -> None:
         """Stop waiting for ``camera_id`` now (e.g. its subscription was destroyed); its pending frames are
@@ -184,7 +196,7 @@ class BatchScheduler(Generic[Item, Result]):
             self._stats.record_input(camera_id)
             reason = self._gate.check(camera_id, stamp_ns, stamp_now_ns)
             if reason is None:
-                overflow = self._planner.add(camera_id, item, stamp_ns, self._mono())
+                overflow = self._planner.add(camera_id, item, stamp_ns, self._mono(), self._epoch)
                 self._cond.notify_all()
         if reason is not None:
             self._stats.record_drop(camera_id, reason)
@@ -250,7 +262,8 @@ class BatchScheduler(Generic[Item, Result]):
         camera_id = pending.camera_id
         with self._cond:
             last_ns = self._last_published_ns.get(camera_id)
-        if last_ns is not None and pending.stamp_ns <= last_ns:
+            reset_epoch = max(self._reset_epoch_all, self._reset_epoch.get(camera_id, 0))
+        if pending.epoch < reset_epoch or (last_ns is not None and pending.stamp_ns <= last_ns):
             self._stats.record_drop(camera_id, reasons.OUT_OF_ORDER_RESULT)
             return
         try:
