@@ -198,4 +198,4 @@ def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_fli
     got = published()
     assert got[0] == first_loop_ns + 100_000_000 and in_flight_ns not in got, got
     assert node.stats.drop_counts('cam').get('out_of_order_result', 0) <= 1
-    harness.helper.destroy_publisher(clock_pub)
+    harness.on_executor(lambda: harness.helper.destroy_publisher(clock_pub))

@@ -18,7 +18,15 @@ import time
 
 import numpy as np
 import pytest
-from test_node_support import FAST_NODE, REPO_ROOT, ros_env, stamp_ns_of, unique_namespace, wait_until
+from test_node_support import (
+    FAST_NODE,
+    REPO_ROOT,
+    Spinner,
+    ros_env,
+    stamp_ns_of,
+    unique_namespace,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -53,16 +61,7 @@ class Observer:
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
+        self.spinner = Spinner(self.executor, name='observer-spin')
 
     def _store(self, topic, msg) -> None:
         with self.lock:
@@ -89,10 +88,12 @@ class Observer:
         return {s.hardware_id: s for s in msg.status}
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5.0)
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=10.0)
+        try:
+            self.spinner.stop()  # first: destroying the node while it spins raised InvalidHandle there
+        finally:
+            self.executor.shutdown(timeout_sec=5.0)
+            self.node.destroy_node()
+            self.rclpy.shutdown(context=self.context)
 
 
 def _start(args: list[str]) -> subprocess.Popen:

@@ -45,7 +45,7 @@ def _call(harness, srv_type, name, request, timeout_s=30.0):
         assert wait_until(future.done, timeout_s), f'{name} did not answer'
         return future.result()
     finally:
-        harness.helper.destroy_client(client)
+        harness.on_executor(lambda: harness.helper.destroy_client(client))
 
 
 def _change(harness, node_path, transition_id):

@@ -100,6 +100,69 @@ def stamp_ns_of(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+class Spinner:
+    """Spins ``executor`` in a background thread until ``stop``; ``call`` runs a function on that thread.
+
+    Entities (subscriptions, clients, timers, nodes) must not be destroyed from another thread while the
+    executor waits on them: rclpy then raises ``InvalidHandle: cannot use Destroyable because destruction
+    was requested`` in the spinning thread. Destroy them through ``call`` while spinning, or after ``stop``.
+    """
+
+    def __init__(self, executor, name: str = 'spinner') -> None:
+        import queue
+
+        self.executor = executor
+        self._calls: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while not self._stop.is_set() and self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+                self._run_calls()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self.error = exc
+        finally:
+            self._run_calls()
+
+    def _run_calls(self) -> None:
+        while not self._calls.empty():
+            fn, done, box = self._calls.get_nowait()
+            try:
+                box.append(fn())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box.append(exc)
+            done.set()
+
+    def call(self, fn, timeout_s: float = 10.0):
+        """Run ``fn()`` on the spinning thread (between two executor waits) and return its result."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return fn()
+        done, box = threading.Event(), []
+        self._calls.put((fn, done, box))
+        if not done.wait(timeout_s):
+            raise TimeoutError(f'the executor thread did not run {fn!r} within {timeout_s} s')
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop spinning and join the thread; raises what the spinning thread raised."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f'the executor thread did not stop within {timeout_s} s')
+        if self.error is not None:
+            raise self.error
+
+
 class Harness:
     """An rclpy context with the node under test and a helper node, spun by one SingleThreadedExecutor
     in a background thread. The helper publishes camera inputs and collects outputs."""
@@ -120,16 +183,11 @@ class Harness:
         self._pubs: dict[tuple[str, str], object] = {}
         self._subs: dict[str, object] = {}
         self.nodes: list = []
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self.spinner = Spinner(self.executor, name='harness-spin')
 
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, KeyboardInterrupt):
-            pass
+    def on_executor(self, fn, timeout_s: float = 30.0):
+        """Run ``fn()`` on the executor thread (destroy entities there, never from the test thread)."""
+        return self.spinner.call(fn, timeout_s)
 
     def add_node(self, node) -> None:
         self.nodes.append(node)
@@ -163,7 +221,7 @@ class Harness:
     def unsubscribe(self, topic: str) -> None:
         sub = self._subs.pop(topic, None)
         if sub is not None:
-            self.helper.destroy_subscription(sub)
+            self.on_executor(lambda: self.helper.destroy_subscription(sub))
 
     def messages(self, topic: str) -> list:
         with self.lock:
@@ -196,16 +254,20 @@ class Harness:
         return wait_until(ready, timeout_s)
 
     def close(self) -> None:
-        for node in self.nodes:
-            release = getattr(node, 'release', None)
-            if release is not None:
-                release()
-        self.executor.shutdown(timeout_sec=5.0)
-        for node in self.nodes:
-            node.destroy_node()
-        self.helper.destroy_node()
-        self.rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=10.0)
+        # Stop spinning first: releasing and destroying entities while the executor thread waits on them
+        # raised InvalidHandle in that thread (seen with the Jazzy wheels).
+        try:
+            self.spinner.stop()
+        finally:
+            for node in self.nodes:
+                release = getattr(node, 'release', None)
+                if release is not None:
+                    release()
+            self.executor.shutdown(timeout_sec=5.0)
+            for node in self.nodes:
+                node.destroy_node()
+            self.helper.destroy_node()
+            self.rclpy.shutdown(context=self.context)
 
 
 def node_overrides(**values):
