@@ -642,6 +642,17 @@ def _stamp_detail(reason: str, cam: _CameraInput, scheduler: BatchScheduler) -> 
     return reason
 
 
+def _autostart(node: DepthNode) -> bool:
+    """``node.autostart()``; False instead of rclpy's error when the context was shut down meanwhile (Ctrl-C
+    during start-up: Jazzy's lifecycle state machine raises RCLError publishing the transition)."""
+    try:
+        return node.autostart()
+    except Exception:
+        if rclpy.ok():
+            raise
+        return False
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point ``depth_node``: ``depth_node --ros-args --params-file config/depth.yaml``."""
     rclpy.init(args=args)
@@ -654,9 +665,12 @@ def main(args: list[str] | None = None) -> int:
         # slower for image traffic.)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        if node.get_parameter('autostart').value and not node.autostart():
-            node.get_logger().fatal('autostart: configure/activate failed (see the errors above); exiting')
-            code = 1
+        if node.get_parameter('autostart').value and not _autostart(node):
+            if rclpy.ok():
+                node.get_logger().fatal('autostart: configure/activate failed (see the errors above); exit')
+                code = 1
+            else:  # Ctrl-C (or an external shutdown) during start-up: a requested exit, not a failure
+                node.get_logger().info('shutdown requested during start-up; exiting')
         else:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
