@@ -38,3 +38,23 @@ def test_bench_torch_baseline_and_precision_deviation(tmp_path):
         ('baseline', 'fp32'), ('network', 'fp32'), ('baseline', 'bf16'), ('network', 'bf16')}
     bf16 = next(r for r in results if r['mode'] == 'network' and r['precision'] == 'bf16')
     assert 0.0 <= bf16['deviation_from_fp32']['median_rel'] < 1.0
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--batch-sizes', '0'], '--batch-sizes'),
+    (['--net-size', '10x10'], 'multiple of 28'),
+    (['--image-size', 'axb'], 'HxW'),
+    (['--image-size', '0x640'], 'HxW'),
+    (['--precision', 'fp64'], '--precision'),
+    (['--iters', '0'], '--iters'),
+    (['--warmup', '-1'], '--warmup'),
+    (['--variant', 'huge'], 'variant'),
+])
+def test_bad_arguments_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(['--device', 'cpu', '--backend', 'fake', '--modes', 'engine', '--net-size', '56x84',
+                    '--image-size', '48x64', '--batch-sizes', '1', '--precision', 'fp32', '--iters', '1',
+                    '--warmup', '0', *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err

@@ -82,15 +82,39 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help='torch.backends.cudnn.benchmark = True (cuDNN times its algorithms at warm-up)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', default='', help='write all results and the environment to this file')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Bad values are usage errors (exit 2 with a message), not a traceback per configuration.
+    from metric3d_ros.core.config import PRECISIONS, normalize_variant, parse_net_size
+
+    try:
+        normalize_variant(args.variant)
+        parse_net_size(args.net_size)
+        _hw(args.image_size)
+    except ValueError as exc:
+        p.error(str(exc))
+    bad = [b for b in args.batch_sizes if b < 1]
+    if bad:
+        p.error(f'--batch-sizes must be >= 1, got {bad}')
+    unknown = [x for x in args.precision if x not in PRECISIONS]
+    if unknown:
+        p.error(f'--precision {unknown}: use {" ".join(PRECISIONS)}')
+    if args.iters < 1:
+        p.error(f'--iters must be >= 1, got {args.iters}')
+    if args.warmup < 0:
+        p.error(f'--warmup must be >= 0, got {args.warmup}')
+    return args
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _hw(text: str) -> tuple[int, int]:
     parts = text.lower().split('x')
-    if len(parts) != 2:
-        raise SystemExit(f'sizes look like HxW (e.g. 720x1280), got {text!r}')
-    return int(parts[0]), int(parts[1])
+    try:
+        h, w = int(parts[0]), int(parts[1])
+        if len(parts) != 2 or h < 1 or w < 1:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ValueError(f'sizes look like HxW, positive integers (e.g. 720x1280), got {text!r}') from None
+    return h, w
 
 
 def _environment(torch: Any, device: Any) -> dict[str, Any]:
