@@ -205,3 +205,29 @@ def test_compressed_png_images_give_the_raw_images_metrics(tiny_bags, torch_engi
     raw = ev.evaluate_bag(tiny_bags['sqlite3'], engine, options, tmp_path / 'raw', description, write=False)
     png = ev.evaluate_bag(png_bag, engine, options, tmp_path / 'png_report', description, write=False)
     assert _metrics_only(png) == _metrics_only(raw)  # lossless: the network saw the same pixels
+
+
+def _two_camera_bag(path, gt_hw_c=(20, 30), rgb_hw_c=(20, 30)):
+    rgb_d = np.full((20, 30, 3), 90, np.uint8)
+    info_d = CameraInfoFields.from_intrinsics(Intrinsics(20.0, 20.0, 15.0, 10.0), 30, 20)
+    h, w = rgb_hw_c
+    info_c = CameraInfoFields.from_intrinsics(Intrinsics(20.0, 20.0, w / 2, h / 2), w, h)
+    with BagWriter(path) as wr:
+        for stamp in (1000, 2000):
+            wr.write_camera_info('/c/camera_info', info_c, stamp, 'c')
+            wr.write_image('/c/image', np.full((h, w, 3), 90, np.uint8), 'rgb8', stamp, 'c')
+            wr.write_depth('/c/depth_gt', np.full(gt_hw_c, 3.0, np.float32), stamp, 'c')
+            wr.write_camera_info('/d/camera_info', info_d, stamp, 'd')
+            wr.write_image('/d/image', rgb_d, 'rgb8', stamp, 'd')
+            wr.write_depth('/d/depth_gt', np.full((20, 30), 3.0, np.float32), stamp, 'd')
+
+
+def test_ground_truth_of_another_size_fails_its_frames_only(tmp_path):
+    _two_camera_bag(tmp_path / 'b', gt_hw_c=(10, 15))
+    report = ev.evaluate_with_backend(tmp_path / 'b', 'fake', {'net_size': '56x56', 'device': 'cpu'},
+                                      ev.EvalOptions(figures=False), tmp_path / 'r')
+    by_cam = {(f['camera'], f['stamp_ns']): f for f in report['frames']}
+    assert report['counts']['errors'] == 2
+    assert all('ground truth' in by_cam[('c', s)]['error'] for s in (1000, 2000))
+    assert all(by_cam[('d', s)]['error'] is None and by_cam[('d', s)]['metrics'] for s in (1000, 2000))
+    assert report['metrics']['cameras']['d']['frames'] == 2

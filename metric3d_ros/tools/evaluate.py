@@ -404,7 +404,12 @@ class Evaluation:
             if not result.ok:
                 record.error = result.error
                 continue
-            self._score(record, item, result)
+            if item.gt is not None and item.gt.shape != result.depth_m.shape:
+                record.error = (f'ground truth is {item.gt.shape[1]}x{item.gt.shape[0]} but the image is '
+                                f'{result.depth_m.shape[1]}x{result.depth_m.shape[0]}: ground-truth depth '
+                                'must be at the image resolution')
+            else:
+                self._score(record, item, result)
             if writer is not None:
                 self._write_outputs(writer, record, item, info, result)
 
