@@ -231,3 +231,18 @@ def test_ground_truth_of_another_size_fails_its_frames_only(tmp_path):
     assert all('ground truth' in by_cam[('c', s)]['error'] for s in (1000, 2000))
     assert all(by_cam[('d', s)]['error'] is None and by_cam[('d', s)]['metrics'] for s in (1000, 2000))
     assert report['metrics']['cameras']['d']['frames'] == 2
+
+
+def test_latency_is_kept_when_the_first_frame_of_a_batch_fails(tmp_path):
+    # camera 'c' (first in every batch) has an image the letterbox rejects: its frames fail in the engine,
+    # camera 'd' runs; the batches' stage times and d's latency must still be reported.
+    _two_camera_bag(tmp_path / 'b', gt_hw_c=(1, 600), rgb_hw_c=(1, 600))
+    report = ev.evaluate_with_backend(tmp_path / 'b', 'fake', {'net_size': '56x56', 'device': 'cpu'},
+                                      ev.EvalOptions(figures=False), tmp_path / 'r')
+    assert report['counts']['errors'] == 2
+    latency = report['latency_ms']
+    assert latency['stages']['total']['n'] == 2 and latency['stages']['network']['n'] == 2
+    assert latency['frames_per_s'] is not None and latency['frames_per_s'] > 0
+    assert latency['cameras']['d']['n'] == 2
+    assert latency['cameras']['d']['p50'] >= latency['stages']['total']['p50'] * 0.999
+    assert latency['cameras']['c'] == {'frames': 2}  # no frame ran: no latency

@@ -246,6 +246,7 @@ class FrameRecord:
     metrics_median_scaled: DepthMetrics | None = None
     cloud_max_abs_diff_m: float | None = None
     decode_ms: float = 0.0
+    engine_ms: float | None = None  # total time of the engine call this frame ran in (None: it did not run)
 
 
 @dataclass
@@ -278,7 +279,6 @@ class Evaluation:
         self.gt_current: dict[tuple[str, int], np.ndarray] = {}
         self.records: list[FrameRecord] = []
         self.batch_timings: list[dict[str, float]] = []
-        self.batch_cameras: list[list[str]] = []
         self.figures: list[str] = []
         self.log_ratios: dict[str, list[np.ndarray]] = defaultdict(list)
         self.counts = {'info_exact': 0, 'info_nearest': 0, 'skipped_no_gt': 0}
@@ -398,12 +398,14 @@ class Evaluation:
                                 cloud=stride > 0, cloud_stride=max(stride, 1))
         results = self.engine.infer(frames, request)
         self.gt_current.clear()
-        self.batch_timings.append(dict(results[0].timings_ms) if results and results[0].ok else {})
-        self.batch_cameras.append([f.camera_id for f in frames])
+        # the batch's stage times are shared by its frames that ran (a failed frame carries none)
+        timings = next((dict(r.timings_ms) for r in results if r.ok and r.timings_ms), {})
+        self.batch_timings.append(timings)
         for (record, item, info), result in zip(keep, results, strict=True):
             if not result.ok:
                 record.error = result.error
                 continue
+            record.engine_ms = timings.get('total')
             if item.gt is not None and item.gt.shape != result.depth_m.shape:
                 record.error = (f'ground truth is {item.gt.shape[1]}x{item.gt.shape[0]} but the image is '
                                 f'{result.depth_m.shape[1]}x{result.depth_m.shape[0]}: ground-truth depth '
@@ -477,10 +479,7 @@ class Evaluation:
         ok_frames = sum(1 for r in self.records if r.error is None)
         cam_latency = {}
         for n in names:
-            pairs = zip(self.batch_timings, self.batch_cameras, strict=True)
-            totals = [t.get('total', 0.0) for t, cams in pairs if n in cams]
-            dec = [r.decode_ms for r in per_cam[n]]
-            values = [a + b for a, b in zip(totals, dec, strict=False)]
+            values = [r.engine_ms + r.decode_ms for r in per_cam[n] if r.engine_ms is not None]
             cam_latency[n] = {'frames': len(per_cam[n]), **_stats(values)}
         cloud_diffs = [r.cloud_max_abs_diff_m for r in self.records if r.cloud_max_abs_diff_m is not None]
         warnings = []
