@@ -133,3 +133,16 @@ def test_bad_input_raises():
         MetricsConfig(min_depth_m=0.0)
     with pytest.raises(ValueError, match='max_depth_m'):
         MetricsConfig(min_depth_m=5.0, max_depth_m=1.0)
+
+
+def test_aggregate_coverage_counts_frames_whose_prediction_is_all_invalid():
+    # a frame with valid ground truth but no usable prediction has coverage 0: the aggregate coverage must
+    # show it (its metrics are still skipped); a frame without valid ground truth says nothing about it.
+    good = compute_metrics(np.array([[2.0]]), np.array([[2.0]]), CFG)
+    blind = compute_metrics(np.array([[np.nan, 0.0]]), np.array([[1.0, 2.0]]), CFG)
+    no_gt = compute_metrics(np.array([[1.0]]), np.array([[0.0]]), CFG)
+    assert blind.n_pixels == 0 and blind.coverage == 0.0
+    assert math.isnan(no_gt.coverage)
+    agg = aggregate([good, blind, no_gt])
+    assert agg.coverage == pytest.approx(0.5)
+    assert agg.abs_rel == 0.0 and agg.n_pixels == 1

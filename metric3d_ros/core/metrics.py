@@ -67,7 +67,8 @@ class MetricsConfig:
 class DepthMetrics:
     """Metrics of one frame (or a mean over frames, see ``aggregate``).
 
-    n_pixels: evaluated pixels (summed over frames for an aggregate); coverage: evaluated / valid GT pixels.
+    n_pixels: evaluated pixels (summed over frames for an aggregate); coverage: evaluated / valid GT pixels
+    (NaN for a frame without valid ground truth).
     scale_ratio: median(p / g), a diagnostic beside the metrics (not in ``METRIC_NAMES``).
     """
 
@@ -110,7 +111,7 @@ def valid_gt_mask(gt_m: np.ndarray, config: MetricsConfig) -> np.ndarray:
 
 def _metrics_from_values(p: np.ndarray, g: np.ndarray, n_valid_gt: int) -> DepthMetrics:
     n = int(p.size)
-    coverage = n / n_valid_gt if n_valid_gt else 0.0
+    coverage = n / n_valid_gt if n_valid_gt else float('nan')
     if n == 0:
         nan = float('nan')
         return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, coverage)
@@ -171,15 +172,18 @@ def compute_metrics(
 def aggregate(per_frame: Sequence[DepthMetrics]) -> DepthMetrics:
     """Mean over frames of each metric (frames with no evaluated pixel are skipped); ``n_pixels`` is summed.
 
-    ``coverage`` and ``scale_ratio`` are means of the per-frame values of the frames that count. No frame
-    that counts: NaN metrics.
+    ``scale_ratio`` is the mean of the per-frame values of the frames that count. ``coverage`` is the mean
+    over every frame with valid ground truth, including those whose prediction was unusable everywhere
+    (coverage 0, metrics skipped). No frame that counts: NaN metrics.
     """
+    covered = [m.coverage for m in per_frame if math.isfinite(m.coverage)]
+    coverage = math.fsum(covered) / len(covered) if covered else 0.0
     frames = [m for m in per_frame if m.n_pixels > 0]
     if not frames:
         nan = float('nan')
-        return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0.0)
+        return DepthMetrics(nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, coverage)
     values = {
         name: math.fsum(getattr(m, name) for m in frames) / len(frames)
-        for name in (*METRIC_NAMES, 'coverage', 'scale_ratio')
+        for name in (*METRIC_NAMES, 'scale_ratio')
     }
-    return DepthMetrics(**values, n_pixels=sum(m.n_pixels for m in frames))
+    return DepthMetrics(**values, n_pixels=sum(m.n_pixels for m in frames), coverage=coverage)
