@@ -35,6 +35,9 @@ def test_net_size_must_be_positive_multiples_of_28(h, w):
 def test_net_size_error_suggests_neighbours():
     with pytest.raises(ValueError, match='use e.g. 588 or 616'):
         check_net_size(600, 1064)
+    with pytest.raises(ValueError, match=r'use e\.g\. 28; the default'):  # below 28: no '28 or 28'
+        check_net_size(10, 56)
+
 
 
 def test_parse_net_size():

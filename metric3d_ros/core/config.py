@@ -69,11 +69,12 @@ def check_net_size(net_height_px: int, net_width_px: int) -> tuple[int, int]:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f'{name} must be a positive integer, got {value!r}')
         if value % NET_SIZE_MULTIPLE_PX:
-            lo = max(NET_SIZE_MULTIPLE_PX, value // NET_SIZE_MULTIPLE_PX * NET_SIZE_MULTIPLE_PX)
-            hi = (value // NET_SIZE_MULTIPLE_PX + 1) * NET_SIZE_MULTIPLE_PX
+            lo = value // NET_SIZE_MULTIPLE_PX * NET_SIZE_MULTIPLE_PX
+            hi = lo + NET_SIZE_MULTIPLE_PX
+            hint = f'{lo} or {hi}' if lo else f'{hi}'
             raise ValueError(
                 f'{name}={value} is not a multiple of {NET_SIZE_MULTIPLE_PX} (patch size 14 and the decoder '
-                f'x4 stage): use e.g. {lo} or {hi}; the default input is '
+                f'x4 stage): use e.g. {hint}; the default input is '
                 f'{DEFAULT_NET_HEIGHT_PX}x{DEFAULT_NET_WIDTH_PX}'
             )
         out.append(int(value))
