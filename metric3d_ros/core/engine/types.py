@@ -32,7 +32,8 @@ class OutputRequest:
 
     resolution: 'camera' = outputs at the frame's own size (H, W), with the frame's intrinsics;
         'network' = outputs at the un-padded letterbox size (int(H * s), int(W * s)),
-        s = min(net_h / H, net_w / W), with the intrinsics times s (upstream's convention, no padding shift).
+        s = min(net_h / H, net_w / W), with that image's own intrinsics: fx, cx times rw / W and fy, cy times
+        rh / H (the real resampling factors, no padding shift); the depth values still use upstream's fx * s.
     cloud_stride: the cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
     min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN; the
         engine's own clamp (``EngineConfig.min_depth_m``/``max_depth_m``, upstream's [0, 300]) comes first.
