@@ -100,6 +100,15 @@ def test_build_network_defaults_cpu_fp32_eval():
 # export-clean forward ----------------------------------------------------------------------------
 
 
+def test_upsampling_mask_is_computed_once_per_forward():
+    """Only the last iteration's convex-upsampling mask is used: the mask head runs once, not per update."""
+    net = build_network('small', device='meta')
+    calls = []
+    net.depth_model.decoder.update_block.mask.register_forward_hook(lambda *_: calls.append(1))
+    net(torch.empty(1, 3, 140, 196, device='meta'))
+    assert net.depth_model.decoder.iters == 4 and len(calls) == 1
+
+
 @pytest.mark.parametrize('variant', VARIANT_NAMES)
 def test_forward_runs_on_meta_device(variant):
     """Meta tensors hold no data: any data-dependent Python check or hard-coded device would raise."""

@@ -123,13 +123,11 @@ class RAFTDepthNormalDecoder(nn.Module):
             gates = self.update_block.fused_gates()
             inp = [c + g[1].to(c.dtype).view(1, -1, 1, 1) for c, g in zip(inp, gates, strict=True)]
 
-        mask = None
         for _ in range(self.iters):
             self.update_block.step_coarse(net, inp, gates)
             self.update_block.step_mid(net, inp, gates)
-            delta, mask = self.update_block.step_full(net, inp, state, gates)
-            state = state + delta
+            state = state + self.update_block.step_full(net, inp, state, gates)
 
-        up = convex_upsample(state, mask, self.upsample_factor)
+        up = convex_upsample(state, self.update_block.upsample_mask(net), self.upsample_factor)
         depth = self.clamp_depth(up[:, :1] * self.regress_scale + self.max_depth)
         return depth, up[:, 1:2], norm_normalize(up[:, 2:])

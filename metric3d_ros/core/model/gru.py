@@ -169,8 +169,8 @@ class BasicMultiUpdateBlock(nn.Module):
                             gates=gates and gates[1])
 
     def step_full(self, net: list[Tensor], inp: list[Tensor], flow: Tensor,
-                  gates: list | None = None) -> tuple[Tensor, Tensor]:
-        """Update all three states; return (delta of the flow, upsampling mask logits).
+                  gates: list | None = None) -> Tensor:
+        """Update all three states; return the delta of the flow.
 
         ``inp[i]`` is the context of level i, (N, 3 * hidden, H, W); ``flow`` enters the finest GRU in the
         dtype of its hidden state (a no-op in float32).
@@ -178,7 +178,15 @@ class BasicMultiUpdateBlock(nn.Module):
         self.step_mid(net, inp, gates)
         net[0] = self.gru08(net[0], inp[0], flow.to(net[0].dtype), resize_like(net[1], net[0]),
                             gates=gates and gates[0])
-        return self.flow_head(net[0]), 0.25 * self.mask(net[0])
+        return self.flow_head(net[0])
+
+    def upsample_mask(self, net: list[Tensor]) -> Tensor:
+        """Convex-upsampling mask logits from the finest hidden state.
+
+        Upstream computes them after every update but uses only the last iteration's at inference; they
+        depend on nothing but ``net[0]``, so computing them once after the last update gives the same numbers.
+        """
+        return 0.25 * self.mask(net[0])
 
 
 def convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
