@@ -151,19 +151,24 @@ def _fast_args() -> list[str]:
     return [a for k, v in values.items() for a in ('-p', f'{k}:={v}')]
 
 
+def _read_until(proc: subprocess.Popen, marker: str, timeout_s: float = 90.0) -> list[str]:
+    """The process's output lines up to the first one containing ``marker`` (asserted to appear)."""
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f'{marker!r} not in the output:\n' + ''.join(lines))
+
+
 def test_depth_node_executable_runs_with_the_params_file_and_exits_cleanly_on_ctrl_c():
     proc = _node_process(*_fast_args())
-    lines = []
     try:
-        deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if 'active: 2 camera(s)' in line:
-                break
-        assert any('active: 2 camera(s)' in line for line in lines), ''.join(lines)
+        lines = _read_until(proc, 'active: 2 camera(s)')
         assert any("cameras ['front', 'left'], backend fake" in line for line in lines), ''.join(lines)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
@@ -225,17 +230,8 @@ def test_ctrl_c_during_start_up_exits_cleanly_with_code_0():
             '-r', f'__ns:={unique_namespace("slowstart")}', *_fast_args(), '-p', 'backend:=slow_build']
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines = []
     try:
-        deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if 'building the engine' in line:
-                break
-        assert any('building the engine' in line for line in lines), ''.join(lines)
+        lines = _read_until(proc, 'building the engine')
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60.0)
