@@ -137,6 +137,23 @@ def test_startup_values_rclpy_refuses_fail_configure_not_the_constructor(harness
         node.destroy_node()
 
 
+@pytest.mark.parametrize('scope', ['encoder', 'all', 'cast'])
+def test_every_autocast_scope_of_the_engine_configures(harness, scope):
+    """The node accepts each autocast scope the engine offers ('cast' was once refused at configure)."""
+    from metric3d_ros.core.config import AUTOCAST_SCOPES
+    from metric3d_ros.ros.node import DepthNode
+    from metric3d_ros.ros.params import read_node_config
+
+    assert scope in AUTOCAST_SCOPES
+    node = DepthNode(namespace=f'{harness.namespace}/scope_{scope}', context=harness.context,
+                     parameter_overrides=node_overrides(
+                         **{**FAST_NODE, 'autostart': False, 'precision': 'bf16', 'autocast_scope': scope}))
+    try:
+        config = read_node_config(node, list(node._startup_problems.values()))
+        assert config.engine.autocast_scope == scope and config.engine.precision == 'bf16'
+    finally:
+        node.destroy_node()
+
 def _node_process(*ros_args: str) -> subprocess.Popen:
     env = dict(os.environ)
     args = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args',

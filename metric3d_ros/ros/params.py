@@ -24,6 +24,7 @@ from metric3d_ros.core.batching.config import SchedulerConfig
 from metric3d_ros.core.batching.pairing import PairingConfig
 from metric3d_ros.core.config import (
     ATTENTION_MODES,
+    AUTOCAST_SCOPES,
     COMPILE_MODES,
     PRECISIONS,
     PREPROCESS_MODES,
@@ -97,8 +98,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        "'synthetic' = deterministic fake weights (meaningless depth, for tests)", **_RO),
     _p('precision', 'fp32', 'network arithmetic (bf16/fp16: autocast, see autocast_scope)',
        choices=PRECISIONS, **_RO),
-    _p('autocast_scope', 'encoder', "reduced precision for the ViT 'encoder' only, or 'all' (faster)",
-       choices=('encoder', 'all'), **_RO),
+    _p('autocast_scope', 'encoder', "reduced precision for the ViT 'encoder' only, 'all' (autocast of the "
+       "whole network) or 'cast' (weights cast once; fastest)", choices=AUTOCAST_SCOPES, **_RO),
     _p('device', 'auto', "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'", **_RO),
     _p('net_height_px', 616, 'network input height (multiple of 28; 616 is the training size)',
        int_range=(28, 2828, 28), **_RO),
