@@ -177,6 +177,9 @@ def test_outputs_geometry_network_resolution():
     expected = unproject_organized(r.depth_m, r.intrinsics)
     np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
     assert r.points_rgb.shape == (rh, rw, 3) and r.points_rgb.dtype == np.uint8
+    # the colours are the pixels the network saw: the frame resized like upstream (cv2 INTER_LINEAR on uint8)
+    resized = cv2.resize(frame.image_rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(r.points_rgb.astype(int) - resized.astype(int)).max() == 0  # CPU: the cv2 reference path
 
 
 def test_depth_range_limits_give_nan():
