@@ -154,6 +154,24 @@ def test_every_autocast_scope_of_the_engine_configures(harness, scope):
     finally:
         node.destroy_node()
 
+def test_gil_switch_interval_is_applied_at_configure(harness):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from metric3d_ros.ros.node import DepthNode
+
+    before = sys.getswitchinterval()
+    node = DepthNode(namespace=f'{harness.namespace}/gil', context=harness.context,
+                     parameter_overrides=node_overrides(
+                         **{**FAST_NODE, 'autostart': False, 'gil_switch_interval_ms': 0.5}))
+    try:
+        assert sys.getswitchinterval() == before  # nothing before configure
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
+        node.release()
+        node.destroy_node()
+
 def _node_process(*ros_args: str) -> subprocess.Popen:
     env = dict(os.environ)
     args = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args',

@@ -234,6 +234,8 @@ class DepthNode(LifecycleNode):
 
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
+        if config.gil_switch_interval_ms > 0.0:
+            sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
         engine = DepthEngine(config.engine)
         try:
             if config.engine.warmup_iters > 0:
