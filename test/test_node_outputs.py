@@ -275,3 +275,28 @@ def test_calibration_caches_never_serve_another_camera_infos_values(cache):
         if i % 9 == 0:  # an image is paired now and then; CameraInfo keeps arriving in between
             assert lookup(fields, 100, 80) == pytest.approx(100.0 + i), f'CameraInfo {i}'
         del fields
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_by_configuration_alone(harness, tmp_path):
+    """Issue 5 acceptance: the node runs an exported file on ONNX Runtime with parameters only."""
+    from metric3d_ros.core.model.export import ExportOptions, export_metric3d
+
+    path = tmp_path / 'vit_s.onnx'
+    export_metric3d(ExportOptions(variant='small', weights='synthetic', output=str(path), check_hw=None))
+    sub_ns = 'onnx'
+    cams = {'cam': (160, 120)}
+    node = start_node(harness, sub_ns, cams, {'cam': ('depth/image', 'depth/camera_info')},
+                      backend='onnxruntime', **{'onnx.model_path': str(path),
+                                                'onnx.providers': ['CPUExecutionProvider']})
+    assert node.engine.backend.name == 'onnxruntime'
+
+    def done():
+        return len(harness.messages(f'{sub_ns}/cam/depth/image')) >= 2
+
+    publish_until(harness, node, sub_ns, cams, done, timeout_s=120.0)
+    assert wait_until(done, 20.0)
+    depth = harness.messages(f'{sub_ns}/cam/depth/image')[-1]
+    assert (depth.encoding, depth.width, depth.height) == ('32FC1', 160, 120)
+    values = np.frombuffer(bytes(depth.data), dtype='<f4')
+    assert np.isfinite(values).all() and (values > 0).all()
