@@ -246,3 +246,25 @@ def test_latency_is_kept_when_the_first_frame_of_a_batch_fails(tmp_path):
     assert latency['cameras']['d']['n'] == 2
     assert latency['cameras']['d']['p50'] >= latency['stages']['total']['p50'] * 0.999
     assert latency['cameras']['c'] == {'frames': 2}  # no frame ran: no latency
+
+
+@pytest.mark.slow
+def test_command_line_on_onnxruntime_matches_torch(tiny_bags, tmp_path, capsys):
+    """Issue 5 acceptance, evaluation side: the same bag through an exported file on ONNX Runtime gives the
+    torch backend's metrics (synthetic weights both)."""
+    from metric3d_ros.core.model.export import ExportOptions, export_metric3d
+
+    onnx_path = tmp_path / 'vit_s.onnx'
+    export_metric3d(ExportOptions(variant='small', weights='synthetic', output=str(onnx_path), check_hw=None))
+    reports = {}
+    for backend, extra in (('onnxruntime', ['--onnx-model', str(onnx_path)]),
+                           ('torch', ['--weights', 'synthetic'])):
+        out_dir = tmp_path / backend
+        rc = ev.main([str(tiny_bags['sqlite3']), '--backend', backend, '--net-size', '56x84', '--output-dir',
+                      str(out_dir), '--no-figures', '--max-depth-m', '20', *extra])
+        assert rc == 0, capsys.readouterr().err
+        reports[backend] = json.loads((out_dir / 'report.json').read_text())
+    assert reports['onnxruntime']['engine']['backend'] == 'onnxruntime'
+    ours, theirs = reports['onnxruntime']['metrics']['overall'], reports['torch']['metrics']['overall']
+    for key in ('abs_rel', 'rmse_m', 'delta1'):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-3, abs=1e-4), key
