@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from metric3d_ros.tools.bagio import BagReader, BagWriter, peek_stamp_ns
 from metric3d_ros.tools.play import BagPlayer, PlayOptions
+from metric3d_ros.tools.processes import interrupt_and_wait
 
 PACINGS = ('lockstep', 'realtime')
 OUTPUTS = (('depth/image', 'sensor_msgs/msg/Image'), ('depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
@@ -144,17 +144,6 @@ def _wait_for_node(ros_node, process: subprocess.Popen, cameras: Sequence[str], 
         time.sleep(0.2)
 
 
-def _stop_node(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    return int(process.returncode)
-
-
 def _input_topics(bag: Path, cameras: Sequence[str]) -> list[str]:
     with BagReader(bag) as reader:
         topics = reader.topics
@@ -243,7 +232,7 @@ def run_ros_session(config: RosSessionConfig, log=print) -> RosSessionResult:
         result.play_s = time.monotonic() - t0
         time.sleep(0.5)  # camera_info and points of the last frame
     finally:
-        result.node_returncode = _stop_node(process)
+        result.node_returncode = interrupt_and_wait(process)
         executor.shutdown()
         ros_node.destroy_node()
         rclpy.shutdown(context=context)

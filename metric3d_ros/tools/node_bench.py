@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from metric3d_ros.tools.processes import interrupt_and_wait
 
 OUTPUT_TYPES = {
     'depth': ('depth/image', 'Image'),
@@ -254,12 +255,7 @@ def run(args: argparse.Namespace) -> dict:
             raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
         time.sleep(2.0)  # trailing outputs
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=30.0)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        interrupt_and_wait(node)
         observer.close()
     summary = json.loads(summary_path.read_text())
     stamps = summary['stamps_ns']
