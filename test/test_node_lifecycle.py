@@ -200,18 +200,24 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout_s: float = 90.0) ->
     raise AssertionError(f'{marker!r} not in the output:\n' + ''.join(lines))
 
 
-def test_depth_node_executable_runs_with_the_params_file_and_exits_cleanly_on_ctrl_c():
-    proc = _node_process(*_fast_args())
+def _interrupt_after(proc: subprocess.Popen, marker: str, timeout_s: float) -> tuple[list[str], str]:
+    """Ctrl-C ``proc`` once ``marker`` appeared in its output; (lines up to the marker, the rest of it)."""
     try:
-        lines = _read_until(proc, 'active: 2 camera(s)')
-        assert any("cameras ['front', 'left'], backend fake" in line for line in lines), ''.join(lines)
+        lines = _read_until(proc, marker)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30.0)
+        out, _ = proc.communicate(timeout=timeout_s)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    return lines, out
+
+
+def test_depth_node_executable_runs_with_the_params_file_and_exits_cleanly_on_ctrl_c():
+    proc = _node_process(*_fast_args())
+    lines, out = _interrupt_after(proc, 'active: 2 camera(s)', timeout_s=30.0)
+    assert any("cameras ['front', 'left'], backend fake" in line for line in lines), ''.join(lines)
     assert proc.returncode == 0, ''.join(lines) + out
     assert 'Traceback' not in out, out
 
@@ -265,15 +271,7 @@ def test_ctrl_c_during_start_up_exits_cleanly_with_code_0():
             '-r', f'__ns:={unique_namespace("slowstart")}', *_fast_args(), '-p', 'backend:=slow_build']
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    try:
-        lines = _read_until(proc, 'building the engine')
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    lines, out = _interrupt_after(proc, 'building the engine', timeout_s=60.0)
     out = ''.join(lines) + out
     assert proc.returncode == 0, out
     assert 'Traceback' not in out and 'FATAL' not in out, out
