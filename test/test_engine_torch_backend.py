@@ -68,6 +68,28 @@ def test_buckets():
     assert batch_buckets(1) == [1]
     assert batch_buckets(6) == [1, 2, 4, 6]
     assert batch_buckets(8) == [1, 2, 4, 8]
+    assert batch_buckets(8, (4,)) == [4, 8]
+    assert batch_buckets(4, (4,)) == [4]
+    assert batch_buckets(6, (3, 1, 3)) == [1, 3, 6]
+
+
+def test_configured_buckets_and_their_validation():
+    from metric3d_ros.core.config import EngineConfig
+
+    assert EngineConfig(max_batch_size=4).buckets == [1, 2, 4]
+    assert EngineConfig(max_batch_size=4, batch_buckets=(4,)).buckets == [4]
+    assert EngineConfig(max_batch_size=8, batch_buckets=[2, 2]).batch_buckets == (2,)
+    for bad in ((0,), (9,), ('4',), (True,), 4):
+        with pytest.raises(ValueError, match='batch_buckets'):
+            EngineConfig(max_batch_size=8, batch_buckets=bad)
+
+
+def test_backend_pads_into_the_configured_bucket():
+    backend = TorchBackend(TinyNet(), 'cpu', (56, 84), max_batch_size=4, batch_bucket_sizes=(4,))
+    assert backend.buckets == [4]
+    assert [backend._bucket(b) for b in (1, 2, 3, 4)] == [4, 4, 4, 4]
+    default = TorchBackend(TinyNet(), 'cpu', (56, 84), max_batch_size=4)
+    assert [default._bucket(b) for b in (1, 2, 3, 4)] == [1, 2, 4, 4]
 
 
 @pytest.mark.parametrize('precision,scope,enc,dec', [

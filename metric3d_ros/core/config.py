@@ -23,7 +23,7 @@ therefore refuses such sizes instead of producing subtly shifted depth.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -119,6 +119,20 @@ class OnnxRuntimeOptions:
             )
 
 
+def batch_buckets(max_batch_size: int, explicit: Sequence[int] = ()) -> list[int]:
+    """Batch sizes a graph-capturing backend prepares: ``explicit`` sizes (each <= the maximum) plus the
+    maximum; without them the powers of two below the maximum, then the maximum."""
+    if explicit:
+        return sorted({int(b) for b in explicit if 1 <= int(b) < max_batch_size} | {int(max_batch_size)})
+    sizes = []
+    b = 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch_size)
+    return sizes
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """What the depth engine runs and how.
@@ -135,6 +149,10 @@ class EngineConfig:
     device: torch device string ('cpu', 'cuda', 'cuda:1'); 'auto' picks 'cuda' when available.
     net_height_px, net_width_px: network input size, multiples of 28 (see the module docstring).
     max_batch_size: frames per network call; longer inputs are split into chunks of this size.
+    batch_buckets: batch sizes that get their own CUDA graph / torch.compile specialization (a batch of b
+        runs in the smallest bucket >= b, padded); max_batch_size is always one. Empty (default): the powers
+        of two below max_batch_size. Fewer buckets = shorter warm-up (torch.compile takes about a minute per
+        bucket for ViT-S); e.g. ``(4,)`` for four synchronized cameras.
     preprocess: how the letterboxed batch is built (``metric3d_ros.core.engine.preprocess``):
         'device_exact' (batched integer re-implementation of OpenCV's uint8 INTER_LINEAR on the device,
         bit-identical to upstream), 'device' (batched float bilinear on the device, < 1 intensity level
@@ -161,6 +179,7 @@ class EngineConfig:
     net_height_px: int = DEFAULT_NET_HEIGHT_PX
     net_width_px: int = DEFAULT_NET_WIDTH_PX
     max_batch_size: int = 8
+    batch_buckets: tuple[int, ...] = ()
     preprocess: Preprocess = 'auto'
     cuda_graphs: bool = True
     channels_last: bool = True
@@ -188,6 +207,16 @@ class EngineConfig:
             )
         check_net_size(self.net_height_px, self.net_width_px)
         _positive_int('max_batch_size', self.max_batch_size)
+        buckets = self.batch_buckets
+        if isinstance(buckets, (str, bytes)) or not isinstance(buckets, (tuple, list)):
+            raise ValueError(f'batch_buckets must be a list of batch sizes, got {buckets!r}')
+        for b in buckets:
+            if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= self.max_batch_size:
+                raise ValueError(
+                    'batch_buckets: every size must be an integer in '
+                    f'1..max_batch_size={self.max_batch_size}, got {list(buckets)}'
+                )
+        object.__setattr__(self, 'batch_buckets', tuple(sorted(set(buckets))))
         iters = self.warmup_iters
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
             raise ValueError(f'warmup_iters must be an integer >= 0, got {self.warmup_iters!r}')
@@ -212,6 +241,11 @@ class EngineConfig:
         object.__setattr__(self, 'max_depth_m', hi)
         if not isinstance(self.onnx, OnnxRuntimeOptions):
             raise ValueError(f'onnx must be an OnnxRuntimeOptions, got {type(self.onnx).__name__}')
+
+    @property
+    def buckets(self) -> list[int]:
+        """The batch sizes prepared at warm-up (``batch_buckets`` plus max_batch_size, or the default)."""
+        return batch_buckets(self.max_batch_size, self.batch_buckets)
 
     @property
     def net_hw(self) -> tuple[int, int]:

@@ -132,6 +132,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('info_wait_ms', 100.0, 'how long an image waits for its CameraInfo when none matches yet',
        float_range=(0.0, 1e4)),
     _p('max_batch_size', 4, 'most frames per inference', int_range=(1, 64, 1)),
+    _p('pad_to_max_batch', False, 'run every batch padded to max_batch_size: one CUDA graph and '
+       'torch.compile specialization instead of one per power of two (shorter warm-up; a lone frame costs '
+       'a full batch)',
+       **_RO),
     _p('max_wait_ms', 15.0, "a batch goes out this long after its first frame even if some camera's "
        'frame is missing', float_range=(0.0, 1e4)),
     _p('queue_depth', 1, 'frames kept per camera while waiting (newest kept, oldest dropped and counted)',
@@ -336,6 +340,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         max_batch_size=max_batch_size, preprocess=r.get('preprocess'), cuda_graphs=r.get('cuda_graphs'),
         channels_last=r.get('channels_last'), compile=r.get('compile'), attention=r.get('attention'),
         weights=r.get('weights'), warmup_iters=r.get('warmup_iters'),
+        batch_buckets=(max_batch_size,) if r.get('pad_to_max_batch') is True else (),
         onnx=onnx if onnx is not None else OnnxRuntimeOptions(),
     )
     if engine is not None and engine.backend == 'onnxruntime' and not engine.onnx.model_path:

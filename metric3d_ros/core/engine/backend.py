@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 
+from metric3d_ros.core.config import batch_buckets  # noqa: F401 - re-exported for the backends
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox
 
@@ -95,17 +96,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release device memory and other resources; the backend is unusable afterwards."""
         ...
-
-
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """Batch sizes a graph-capturing backend prepares: powers of two below the maximum, then the maximum."""
-    sizes = []
-    b = 1
-    while b < max_batch_size:
-        sizes.append(b)
-        b *= 2
-    sizes.append(max_batch_size)
-    return sizes
 
 
 BackendFactory = Callable[['EngineConfig', torch.device], Backend]

@@ -54,7 +54,7 @@ import torch
 
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine import postprocess as post
-from metric3d_ros.core.engine.backend import Backend, FrameMeta, batch_buckets, create_backend
+from metric3d_ros.core.engine.backend import Backend, FrameMeta, create_backend
 from metric3d_ros.core.engine.preprocess import Preprocessor
 from metric3d_ros.core.engine.timing import StageTimer
 from metric3d_ros.core.engine.transfer import PendingDownload
@@ -167,14 +167,14 @@ class DepthEngine:
         """Prepare the backend for ``batch_sizes`` and run the whole pipeline once per batch size and image
         size so that the first real call is not slow.
 
-        Default batch sizes: on CUDA the powers of two up to max_batch_size and the maximum (one CUDA graph
-        each, and torch.compile specializations); on the CPU only 1 (nothing is captured or autotuned there,
+        Default batch sizes: on CUDA the configured buckets (``EngineConfig.buckets``: one CUDA graph and
+        torch.compile specialization each); on the CPU only 1 (nothing is captured or autotuned there,
         and a batch-8 pass at 616x1064 takes minutes on a small CPU).
         """
         if batch_sizes is not None:
             sizes = list(batch_sizes)
         elif self.device.type == 'cuda':
-            sizes = batch_buckets(self.config.max_batch_size)
+            sizes = self.config.buckets
         else:
             sizes = [1]
         for b in sizes:

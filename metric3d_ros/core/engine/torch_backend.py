@@ -140,6 +140,7 @@ class TorchBackend:
         compile_mode: str = 'none',
         autocast_scope: str = 'encoder',
         warmup_iters: int = 2,
+        batch_bucket_sizes: Sequence[int] = (),
     ) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be 'fp32', 'tf32', 'bf16' or 'fp16', got {precision!r}")
@@ -153,7 +154,7 @@ class TorchBackend:
         self.use_graphs = bool(cuda_graphs and cuda)
         self.channels_last = bool(channels_last and cuda)
         self.warmup_iters = max(1, int(warmup_iters))
-        self.buckets = batch_buckets(self.max_batch_size)
+        self.buckets = batch_buckets(self.max_batch_size, batch_bucket_sizes)
         net = net.to(self.device).eval()
         reduced = _DTYPES[precision] != torch.float32
         if reduced and autocast_scope == 'cast':
@@ -196,6 +197,7 @@ class TorchBackend:
             net, device, config.net_hw, precision=config.precision, max_batch_size=config.max_batch_size,
             cuda_graphs=config.cuda_graphs, channels_last=config.channels_last, compile_mode=config.compile,
             autocast_scope=config.autocast_scope, warmup_iters=config.warmup_iters,
+            batch_bucket_sizes=config.batch_buckets,
         )
 
     # ------------------------------------------------------------------------------------------- buffers
