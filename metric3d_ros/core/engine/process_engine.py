@@ -1,0 +1,435 @@
+"""The depth engine in a child process, fed through shared memory: ``ProcessEngine``.
+
+Why: in a ROS node the executor thread (receiving images), the inference worker and the publisher share
+one interpreter lock. Every torch call of the worker gives the lock up and must win it back, so under
+image traffic the GPU waits for Python. ``ProcessEngine`` runs ``DepthEngine`` in its own process (the
+``spawn`` start method, so CUDA starts cleanly there): the calling thread only copies the frames' pixels
+into shared memory (numpy copies run without the lock) and waits on a pipe, and the child process owns
+the device alone. The calling process does not even import torch.
+
+It has ``DepthEngine``'s interface: ``infer(frames, request)`` returns one ``FrameResult`` per frame in
+order, with per-frame errors (a bad frame fails alone); ``warmup()``, ``close()``, ``device``, ``config``.
+
+Transfers: pixels of well-formed frames ((H, W, 3) uint8 arrays) go through an input arena (shared memory
+created by this process, grown when a batch needs more) and reach ``DepthEngine`` in the child as
+zero-copy views; other frames are pickled as they are, so the child's ``DepthEngine`` rejects them with its
+usual message. The child writes every output array into an output arena (created by the child, grown as
+needed) and sends back where each array lies; this process copies them out, so results own their memory
+exactly like ``DepthEngine``'s.
+
+Failures: if the child dies (a crashed driver, killed by the OOM killer), the call in progress raises
+``EngineProcessError`` and the next ``infer`` starts a new child (loads and warms up again) before it runs;
+``restarts`` counts them. The child ignores SIGINT: Ctrl-C in a terminal reaches the whole process group,
+and shutting the engine down is the parent's job (``close``). If the parent dies, the child sees its pipe
+close and exits.
+
+Backends must be importable by name in the child: the built-in ones and the test backend 'fake' are; a
+backend registered at run time with ``register_backend`` exists only in the process that registered it.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from metric3d_ros.core.config import EngineConfig
+from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+
+LOG = logging.getLogger(__name__)
+
+_ALIGN_B = 64
+_ARRAY_FIELDS = ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb')
+
+
+class EngineProcessError(RuntimeError):
+    """The engine process failed to start, died, or did not answer."""
+
+
+def _aligned(offset: int) -> int:
+    return (offset + _ALIGN_B - 1) // _ALIGN_B * _ALIGN_B
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Open an existing block without registering it with this process's resource tracker a second time
+    (its creator unlinks it)."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        # Older Pythons register on attach too; the spawned child shares its parent's tracker, where a name
+        # is a set entry, so the creator's unlink still unregisters it exactly once.
+        return shared_memory.SharedMemory(name=name)
+
+
+def _is_plain_image(image: object) -> bool:
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0)
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """Where a frame's pixels lie in the input arena (or the frame itself, pickled, when not plain)."""
+
+    offset: int
+    shape: tuple[int, ...]
+    intrinsics: Any
+    camera_id: str
+    stamp_ns: int
+    frame_id: str
+    inline: Frame | None = None
+
+
+class _Arena:
+    """A growable shared-memory block owned (created, unlinked) by one process."""
+
+    def __init__(self) -> None:
+        self.block: shared_memory.SharedMemory | None = None
+
+    @property
+    def name(self) -> str:
+        return self.block.name if self.block is not None else ''
+
+    def reserve(self, size_b: int) -> shared_memory.SharedMemory:
+        """The block, replaced by a larger one when it holds fewer than ``size_b`` bytes."""
+        if self.block is None or self.block.size < size_b:
+            self.release()
+            grown = max(int(size_b * 1.25), 1 << 20)
+            self.block = shared_memory.SharedMemory(create=True, size=grown)
+        return self.block
+
+    def release(self) -> None:
+        block, self.block = self.block, None
+        if block is not None:
+            block.close()
+            try:
+                block.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class _Viewer:
+    """This process's view of the other side's arena (re-attached when the other side grows it)."""
+
+    def __init__(self) -> None:
+        self.block: shared_memory.SharedMemory | None = None
+
+    def get(self, name: str) -> shared_memory.SharedMemory:
+        if self.block is None or self.block.name != name.lstrip('/'):
+            self.close()
+            self.block = _attach(name)
+        return self.block
+
+    def close(self) -> None:
+        block, self.block = self.block, None
+        if block is not None:
+            try:
+                block.close()
+            except BufferError:  # a view is still alive somewhere; the mapping goes with it
+                pass
+
+    def unlink(self) -> None:
+        """Remove the block's name (when its creator can no longer do it)."""
+        if self.block is not None:
+            try:
+                self.block.unlink()
+            except FileNotFoundError:
+                pass
+
+
+# ----------------------------------------------------------------------------------------- child side
+def _serve(config: EngineConfig, conn, torch_threads: int) -> None:
+    """Child process main: build the engine, then answer requests until 'close' or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import torch
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        from metric3d_ros.core.engine.engine import DepthEngine
+
+        engine = DepthEngine(config)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(('error', f'{type(exc).__name__}: {exc}'))
+        return
+    conn.send(('ready', {'device': str(engine.device)}))
+    inputs = _Viewer()
+    outputs = _Arena()
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            kind = msg[0]
+            if kind == 'close':
+                break
+            try:
+                if kind == 'warmup':
+                    engine.warmup(msg[1], msg[2])
+                    reply: tuple = ('ok', None)
+                elif kind == 'infer':
+                    reply = ('results',) + _child_infer(engine, inputs, outputs, *msg[1:])
+                else:
+                    reply = ('error', f'unknown request {kind!r}')
+            except Exception as exc:  # noqa: BLE001 - the parent decides
+                LOG.exception('engine process: %s failed', kind)
+                reply = ('error', f'{type(exc).__name__}: {exc}')
+            conn.send(reply)
+    finally:
+        try:
+            engine.close()
+        finally:
+            inputs.close()
+            outputs.release()
+            conn.close()
+
+
+def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, packed: list[_Packed],
+                 requests: list[OutputRequest]) -> tuple[str, list[dict]]:
+    block = inputs.get(arena_name) if arena_name else None
+    frames = []
+    for p in packed:
+        if p.inline is not None:
+            frames.append(p.inline)
+            continue
+        image = np.ndarray(p.shape, dtype=np.uint8, buffer=block.buf, offset=p.offset)
+        frames.append(Frame(image, p.intrinsics, p.camera_id, p.stamp_ns, p.frame_id))
+    results = engine.infer(frames, requests)
+    del frames
+    # lay out every array, grow the arena once, then copy
+    layout = []
+    size = 0
+    for res in results:
+        entry = {}
+        for name in _ARRAY_FIELDS:
+            arr = getattr(res, name)
+            if arr is None:
+                continue
+            arr = np.ascontiguousarray(arr)
+            entry[name] = (size, arr.shape, arr.dtype.str, arr)
+            size = _aligned(size + arr.nbytes)
+        layout.append(entry)
+    block = outputs.reserve(max(size, 1))
+    specs = []
+    for res, entry in zip(results, layout, strict=True):
+        arrays = {}
+        for name, (offset, shape, dtype, arr) in entry.items():
+            dst = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
+            np.copyto(dst, arr)
+            arrays[name] = (offset, shape, dtype)
+        specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
+                      'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
+                      'arrays': arrays})
+    return outputs.name, specs
+
+
+# ---------------------------------------------------------------------------------------- parent side
+class ProcessEngine:
+    """``DepthEngine`` in a child process (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig, torch_threads: int = 0, start_timeout_s: float = 600.0) -> None:
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f'config must be an EngineConfig, got {type(config).__name__}')
+        self.config = config
+        self.torch_threads = int(torch_threads)
+        self.start_timeout_s = float(start_timeout_s)
+        self.device = ''
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context('spawn')
+        self._proc = None
+        self._conn = None
+        self._inputs = _Arena()
+        self._outputs = _Viewer()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warmup_args: tuple | None = None
+        self._start()
+
+    # -------------------------------------------------------------------------------------- process
+    def _start(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(self.config, child_conn, self.torch_threads),
+                                 name='metric3d-engine', daemon=True)
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn = proc, parent_conn
+        kind, payload = self._receive(self.start_timeout_s, 'starting')
+        if kind != 'ready':
+            self._stop_process()
+            raise EngineProcessError(f'the engine process failed to start: {payload}')
+        self.device = payload['device']
+
+    def _receive(self, timeout_s: float | None, doing: str) -> tuple:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._conn.poll(0.5):
+                    return self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise self._died(doing) from exc
+            if not self._proc.is_alive():
+                raise self._died(doing)
+            if deadline is not None and time.monotonic() > deadline:
+                self._stop_process()
+                raise EngineProcessError(
+                    f'the engine process did not answer within {timeout_s:g} s ({doing})')
+
+    def _died(self, doing: str) -> EngineProcessError:
+        self._proc.join(1.0)
+        code = self._proc.exitcode
+        self._outputs.unlink()  # the dead child's output arena has nobody else to remove it
+        self._stop_process()
+        return EngineProcessError(f'the engine process exited (code {code}) while {doing}')
+
+    def _stop_process(self, timeout_s: float = 10.0) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        self._outputs.close()
+        if conn is not None:
+            try:
+                conn.send(('close',))
+            except (OSError, ValueError):
+                pass
+        if proc is not None:
+            proc.join(timeout_s)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        if conn is not None:
+            conn.close()
+
+    def _ensure_running(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        if self._proc is not None:  # died between calls
+            self._outputs.unlink()
+            self._stop_process()
+        LOG.warning('the engine process is gone: starting a new one')
+        self.restarts += 1
+        self._start()
+        if self._warmup_args is not None:
+            self._request(('warmup',) + self._warmup_args, None, 'warming up')
+
+    def _request(self, msg: tuple, timeout_s: float | None, doing: str) -> tuple:
+        try:
+            self._conn.send(msg)
+        except (OSError, ValueError) as exc:
+            raise self._died(doing) from exc
+        reply = self._receive(timeout_s, doing)
+        if reply[0] == 'error':
+            raise EngineProcessError(f'the engine process failed {doing}: {reply[1]}')
+        return reply
+
+    # ----------------------------------------------------------------------------------- interface
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None while none runs)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def warmup(self, batch_sizes: Sequence[int] | None = None,
+               image_hw: Sequence[tuple[int, int]] = ((480, 640),)) -> None:
+        """``DepthEngine.warmup`` in the child (repeated after a restart)."""
+        args = (None if batch_sizes is None else [int(b) for b in batch_sizes],
+                [(int(h), int(w)) for h, w in image_hw])
+        with self._lock:
+            self._check_open()
+            self._ensure_running()
+            self._request(('warmup',) + args, None, 'warming up')
+            self._warmup_args = args
+
+    def infer(self, frames: Sequence[Frame],
+              request: OutputRequest | Sequence[OutputRequest] | None = None,
+              timeout_s: float | None = None) -> list[FrameResult]:
+        """``DepthEngine.infer`` in the child; raises ``EngineProcessError`` if the child dies meanwhile or
+        does not answer within ``timeout_s`` (None: wait as long as it lives; a first batch of a new size
+        may compile for a minute)."""
+        frames = list(frames)
+        if request is None:
+            requests = [OutputRequest()] * len(frames)
+        elif isinstance(request, OutputRequest):
+            requests = [request] * len(frames)
+        else:
+            requests = list(request)
+            if len(requests) != len(frames):
+                raise ValueError(f'got {len(requests)} requests for {len(frames)} frames: pass one request '
+                                 'for all frames or exactly one per frame')
+        with self._lock:
+            self._check_open()
+            self._ensure_running()
+            packed, failed = self._pack(frames)
+            sent = [i for i in range(len(frames)) if i not in failed]
+            results: list[FrameResult | None] = [failed.get(i) for i in range(len(frames))]
+            if sent:
+                msg = ('infer', self._inputs.name, [packed[i] for i in sent], [requests[i] for i in sent])
+                _, out_name, specs = self._request(msg, timeout_s, f'running a batch of {len(sent)}')
+                block = self._outputs.get(out_name)
+                for i, spec in zip(sent, specs, strict=True):
+                    results[i] = _unpack(spec, block)
+            return [r for r in results if r is not None]
+
+    def _pack(self, frames: list) -> tuple[dict[int, _Packed], dict[int, FrameResult]]:
+        """Copy plain frames into the input arena; pickle-check the others."""
+        plain = {i: f for i, f in enumerate(frames) if _is_plain_image(getattr(f, 'image_rgb', None))}
+        offsets = {}
+        size = 0
+        for i, f in plain.items():
+            offsets[i] = size
+            size = _aligned(size + f.image_rgb.nbytes)
+        block = self._inputs.reserve(max(size, 1)) if plain else None
+        packed: dict[int, _Packed] = {}
+        failed: dict[int, FrameResult] = {}
+        for i, f in enumerate(frames):
+            if i in plain:
+                image = f.image_rgb
+                dst = np.ndarray(image.shape, dtype=np.uint8, buffer=block.buf, offset=offsets[i])
+                np.copyto(dst, image)
+                packed[i] = _Packed(offsets[i], tuple(image.shape), f.intrinsics, f.camera_id, f.stamp_ns,
+                                    getattr(f, 'frame_id', ''))
+                continue
+            try:
+                pickle.dumps(f)
+            except Exception as exc:  # noqa: BLE001 - fails this frame only
+                failed[i] = FrameResult(camera_id=str(getattr(f, 'camera_id', '')), stamp_ns=0,
+                                        error=f'frame cannot be sent to the engine process: {exc}')
+                continue
+            packed[i] = _Packed(0, (), None, '', 0, '', inline=f)
+        return packed, failed
+
+    def close(self) -> None:
+        """Stop the child (it frees its device memory) and release the shared memory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_process()
+            self._inputs.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError('this ProcessEngine was closed')
+
+    def __enter__(self) -> ProcessEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unpack(spec: dict, block: shared_memory.SharedMemory) -> FrameResult:
+    res = FrameResult(camera_id=spec['camera_id'], stamp_ns=spec['stamp_ns'], frame_id=spec['frame_id'],
+                      intrinsics=spec['intrinsics'], error=spec['error'], timings_ms=spec['timings_ms'])
+    for name, (offset, shape, dtype) in spec['arrays'].items():
+        view = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
+        setattr(res, name, view.copy())
+    return res

@@ -1,0 +1,109 @@
+"""ProcessEngine: DepthEngine in a child process through shared memory gives DepthEngine's results."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metric3d_ros.core.config import EngineConfig
+from metric3d_ros.core.engine.engine import DepthEngine
+from metric3d_ros.core.engine.process_engine import EngineProcessError, ProcessEngine
+from metric3d_ros.core.engine.types import Frame, OutputRequest
+from metric3d_ros.core.geometry.intrinsics import Intrinsics
+
+CONFIG = EngineConfig(backend='fake', device='cpu', net_height_px=56, net_width_px=84, max_batch_size=4)
+FULL = OutputRequest(depth=True, confidence=True, normals=True, cloud=True, cloud_rgb=True, cloud_stride=2)
+
+
+def _frame(h, w, seed, cam='cam', fx=None):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    fx = fx or 0.9 * w
+    intrinsics = Intrinsics(fx, fx * 1.01, w / 2.0, h / 2.0)
+    return Frame(image, intrinsics, cam, 1_000 + seed, f'{cam}_optical_frame')
+
+
+@pytest.fixture(scope='module')
+def remote():
+    engine = ProcessEngine(CONFIG)
+    yield engine
+    engine.close()
+
+
+def _same(a, b):
+    assert (a.camera_id, a.stamp_ns, a.frame_id, a.error) == (b.camera_id, b.stamp_ns, b.frame_id, b.error)
+    assert a.intrinsics == b.intrinsics
+    for name in ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb'):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.shape == y.shape and x.dtype == y.dtype, name
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_mixed_batch_matches_the_in_process_engine_and_a_bad_frame_fails_alone(remote):
+    frames = [_frame(48, 64, 1, 'a'), _frame(30, 90, 2, 'b', fx=70.0), _frame(48, 64, 3, 'c')]
+    bad = Frame(np.zeros((10, 10), dtype=np.float32), Intrinsics(5, 5, 5, 5), 'bad', 7)
+    frames.insert(1, bad)
+    requests = [FULL, FULL, OutputRequest(resolution='network'), FULL]
+    got = remote.infer(frames, requests)
+    with DepthEngine(CONFIG) as local:
+        want = local.infer(frames, requests)
+    assert [r.camera_id for r in got] == ['a', 'bad', 'b', 'c']
+    assert got[1].error and not got[1].ok and got[1].depth_m is None
+    assert got[1].error == want[1].error
+    for a, b in zip(got, want, strict=True):
+        _same(a, b)
+    assert np.isnan(got[0].depth_m).sum() == np.isnan(want[0].depth_m).sum()
+    # results own their memory (not views of the shared arena)
+    assert all(r.depth_m.flags.owndata for r in got if r.ok)
+
+
+def test_arena_grows_for_larger_frames_and_results_stay_intact(remote):
+    small = remote.infer([_frame(20, 30, 4)], FULL)[0]
+    keep = small.depth_m.copy()
+    big = remote.infer([_frame(200, 300, 5), _frame(210, 280, 6)], FULL)
+    assert [r.depth_m.shape for r in big] == [(200, 300), (210, 280)]
+    np.testing.assert_array_equal(small.depth_m, keep)
+    assert remote.device == 'cpu' and remote.pid is not None
+
+
+def test_a_killed_engine_process_is_restarted_by_the_next_call():
+    engine = ProcessEngine(CONFIG)
+    try:
+        engine.warmup([1])
+        first = engine.infer([_frame(48, 64, 1)], FULL)[0]
+        pid = engine.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while engine._proc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = engine.infer([_frame(48, 64, 1)], FULL)[0]
+        assert engine.restarts == 1 and engine.pid != pid
+        _same(first, again)
+    finally:
+        engine.close()
+    assert engine.pid is None
+    with pytest.raises(RuntimeError, match='closed'):
+        engine.infer([_frame(48, 64, 1)])
+
+
+def test_a_failing_start_raises_with_the_child_s_reason():
+    bad = EngineConfig(backend='torch', device='cpu', net_height_px=56, net_width_px=84,
+                       weights='/nonexistent/metric3d.pth')
+    with pytest.raises(EngineProcessError, match='failed to start.*nonexistent'):
+        ProcessEngine(bad)
+
+
+def test_close_unlinks_the_shared_memory():
+    engine = ProcessEngine(CONFIG)
+    engine.infer([_frame(48, 64, 1)])
+    name = engine._inputs.name
+    assert name and Path('/dev/shm', name).exists()
+    engine.close()
+    assert not Path('/dev/shm', name).exists()
+    engine.close()  # idempotent
