@@ -33,10 +33,13 @@ def harness():
     h.close()
 
 
-def test_three_cameras_of_different_resolutions(harness):
-    sub_ns = 'three'
+@pytest.mark.parametrize('engine_process', [False, True], ids=['in_process', 'engine_process'])
+def test_three_cameras_of_different_resolutions(harness, engine_process):
+    sub_ns = 'three_child' if engine_process else 'three'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
-    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True)
+    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True,
+                      engine_process=engine_process)
+    assert type(node.engine).__name__ == ('ProcessEngine' if engine_process else 'DepthEngine')
     def complete():
         return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 3 for cam in CAMERAS for out in OUTPUTS)
 

@@ -228,15 +228,21 @@ class DepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _build_engine(self, config: NodeConfig):
-        import torch
-
-        from metric3d_ros.core.engine.engine import DepthEngine  # imports torch: only when configuring
-
-        if config.torch_threads > 0:
-            torch.set_num_threads(config.torch_threads)
         if config.gil_switch_interval_ms > 0.0:
             sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
-        engine = DepthEngine(config.engine)
+        if config.engine_process:
+            # The child process owns the device and imports torch; this process stays light.
+            from metric3d_ros.core.engine.process_engine import ProcessEngine
+
+            engine = ProcessEngine(config.engine, torch_threads=config.torch_threads)
+        else:
+            import torch
+
+            from metric3d_ros.core.engine.engine import DepthEngine  # imports torch: only when configuring
+
+            if config.torch_threads > 0:
+                torch.set_num_threads(config.torch_threads)
+            engine = DepthEngine(config.engine)
         try:
             if config.engine.warmup_iters > 0:
                 engine.warmup()

@@ -114,6 +114,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
        'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
        int_range=(0, 256, 1), **_RO),
+    _p('engine_process', False, 'run the engine in a child process fed through shared memory: the GPU '
+       'worker then never waits for the interpreter lock held by the ROS threads (recommended on a GPU '
+       'with several cameras; the node process then does not import torch)', **_RO),
     _p('gil_switch_interval_ms', 0.0, "Python's thread switch interval in ms (sys.setswitchinterval, "
        "process-wide); 0 keeps Python's default (5 ms). Smaller values let the executor, worker and "
        'publisher threads hand the GIL over sooner', float_range=(0.0, 100.0), **_RO),
@@ -224,6 +227,7 @@ class NodeConfig:
     publish_thread: bool = True
     torch_threads: int = 0
     gil_switch_interval_ms: float = 0.0
+    engine_process: bool = False
 
 
 def declare_parameters(node) -> list[str]:
@@ -376,6 +380,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     publish_thread = r.get('publish_thread')
     torch_threads = r.get('torch_threads')
     gil_switch_interval_ms = r.get('gil_switch_interval_ms')
+    engine_process = r.get('engine_process')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -385,7 +390,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
         log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread, torch_threads=torch_threads,
-        gil_switch_interval_ms=gil_switch_interval_ms,
+        gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
     )
 
 
