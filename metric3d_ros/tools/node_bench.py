@@ -17,7 +17,8 @@ outputs, an observer node in this process that subscribes to every requested out
   the last message of a frame was published) and the fraction of input frames it published: the figures
   the targets (``--target-p50-ms``, ``--target-p99-ms``) are checked against;
 - the node's own /diagnostics figures (stamp-to-publish latency p50/p95, inference time, batch sizes,
-  drops by reason) from the last DiagnosticArray.
+  drops by reason) from the last DiagnosticArray; input/output rates from the last one received while
+  the simulator was still publishing (the rolling window of a later one includes the idle end).
 
 Frames stamped in the first ``--skip-s`` seconds are left out of both figures (start-up transients); the
 full-run delivered fraction is printed as well. Exit code 0 when the targets given with
@@ -111,6 +112,8 @@ class Observer:
         self.lock = threading.Lock()
         self.arrivals: dict[tuple[str, int], dict[str, int]] = {}
         self.diagnostics = None
+        self.diagnostics_live = None  # the last one received while the simulator was still publishing
+        self.live = True
         self.outputs = outputs
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.subscriptions = []
@@ -142,6 +145,8 @@ class Observer:
         if any(s.name.endswith(': engine') for s in msg.status):
             with self.lock:
                 self.diagnostics = msg
+                if self.live:
+                    self.diagnostics_live = msg
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
@@ -251,6 +256,8 @@ def run(args: argparse.Namespace) -> dict:
                    '--summary-json', str(summary_path), '--ros-args', '-r', f'__ns:={namespace}']
         sim = subprocess.run(sim_cmd, capture_output=True, text=True,
                              timeout=args.startup_timeout_s + args.duration_s + 60.0)
+        with observer.lock:
+            observer.live = False
         if sim.returncode != 0:
             raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
         time.sleep(2.0)  # trailing outputs
@@ -263,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
     with observer.lock:
         arrivals = dict(observer.arrivals)
         diagnostics = observer.diagnostics
+        live = observer.diagnostics_live
     result = evaluate(published, arrivals, args.outputs, int(args.skip_s * 1e9))
     result['node'] = node_figures(_diag_summary(diagnostics), published)
     result.update({
@@ -272,6 +280,8 @@ def run(args: argparse.Namespace) -> dict:
         'simulator_rate_hz': summary['ticks'] / summary['elapsed_s'] if summary['elapsed_s'] else 0.0,
         'node_exit_code': node.returncode,
         'node_diagnostics': _diag_summary(diagnostics),
+        # rates over the rolling window are only meaningful while the cameras were publishing
+        'node_diagnostics_live': _diag_summary(live),
     })
     return result
 
@@ -302,11 +312,14 @@ def format_result(result: dict) -> str:
         means = {k[:-8]: v for k, v in engine.items() if k.endswith('_mean_ms') and k != 'inference_mean_ms'}
         if means:
             lines.append('  node time means (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(means.items())))
+    live = result.get('node_diagnostics_live', {})
     for cam, diag in sorted(result['node_diagnostics'].items()):
         if 'latency_p50_ms' in diag:
+            rates = live.get(cam, {})
             drops = {k[6:]: v for k, v in diag.items() if k.startswith('drops_') and k != 'drops_total'}
             lines.append(f"  {cam}: node latency p50 {diag['latency_p50_ms']} / p95 {diag['latency_p95_ms']} "
-                         f"ms, in {diag['input_rate_hz']} Hz, out {diag['output_rate_hz']} Hz, "
+                         f"ms, in {rates.get('input_rate_hz', '?')} Hz, "
+                         f"out {rates.get('output_rate_hz', '?')} Hz (during the run), "
                          f"drops {drops or 'none'}")
     return '\n'.join(lines)
 
