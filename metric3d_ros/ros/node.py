@@ -52,6 +52,7 @@ from metric3d_ros.core.geometry.camera_info import (
     intrinsics_from_camera_info,
     published_size,
 )
+from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.stats import DiagnosticsStats
 from metric3d_ros.ros.conversions import (
     ImageConversionError,
@@ -228,13 +229,16 @@ class DepthNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _build_engine(self, config: NodeConfig):
+        if config.malloc_tuning and not keep_large_allocations():
+            self.get_logger().warning('malloc_tuning: this C library has no mallopt; left as it is')
         if config.gil_switch_interval_ms > 0.0:
             sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
         if config.engine_process:
             # The child process owns the device and imports torch; this process stays light.
             from metric3d_ros.core.engine.process_engine import ProcessEngine
 
-            engine = ProcessEngine(config.engine, torch_threads=config.torch_threads)
+            engine = ProcessEngine(config.engine, torch_threads=config.torch_threads,
+                                   malloc_tuning=config.malloc_tuning)
         else:
             import torch
 

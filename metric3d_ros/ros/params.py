@@ -117,6 +117,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('engine_process', False, 'run the engine in a child process fed through shared memory: the GPU '
        'worker then never waits for the interpreter lock held by the ROS threads (recommended on a GPU '
        'with several cameras; the node process then does not import torch)', **_RO),
+    _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
+       'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
+       'page-fault on every allocation', **_RO),
     _p('gil_switch_interval_ms', 0.0, "Python's thread switch interval in ms (sys.setswitchinterval, "
        "process-wide); 0 keeps Python's default (5 ms). Smaller values let the executor, worker and "
        'publisher threads hand the GIL over sooner', float_range=(0.0, 100.0), **_RO),
@@ -228,6 +231,7 @@ class NodeConfig:
     torch_threads: int = 0
     gil_switch_interval_ms: float = 0.0
     engine_process: bool = False
+    malloc_tuning: bool = True
 
 
 def declare_parameters(node) -> list[str]:
@@ -381,6 +385,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     torch_threads = r.get('torch_threads')
     gil_switch_interval_ms = r.get('gil_switch_interval_ms')
     engine_process = r.get('engine_process')
+    malloc_tuning = r.get('malloc_tuning')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -391,6 +396,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread, torch_threads=torch_threads,
         gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
+        malloc_tuning=malloc_tuning,
     )
 
 

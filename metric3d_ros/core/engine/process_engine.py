@@ -17,6 +17,11 @@ usual message. The child writes every output array into an output arena (created
 needed) and sends back where each array lies; this process copies them out, so results own their memory
 exactly like ``DepthEngine``'s.
 
+``malloc_tuning`` (default on) applies ``core.malloc_tuning.keep_large_allocations`` in the child. Timings:
+each result's ``timings_ms`` adds ``ipc_write_in`` (pixels into shared memory), ``ipc_wait`` (request to
+reply, the child's whole work), ``ipc_write_out`` (the child copying the outputs into shared memory, part
+of ``ipc_wait``) and ``ipc_read_out`` (copying them out here), in ms per batch.
+
 Failures: if the child dies (a crashed driver, killed by the OOM killer), the call in progress raises
 ``EngineProcessError`` and the next ``infer`` starts a new child (loads and warms up again) before it runs;
 ``restarts`` counts them. The child ignores SIGINT: Ctrl-C in a terminal reaches the whole process group,
@@ -43,6 +48,7 @@ import numpy as np
 
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
 LOG = logging.getLogger(__name__)
 
@@ -145,9 +151,11 @@ class _Viewer:
 
 
 # ----------------------------------------------------------------------------------------- child side
-def _serve(config: EngineConfig, conn, torch_threads: int) -> None:
+def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) -> None:
     """Child process main: build the engine, then answer requests until 'close' or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if malloc_tuning:
+        keep_large_allocations()
     try:
         import torch
 
@@ -204,6 +212,7 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
         frames.append(Frame(image, p.intrinsics, p.camera_id, p.stamp_ns, p.frame_id))
     results = engine.infer(frames, requests)
     del frames
+    start_s = time.perf_counter()
     # lay out every array, grow the arena once, then copy
     layout = []
     size = 0
@@ -228,6 +237,10 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
         specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
                       'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
                       'arrays': arrays})
+    copy_ms = (time.perf_counter() - start_s) * 1e3
+    for spec in specs:
+        if spec['error'] is None:
+            spec['timings_ms'] = {**spec['timings_ms'], 'ipc_write_out': copy_ms}
     return outputs.name, specs
 
 
@@ -235,11 +248,13 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
 class ProcessEngine:
     """``DepthEngine`` in a child process (see the module docstring)."""
 
-    def __init__(self, config: EngineConfig, torch_threads: int = 0, start_timeout_s: float = 600.0) -> None:
+    def __init__(self, config: EngineConfig, torch_threads: int = 0, malloc_tuning: bool = True,
+                 start_timeout_s: float = 600.0) -> None:
         if not isinstance(config, EngineConfig):
             raise TypeError(f'config must be an EngineConfig, got {type(config).__name__}')
         self.config = config
         self.torch_threads = int(torch_threads)
+        self.malloc_tuning = bool(malloc_tuning)
         self.start_timeout_s = float(start_timeout_s)
         self.device = ''
         self.restarts = 0
@@ -256,7 +271,8 @@ class ProcessEngine:
     # -------------------------------------------------------------------------------------- process
     def _start(self) -> None:
         parent_conn, child_conn = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(self.config, child_conn, self.torch_threads),
+        proc = self._ctx.Process(target=_serve, args=(self.config, child_conn, self.torch_threads,
+                                                         self.malloc_tuning),
                                  name='metric3d-engine', daemon=True)
         proc.start()
         child_conn.close()
@@ -367,15 +383,25 @@ class ProcessEngine:
         with self._lock:
             self._check_open()
             self._ensure_running()
+            start_s = time.perf_counter()
             packed, failed = self._pack(frames)
+            pack_ms = (time.perf_counter() - start_s) * 1e3
             sent = [i for i in range(len(frames)) if i not in failed]
             results: list[FrameResult | None] = [failed.get(i) for i in range(len(frames))]
             if sent:
                 msg = ('infer', self._inputs.name, [packed[i] for i in sent], [requests[i] for i in sent])
+                start_s = time.perf_counter()
                 _, out_name, specs = self._request(msg, timeout_s, f'running a batch of {len(sent)}')
+                wait_ms = (time.perf_counter() - start_s) * 1e3
                 block = self._outputs.get(out_name)
                 for i, spec in zip(sent, specs, strict=True):
                     results[i] = _unpack(spec, block)
+                read_ms = (time.perf_counter() - start_s) * 1e3 - wait_ms
+                for i in sent:
+                    res = results[i]
+                    if res.ok:
+                        res.timings_ms = {**res.timings_ms, 'ipc_write_in': pack_ms, 'ipc_wait': wait_ms,
+                                          'ipc_read_out': read_ms}
             return [r for r in results if r is not None]
 
     def _pack(self, frames: list) -> tuple[dict[int, _Packed], dict[int, FrameResult]]:
