@@ -156,3 +156,18 @@ def test_pack_rejects_wrong_inputs():
         pack_rgb_float(np.zeros((2, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match='float32'):
         unpack_rgb_float(np.zeros(3, dtype=np.float64))
+
+
+def test_padded_xyz_recognizes_only_views_of_16_byte_points():
+    from metric3d_ros.core.geometry.cloud import padded_xyz
+
+    points = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    got = padded_xyz(points[..., :3])
+    assert got is not None and got.shape == (2, 3, 4)
+    np.testing.assert_array_equal(got, points)
+    assert padded_xyz(np.ascontiguousarray(points[..., :3])) is None  # plain (H, W, 3)
+    assert padded_xyz(points[..., 1:4]) is None  # the 4th value would run past the buffer
+    assert padded_xyz(points.astype('>f4')[..., :3]) is None
+    assert padded_xyz(points.astype(np.float64)[..., :3]) is None
+    assert padded_xyz(points[:, ::2, :3]) is None  # foreign strides
+    assert padded_xyz(np.zeros((0, 3, 4), np.float32)[..., :3]) is None

@@ -160,3 +160,18 @@ def test_reader_rejects_malformed_clouds():
     doubles.fields[0].datatype = PointField.FLOAT64
     with pytest.raises(CloudConversionError, match='FLOAT32'):
         pointcloud2_to_array(doubles)
+
+
+def test_engine_style_padded_points_give_the_same_message():
+    """A [..., :3] view of 16-byte points (what the engine returns) takes the one-copy path."""
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(5, 7, 4)).astype(np.float32)
+    points[..., 3] = 0.0
+    points[1, 2, :3] = np.nan
+    fast = xyz_to_pointcloud2(points[..., :3])
+    slow = xyz_to_pointcloud2(np.ascontiguousarray(points[..., :3]))
+    for field in ('height', 'width', 'point_step', 'row_step', 'is_bigendian', 'is_dense'):
+        assert getattr(fast, field) == getattr(slow, field)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in fast.fields] == \
+        [(f.name, f.offset, f.datatype, f.count) for f in slow.fields]
+    assert bytes(fast.data) == bytes(slow.data)

@@ -18,7 +18,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from metric3d_ros.core.geometry.cloud import pack_rgb_float, unpack_rgb_float
+from metric3d_ros.core.geometry.cloud import pack_rgb_float, padded_xyz, unpack_rgb_float
 from metric3d_ros.ros.image_conv import array_bytes, data_as_uint8
 
 POINT_STEP_XYZ_B = 16
@@ -49,9 +49,13 @@ def xyz_to_pointcloud2(
         )
     height, width = xyz.shape[:2]
     point_step_b = POINT_STEP_XYZ_B if rgb is None else POINT_STEP_XYZRGB_B
-    buf = np.zeros((height, width, point_step_b // 4), dtype='<f4')
-    buf[:, :, 0:3] = xyz
     fields = [_float_field('x', 0), _float_field('y', 4), _float_field('z', 8)]
+    padded = padded_xyz(xyz) if rgb is None else None
+    if padded is not None:  # already 16-byte points (the engine's clouds): one copy into the message
+        buf = padded
+    else:
+        buf = np.zeros((height, width, point_step_b // 4), dtype='<f4')
+        buf[:, :, 0:3] = xyz
     if rgb is not None:
         colour = np.asarray(rgb)
         if colour.shape != (height, width, 3):

@@ -390,7 +390,7 @@ class DepthEngine:
                 if req.normals:
                     res.normals = host['normals'][index[('normals', gi)]][k]
                 if req.cloud:
-                    res.points_xyz = host['points'][index[('points', gi)]][k]
+                    res.points_xyz = host['points'][index[('points', gi)]][k][..., :3]
                     if req.cloud_rgb:
                         if req.resolution == 'network':
                             res.points_rgb = host['rgb'][rgb_index[gi]][k]

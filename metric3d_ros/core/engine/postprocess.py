@@ -104,7 +104,11 @@ def postprocess_normals(out: NetworkOutput, group: PostGroup) -> torch.Tensor:
 
 
 def unproject_group(depth: torch.Tensor, group: PostGroup) -> torch.Tensor:
-    """(n, hc, wc, 3) float32 organized XYZ cloud from (n, h, w) metric depth (NaN stays NaN)."""
+    """(n, hc, wc, 4) float32 organized cloud (x, y, z, 0) from (n, h, w) metric depth (NaN stays NaN).
+
+    Four values per point: depth_image_proc's 16-byte point layout, so the PointCloud2 needs one copy of
+    the downloaded buffer (``FrameResult.points_xyz`` is its ``[..., :3]`` view).
+    """
     stride = group.request.cloud_stride
     z = depth[:, ::stride, ::stride]
     dev = depth.device
@@ -118,7 +122,7 @@ def unproject_group(depth: torch.Tensor, group: PostGroup) -> torch.Tensor:
     v = torch.arange(0, h, stride, device=dev, dtype=torch.float32).view(1, -1, 1)
     x = (u - cx) * z / fx
     y = (v - cy) * z / fy
-    return torch.stack([x, y, z], dim=-1)
+    return torch.stack([x, y, z, torch.zeros_like(z)], dim=-1)
 
 
 def decimated_rgb_network(batch_255: torch.Tensor, group: PostGroup) -> torch.Tensor:

@@ -48,6 +48,7 @@ import numpy as np
 
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+from metric3d_ros.core.geometry.cloud import padded_xyz
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
 LOG = logging.getLogger(__name__)
@@ -222,18 +223,19 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
             arr = getattr(res, name)
             if arr is None:
                 continue
-            arr = np.ascontiguousarray(arr)
-            entry[name] = (size, arr.shape, arr.dtype.str, arr)
+            padded = padded_xyz(arr) if name == 'points_xyz' else None
+            arr = np.ascontiguousarray(arr if padded is None else padded)
+            entry[name] = (size, arr.shape, arr.dtype.str, arr, padded is not None)
             size = _aligned(size + arr.nbytes)
         layout.append(entry)
     block = outputs.reserve(max(size, 1))
     specs = []
     for res, entry in zip(results, layout, strict=True):
         arrays = {}
-        for name, (offset, shape, dtype, arr) in entry.items():
+        for name, (offset, shape, dtype, arr, padded) in entry.items():
             dst = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
             np.copyto(dst, arr)
-            arrays[name] = (offset, shape, dtype)
+            arrays[name] = (offset, shape, dtype, padded)
         specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
                       'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
                       'arrays': arrays})
@@ -455,7 +457,8 @@ class ProcessEngine:
 def _unpack(spec: dict, block: shared_memory.SharedMemory) -> FrameResult:
     res = FrameResult(camera_id=spec['camera_id'], stamp_ns=spec['stamp_ns'], frame_id=spec['frame_id'],
                       intrinsics=spec['intrinsics'], error=spec['error'], timings_ms=spec['timings_ms'])
-    for name, (offset, shape, dtype) in spec['arrays'].items():
+    for name, (offset, shape, dtype, padded) in spec['arrays'].items():
         view = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
-        setattr(res, name, view.copy())
+        array = view.copy()
+        setattr(res, name, array[..., :3] if padded else array)  # padded: 16-byte points, as the engine's
     return res

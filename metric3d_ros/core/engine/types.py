@@ -60,7 +60,8 @@ class FrameResult:
     depth_m: (h, w) float32 metres, NaN where invalid, at the requested output resolution.
     intrinsics: intrinsics of the output image (h, w) (see ``OutputRequest.resolution``).
     confidence: (h, w) float32. normals: (h, w, 3) float32 unit vectors in the optical frame.
-    points_xyz: (hc, wc, 3) float32 organized cloud (NaN where invalid), hc = ceil(h / stride).
+    points_xyz: (hc, wc, 3) float32 organized cloud (NaN where invalid), hc = ceil(h / stride); from the
+        engine a ``[..., :3]`` view of (hc, wc, 4) points (16-byte points, see ``geometry.cloud.padded_xyz``).
     points_rgb: (hc, wc, 3) uint8 colours for points_xyz, when requested (at network resolution: the
         resized image the network saw).
     timings_ms: stage times of the batch this frame was part of (upload, preprocess, network, postprocess,

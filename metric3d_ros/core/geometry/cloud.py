@@ -94,3 +94,33 @@ def unpack_rgb_float(packed: np.ndarray) -> np.ndarray:
         raise ValueError(f'packed colour must be float32, got {arr.dtype}')
     bits = np.ascontiguousarray(arr).view(np.uint32)
     return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(np.uint8)
+
+
+try:  # numpy >= 2.0
+    from numpy.lib.array_utils import byte_bounds as _byte_bounds
+except ImportError:  # pragma: no cover - numpy 1.x (ROS Humble's)
+    _byte_bounds = np.byte_bounds
+
+
+def padded_xyz(xyz: np.ndarray) -> np.ndarray | None:
+    """The (H, W, 4) float32 array whose first three channels are ``xyz``, when ``xyz`` is such a view.
+
+    The engine returns organized clouds as ``[..., :3]`` views of (H, W, 4) float32 points (x, y, z, 0):
+    16-byte points, the layout of depth_image_proc's PointCloud2, so a message needs one contiguous copy
+    instead of a zero-filled buffer and a strided one. Returns None for any other array (a plain (H, W, 3)
+    array, another dtype or byte order, foreign strides, or memory that does not extend over the 4th value).
+    """
+    if (not isinstance(xyz, np.ndarray) or xyz.ndim != 3 or xyz.shape[2] != 3
+            or xyz.dtype != np.dtype('<f4') or xyz.size == 0):
+        return None
+    h, w = xyz.shape[:2]
+    if xyz.strides != (16 * w, 16, 4):
+        return None
+    root = xyz
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    low, high = _byte_bounds(root)
+    start = xyz.__array_interface__['data'][0]
+    if start < low or start + 16 * h * w > high:
+        return None
+    return np.lib.stride_tricks.as_strided(xyz, shape=(h, w, 4), strides=(16 * w, 16, 4), writeable=False)
