@@ -22,7 +22,9 @@ outputs, an observer node in this process that subscribes to every requested out
 
 Frames stamped in the first ``--skip-s`` seconds are left out of both figures (start-up transients); the
 full-run delivered fraction is printed as well. Exit code 0 when the targets given with
-``--target-delivered``, ``--target-p50-ms``, ``--target-p99-ms`` are met (or none are given), else 1.
+``--target-published`` (the node's published fraction: the issue's "published for >= 99 % of input
+frames"), ``--target-delivered`` (the observer's fraction), ``--target-p50-ms``, ``--target-p99-ms`` (the
+node's stamp-to-publish latency) are met (or none are given), else 1.
 """
 from __future__ import annotations
 
@@ -85,7 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--startup-timeout-s', type=float, default=300.0, help='for loading and warm-up')
     p.add_argument('--json', default='', help='also write the results here')
     p.add_argument('--log-dir', default='', help='keep the node and simulator output here')
-    p.add_argument('--target-delivered', type=float, default=None, help='e.g. 0.99')
+    p.add_argument('--target-delivered', type=float, default=None, help='observer fraction, e.g. 0.99')
+    p.add_argument('--target-published', type=float, default=None,
+                   help="the node's published fraction (every requested output), e.g. 0.99")
     p.add_argument('--target-p50-ms', type=float, default=None)
     p.add_argument('--target-p99-ms', type=float, default=None)
     args = p.parse_args(argv)
@@ -345,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     node_lat = result['node'].get('latency_ms', {})
     if args.target_delivered is not None:
         ok &= result['delivered_fraction'] >= args.target_delivered
+    if args.target_published is not None:
+        ok &= result['node'].get('published_fraction', 0.0) >= args.target_published
     if args.target_p50_ms is not None:
         ok &= node_lat.get('p50', float('inf')) <= args.target_p50_ms
     if args.target_p99_ms is not None:

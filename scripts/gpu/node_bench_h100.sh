@@ -14,4 +14,4 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 export PYTHONPATH=$SP:$PWD
 timeout "${NODE_BENCH_TIMEOUT_S:-400}" python3 -m metric3d_ros.tools.node_bench --cameras 4 --size 1280x720 --rate-hz 30 --duration-s 20 \
   --net-size 616x1064 --device cuda --precision bf16 --weights synthetic --outputs depth,depth_info,points \
-  --cloud-stride 2 --target-delivered 0.99 --target-p50-ms 35 --target-p99-ms 70 "$@"
+  --cloud-stride 2 --target-published 0.99 --target-p50-ms 35 --target-p99-ms 70 "$@"
