@@ -107,3 +107,38 @@ def test_close_unlinks_the_shared_memory():
     engine.close()
     assert not Path('/dev/shm', name).exists()
     engine.close()  # idempotent
+
+
+def test_shared_results_are_read_only_views_and_an_arena_is_reused_only_when_released():
+    from multiprocessing import shared_memory
+
+    from metric3d_ros.core.engine.process_engine import shared_array_view
+
+    engine = ProcessEngine(CONFIG, output_slots=2)
+    try:
+        frames = [_frame(48, 64, 1, 'a'), _frame(30, 90, 2, 'b')]
+        copied = engine.infer(frames, FULL)
+        first = engine.infer(frames, FULL, shared=True)
+        for a, b in zip(first, copied, strict=True):
+            _same(a, b)
+            assert not a.depth_m.flags.writeable
+            assert set(a.shared) == {'depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb'}
+        # another attachment of the arena (what a publisher process does) sees the same arrays
+        where = first[1].shared['points_xyz']
+        block = shared_memory.SharedMemory(name=where.arena)
+        try:
+            np.testing.assert_array_equal(shared_array_view(block, where), first[1].points_xyz)
+        finally:
+            block.close()
+        second = engine.infer([_frame(48, 64, 7, 'c')], FULL, shared=True)
+        keep = second[0].depth_m.copy()
+        with pytest.raises(EngineProcessError, match='still referenced'):
+            engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, timeout_s=0.2)
+        first_depth = first[0].depth_m.copy()
+        del first, where, a  # (a: the loop variable above still held a result)
+        third = engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, timeout_s=5.0)
+        assert third[0].camera_id == 'd'
+        np.testing.assert_array_equal(second[0].depth_m, keep)  # the held arena was not written
+        assert not np.array_equal(third[0].depth_m, first_depth)
+    finally:
+        engine.close()

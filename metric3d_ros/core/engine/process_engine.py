@@ -39,6 +39,7 @@ import pickle
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -55,6 +56,17 @@ LOG = logging.getLogger(__name__)
 
 _ALIGN_B = 64
 _ARRAY_FIELDS = ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb')
+
+
+@dataclass(frozen=True)
+class SharedArray:
+    """Where an output array lies in an engine process's output arena (``FrameResult.shared``)."""
+
+    arena: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    padded: bool = False
 
 
 class EngineProcessError(RuntimeError):
@@ -170,7 +182,7 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
         return
     conn.send(('ready', {'device': str(engine.device)}))
     inputs = _Viewer()
-    outputs = _Arena()
+    outputs: dict[int, _Arena] = {}
     try:
         while True:
             try:
@@ -185,7 +197,9 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
                     engine.warmup(msg[1], msg[2])
                     reply: tuple = ('ok', None)
                 elif kind == 'infer':
-                    reply = ('results',) + _child_infer(engine, inputs, outputs, *msg[1:])
+                    slot, rest = msg[1], msg[2:]
+                    arena = outputs.setdefault(slot, _Arena())
+                    reply = ('results',) + _child_infer(engine, inputs, arena, *rest)
                 else:
                     reply = ('error', f'unknown request {kind!r}')
             except Exception as exc:  # noqa: BLE001 - the parent decides
@@ -197,7 +211,8 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
             engine.close()
         finally:
             inputs.close()
-            outputs.release()
+            for arena in outputs.values():
+                arena.release()
             conn.close()
 
 
@@ -251,7 +266,7 @@ class ProcessEngine:
     """``DepthEngine`` in a child process (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, torch_threads: int = 0, malloc_tuning: bool = True,
-                 start_timeout_s: float = 600.0) -> None:
+                 output_slots: int = 4, start_timeout_s: float = 600.0) -> None:
         if not isinstance(config, EngineConfig):
             raise TypeError(f'config must be an EngineConfig, got {type(config).__name__}')
         self.config = config
@@ -264,7 +279,11 @@ class ProcessEngine:
         self._proc = None
         self._conn = None
         self._inputs = _Arena()
-        self._outputs = _Viewer()
+        if isinstance(output_slots, bool) or not isinstance(output_slots, int) or output_slots < 1:
+            raise ValueError(f'output_slots must be an integer >= 1, got {output_slots!r}')
+        self.output_slots = output_slots
+        self._outputs = [_Viewer() for _ in range(output_slots + 1)]  # the last one: copy mode
+        self._regions: list[weakref.ref | None] = [None] * output_slots
         self._lock = threading.Lock()
         self._closed = False
         self._warmup_args: tuple | None = None
@@ -303,14 +322,17 @@ class ProcessEngine:
     def _died(self, doing: str) -> EngineProcessError:
         self._proc.join(1.0)
         code = self._proc.exitcode
-        self._outputs.unlink()  # the dead child's output arena has nobody else to remove it
+        for viewer in self._outputs:  # the dead child's output arenas have nobody else to remove them
+            viewer.unlink()
         self._stop_process()
         return EngineProcessError(f'the engine process exited (code {code}) while {doing}')
 
     def _stop_process(self, timeout_s: float = 10.0) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
-        self._outputs.close()
+        for viewer in self._outputs:
+            viewer.close()
+        self._regions = [None] * self.output_slots
         if conn is not None:
             try:
                 conn.send(('close',))
@@ -331,7 +353,8 @@ class ProcessEngine:
         if self._proc is not None and self._proc.is_alive():
             return
         if self._proc is not None:  # died between calls
-            self._outputs.unlink()
+            for viewer in self._outputs:
+                viewer.unlink()
             self._stop_process()
         LOG.warning('the engine process is gone: starting a new one')
         self.restarts += 1
@@ -368,10 +391,16 @@ class ProcessEngine:
 
     def infer(self, frames: Sequence[Frame],
               request: OutputRequest | Sequence[OutputRequest] | None = None,
-              timeout_s: float | None = None) -> list[FrameResult]:
+              timeout_s: float | None = None, shared: bool = False) -> list[FrameResult]:
         """``DepthEngine.infer`` in the child; raises ``EngineProcessError`` if the child dies meanwhile or
         does not answer within ``timeout_s`` (None: wait as long as it lives; a first batch of a new size
-        may compile for a minute)."""
+        may compile for a minute).
+
+        ``shared=True``: no copy out. The arrays are read-only views of one of ``output_slots`` output arenas
+        in shared memory, and ``FrameResult.shared`` says where each lies (for another process to read). The
+        arena is written again only after every array of this call is garbage; when all arenas are still
+        referenced the call waits for one (up to ``timeout_s``; keep results no longer than needed).
+        """
         frames = list(frames)
         if request is None:
             requests = [OutputRequest()] * len(frames)
@@ -385,19 +414,27 @@ class ProcessEngine:
         with self._lock:
             self._check_open()
             self._ensure_running()
+            slot = self._free_slot(timeout_s) if shared else self.output_slots
             start_s = time.perf_counter()
             packed, failed = self._pack(frames)
             pack_ms = (time.perf_counter() - start_s) * 1e3
             sent = [i for i in range(len(frames)) if i not in failed]
             results: list[FrameResult | None] = [failed.get(i) for i in range(len(frames))]
             if sent:
-                msg = ('infer', self._inputs.name, [packed[i] for i in sent], [requests[i] for i in sent])
+                msg = ('infer', slot, self._inputs.name, [packed[i] for i in sent],
+                       [requests[i] for i in sent])
                 start_s = time.perf_counter()
                 _, out_name, specs = self._request(msg, timeout_s, f'running a batch of {len(sent)}')
                 wait_ms = (time.perf_counter() - start_s) * 1e3
-                block = self._outputs.get(out_name)
+                block = self._outputs[slot].get(out_name)
+                region = None
+                if shared:
+                    region = np.ndarray((block.size,), dtype=np.uint8, buffer=block.buf)
+                    region.flags.writeable = False  # so are its views
+                    self._regions[slot] = weakref.ref(region)
                 for i, spec in zip(sent, specs, strict=True):
-                    results[i] = _unpack(spec, block)
+                    results[i] = _unpack(spec, block, region)
+                del region
                 read_ms = (time.perf_counter() - start_s) * 1e3 - wait_ms
                 for i in sent:
                     res = results[i]
@@ -405,6 +442,19 @@ class ProcessEngine:
                         res.timings_ms = {**res.timings_ms, 'ipc_write_in': pack_ms, 'ipc_wait': wait_ms,
                                           'ipc_read_out': read_ms}
             return [r for r in results if r is not None]
+
+    def _free_slot(self, timeout_s: float | None) -> int:
+        """An output arena none of whose views is alive (views die with the results that hold them)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            for slot, ref in enumerate(self._regions):
+                if ref is None or ref() is None:
+                    return slot
+            if deadline is not None and time.monotonic() > deadline:
+                raise EngineProcessError(
+                    f'all {self.output_slots} output arenas are still referenced by earlier results after '
+                    f'{timeout_s:g} s: release results sooner or raise output_slots')
+            time.sleep(0.0005)
 
     def _pack(self, frames: list) -> tuple[dict[int, _Packed], dict[int, FrameResult]]:
         """Copy plain frames into the input arena; pickle-check the others."""
@@ -454,11 +504,25 @@ class ProcessEngine:
         self.close()
 
 
-def _unpack(spec: dict, block: shared_memory.SharedMemory) -> FrameResult:
+def _unpack(spec: dict, block: shared_memory.SharedMemory, region: np.ndarray | None) -> FrameResult:
+    """A FrameResult from the child's description: arrays copied out of ``block``, or (``region`` given)
+    read-only views of ``region`` (the whole arena), with ``shared`` naming where they lie."""
     res = FrameResult(camera_id=spec['camera_id'], stamp_ns=spec['stamp_ns'], frame_id=spec['frame_id'],
                       intrinsics=spec['intrinsics'], error=spec['error'], timings_ms=spec['timings_ms'])
+    if region is not None and spec['arrays']:
+        res.shared = {name: SharedArray(block.name, *where) for name, where in spec['arrays'].items()}
     for name, (offset, shape, dtype, padded) in spec['arrays'].items():
-        view = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
-        array = view.copy()
+        if region is None:
+            array = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset).copy()
+        else:
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            array = region[offset:offset + nbytes].view(dtype).reshape(shape)
         setattr(res, name, array[..., :3] if padded else array)  # padded: 16-byte points, as the engine's
     return res
+
+
+def shared_array_view(block: shared_memory.SharedMemory, where: SharedArray) -> np.ndarray:
+    """The array ``where`` describes, as a view of ``block`` (another process's attachment of the arena);
+    for padded points the (H, W, 3) view of the 16-byte points."""
+    array = np.ndarray(where.shape, dtype=where.dtype, buffer=block.buf, offset=where.offset)
+    return array[..., :3] if where.padded else array

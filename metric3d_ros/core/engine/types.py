@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,6 +66,8 @@ class FrameResult:
         resized image the network saw).
     timings_ms: stage times of the batch this frame was part of (upload, preprocess, network, postprocess,
         cloud, download, total), shared by the frames of that batch.
+    shared: only from ``ProcessEngine.infer(..., shared=True)``: array name -> ``SharedArray`` (where the
+        array lies in the engine process's shared memory; the arrays are read-only views of it).
     """
 
     camera_id: str
@@ -79,6 +81,7 @@ class FrameResult:
     points_rgb: np.ndarray | None = None
     error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    shared: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
