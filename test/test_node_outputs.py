@@ -33,13 +33,15 @@ def harness():
     h.close()
 
 
-@pytest.mark.parametrize('engine_process', [False, True], ids=['in_process', 'engine_process'])
-def test_three_cameras_of_different_resolutions(harness, engine_process):
-    sub_ns = 'three_child' if engine_process else 'three'
+@pytest.mark.parametrize('engine_process,publishers', [(False, 0), (True, 0), (True, 2)],
+                         ids=['in_process', 'engine_process', 'publisher_processes'])
+def test_three_cameras_of_different_resolutions(harness, engine_process, publishers):
+    sub_ns = f'three_{int(engine_process)}{publishers}'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
     node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True,
-                      engine_process=engine_process)
+                      engine_process=engine_process, publisher_processes=publishers)
     assert type(node.engine).__name__ == ('ProcessEngine' if engine_process else 'DepthEngine')
+    assert (node._output_pool is not None) == (publishers > 0)
     def complete():
         return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 3 for cam in CAMERAS for out in OUTPUTS)
 

@@ -161,6 +161,7 @@ class DepthNode(LifecycleNode):
         self._throttle = Throttle(5.0)
         self._timing = TimingStats()
         self._output_thread: _OutputThread | None = None
+        self._output_pool = None
         self._state = 'unconfigured'
         self._state_lock = threading.RLock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -304,7 +305,13 @@ class DepthNode(LifecycleNode):
                 self._outputs[name] = CameraOutputs(self, name, config.outputs, out_qos)
             self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
             self._timing = TimingStats()
-            if config.publish_thread:
+            if config.publisher_processes > 0:
+                from metric3d_ros.ros.output_process import OutputProcessPool
+
+                self._output_pool = OutputProcessPool(
+                    self, self._outputs, config.outputs, config.output_qos, config.publisher_processes,
+                    self._on_published)
+            elif config.publish_thread:
                 depth = 2 * config.scheduler.max_batch_size
                 self._output_thread = _OutputThread(self._publish_now, depth=depth)
             scheduler.start()
@@ -340,6 +347,9 @@ class DepthNode(LifecycleNode):
         output_thread, self._output_thread = self._output_thread, None
         if output_thread is not None:
             output_thread.stop()
+        pool, self._output_pool = self._output_pool, None
+        if pool is not None:
+            pool.close()
         with self._state_lock:
             for outputs in self._outputs.values():
                 outputs.destroy()
@@ -513,7 +523,13 @@ class DepthNode(LifecycleNode):
         engine = self._engine
         if engine is None:
             raise RuntimeError('no engine (the node was cleaned up)')
-        results = engine.infer([frame for frame, _ in items], [job.request for _, job in items])
+        frames = [frame for frame, _ in items]
+        requests = [job.request for _, job in items]
+        if self._config is not None and self._config.engine_process:
+            # no copy back: the outputs stay in the engine process's shared memory until published
+            results = engine.infer(frames, requests, shared=True)
+        else:
+            results = engine.infer(frames, requests)
         if results and results[0].timings_ms:
             self._timing.add_all('engine_', results[0].timings_ms)
         return results
@@ -527,8 +543,11 @@ class DepthNode(LifecycleNode):
             return INFERENCE_ERROR
         if self._outputs.get(job.camera_id) is None:
             return STOPPED
+        pool = self._output_pool
         output_thread = self._output_thread
-        if output_thread is not None:
+        if pool is not None:
+            pool.submit(job, result)
+        elif output_thread is not None:
             output_thread.put(job, result)
         else:
             self._publish_now(job, result)
@@ -541,6 +560,16 @@ class DepthNode(LifecycleNode):
         start_s = time.perf_counter()
         outputs.publish(job, result)
         self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
+        self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
+
+    def _on_published(self, job: Job, result, publish_ms: float, error: str | None) -> None:
+        """A publisher process reports a result published (called on its acknowledgement thread)."""
+        if error is not None:
+            cam = self._inputs.get(job.camera_id)
+            if cam is not None:
+                self._note(cam, 'publish_error', error, result.stamp_ns)
+            return
+        self._timing.add('publish', publish_ms)
         self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
 
     # ------------------------------------------------------------------------------------- diagnostics

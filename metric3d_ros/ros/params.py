@@ -117,6 +117,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('engine_process', False, 'run the engine in a child process fed through shared memory: the GPU '
        'worker then never waits for the interpreter lock held by the ROS threads (recommended on a GPU '
        'with several cameras; the node process then does not import torch)', **_RO),
+    _p('publisher_processes', 0, 'publish the outputs from this many helper processes (cameras assigned '
+       'round-robin; each has its own interpreter lock) reading the engine process\'s shared memory; '
+       '0: publish from this process. Needs engine_process', int_range=(0, 16, 1), **_RO),
     _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
        'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
        'page-fault on every allocation', **_RO),
@@ -232,6 +235,7 @@ class NodeConfig:
     gil_switch_interval_ms: float = 0.0
     engine_process: bool = False
     malloc_tuning: bool = True
+    publisher_processes: int = 0
 
 
 def declare_parameters(node) -> list[str]:
@@ -386,6 +390,10 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     gil_switch_interval_ms = r.get('gil_switch_interval_ms')
     engine_process = r.get('engine_process')
     malloc_tuning = r.get('malloc_tuning')
+    publisher_processes = r.get('publisher_processes')
+    if isinstance(publisher_processes, int) and publisher_processes > 0 and engine_process is not True:
+        r.problems.append('publisher_processes: publishing from helper processes reads the engine '
+                          "process's shared memory; set engine_process: true (or publisher_processes: 0)")
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -396,7 +404,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread, torch_threads=torch_threads,
         gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
-        malloc_tuning=malloc_tuning,
+        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes,
     )
 
 

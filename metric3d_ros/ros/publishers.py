@@ -59,20 +59,19 @@ class Job:
 class CameraOutputs:
     """Publishers of one camera's outputs (created at activate, destroyed at deactivate)."""
 
-    def __init__(self, node, camera_id: str, outputs: OutputConfig, qos_profile) -> None:
+    def __init__(self, node, camera_id: str, outputs: OutputConfig, qos_profile,
+                 topics: dict[str, str] | None = None) -> None:
+        """``topics``: output key -> topic name, default ``<camera_id>/<OUTPUT_TOPICS[key]>`` (relative to the
+        node's namespace); a publisher process passes the node's resolved names."""
         self.camera_id = camera_id
         self._node = node
         self._config = outputs
-        self.publishers = {
-            'depth': node.create_publisher(Image, f'{camera_id}/{OUTPUT_TOPICS["depth"]}', qos_profile),
-            'depth_info': node.create_publisher(
-                CameraInfo, f'{camera_id}/{OUTPUT_TOPICS["depth_info"]}', qos_profile),
-            'points': node.create_publisher(
-                PointCloud2, f'{camera_id}/{OUTPUT_TOPICS["points"]}', qos_profile),
-            'normals': node.create_publisher(Image, f'{camera_id}/{OUTPUT_TOPICS["normals"]}', qos_profile),
-            'confidence': node.create_publisher(
-                Image, f'{camera_id}/{OUTPUT_TOPICS["confidence"]}', qos_profile),
-        }
+        names = {key: f'{camera_id}/{topic}' for key, topic in OUTPUT_TOPICS.items()}
+        names.update(topics or {})
+        types = {'depth': Image, 'depth_info': CameraInfo, 'points': PointCloud2, 'normals': Image,
+                 'confidence': Image}
+        self.publishers = {key: node.create_publisher(types[key], names[key], qos_profile)
+                           for key in OUTPUT_TOPICS}
         self._info_cache: tuple[CameraInfoFields, int, int, CameraInfoFields] | None = None
 
     def destroy(self) -> None:
@@ -80,6 +79,10 @@ class CameraOutputs:
         for pub in self.publishers.values():
             self._node.destroy_publisher(pub)
         self.publishers = {}
+
+    def topic_names(self) -> dict[str, str]:
+        """Output key -> fully qualified topic name (namespace and remappings applied)."""
+        return {key: pub.topic_name for key, pub in self.publishers.items()}
 
     def subscribed(self) -> dict[str, bool]:
         """Which outputs have at least one subscriber now."""

@@ -1,0 +1,296 @@
+"""Publishing from helper processes: ``OutputProcessPool`` (node parameter ``publisher_processes``).
+
+Why: rclpy holds the interpreter lock while it publishes, and a message is copied four times on the way
+(into the ``array``, the C message, the CDR buffer, the shared-memory segment). On the H100 host a 720p
+depth image plus its stride-2 cloud cost 7.3 ms of lock time per frame under load, so four cameras at 30 Hz
+need ~880 ms of every second of one interpreter, and two publishing threads were measured no faster than
+one (docs/NODE.md). Separate processes have separate interpreters.
+
+How: with the engine in its own process (``engine_process``) every output already lies in shared memory
+(``ProcessEngine.infer(..., shared=True)``). The node hands each result to the publisher process that owns
+its camera (cameras assigned round-robin): a small message with the header, the CameraInfo fields, the
+request and where each array lies. That process attaches to the arena, builds the messages from views (one
+copy into each message, as in the node) and publishes them on the node's own output topics (the resolved
+names of the node's publishers, so remappings hold), then reports back. Until then the node keeps the result
+referenced, so the engine process does not write that arena again.
+
+The node keeps its own (idle) publishers: their subscription counts still decide which outputs are computed,
+and their resolved names are the topics. ``ros2 topic info`` therefore lists two publishers per output topic:
+the node and its ``<node>_publisher_<k>`` helper. A helper that dies is restarted by the next result for one
+of its cameras; the results it held are reported as failed (``publish_error``).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from metric3d_ros.core.engine.types import FrameResult
+from metric3d_ros.ros.params import OutputConfig
+from metric3d_ros.ros.publishers import CameraOutputs, Job
+from metric3d_ros.ros.qos import QosSettings
+
+LOG = logging.getLogger(__name__)
+
+_ARRAY_FIELDS = ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb')
+_MAX_ATTACHED = 16
+
+
+class OutputProcessError(RuntimeError):
+    """A publisher process failed to start or died."""
+
+
+@dataclass(frozen=True)
+class PublisherSpec:
+    """What one publisher process publishes (picklable: it is sent to the spawned process)."""
+
+    index: int
+    node_name: str
+    namespace: str
+    domain_id: int
+    cameras: tuple[str, ...]
+    topics: dict  # camera -> {output key -> resolved topic name}
+    outputs: OutputConfig
+    qos: QosSettings
+
+
+# --------------------------------------------------------------------------------------- process side
+def _serve(conn, spec: PublisherSpec) -> None:
+    """Publisher process main: publish what the node sends until 'close' or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from multiprocessing import shared_memory
+
+    import rclpy
+    from std_msgs.msg import Header
+
+    from metric3d_ros.core.engine.process_engine import shared_array_view
+    from metric3d_ros.core.malloc_tuning import keep_large_allocations
+
+    keep_large_allocations()
+    context = rclpy.Context()
+    try:
+        rclpy.init(args=[], context=context, domain_id=spec.domain_id)
+        node = rclpy.create_node(spec.node_name, namespace=spec.namespace, context=context,
+                                 start_parameter_services=False)
+        profile = spec.qos.profile()
+        outputs = {cam: CameraOutputs(node, cam, spec.outputs, profile, topics=spec.topics[cam])
+                   for cam in spec.cameras}
+    except Exception as exc:  # noqa: BLE001 - reported to the node
+        conn.send(('error', f'{type(exc).__name__}: {exc}'))
+        return
+    conn.send(('ready', None))
+    attached: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()
+
+    def block_of(name: str) -> shared_memory.SharedMemory:
+        block = attached.get(name)
+        if block is None:
+            try:
+                block = shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+            except TypeError:
+                block = shared_memory.SharedMemory(name=name)
+            attached[name] = block
+            while len(attached) > _MAX_ATTACHED:  # arenas the engine replaced by larger ones
+                _, old = attached.popitem(last=False)
+                try:
+                    old.close()
+                except BufferError:
+                    pass
+        attached.move_to_end(name)
+        return block
+
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == 'close':
+                break
+            token, camera_id, (sec, nanosec, frame_id), info, request, meta, shared = msg[1:]
+            start_s = time.perf_counter()
+            error = None
+            try:
+                header = Header(frame_id=frame_id)
+                header.stamp.sec, header.stamp.nanosec = sec, nanosec
+                result = FrameResult(camera_id=camera_id, stamp_ns=meta['stamp_ns'], frame_id=frame_id,
+                                     intrinsics=meta['intrinsics'])
+                for name, where in shared.items():
+                    setattr(result, name, shared_array_view(block_of(where.arena), where))
+                outputs[camera_id].publish(Job(camera_id, header, info, request), result)
+            except Exception as exc:  # noqa: BLE001 - reported per frame
+                error = f'{type(exc).__name__}: {exc}'
+            result = None
+            conn.send(('done', token, (time.perf_counter() - start_s) * 1e3, error))
+    finally:
+        for block in attached.values():
+            try:
+                block.close()
+            except BufferError:
+                pass
+        for out in outputs.values():
+            out.destroy()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------ node side
+PublishedCallback = Callable[[Job, FrameResult, float, 'str | None'], None]
+
+
+class _Worker:
+    """One publisher process, its pipe and the results it holds."""
+
+    def __init__(self, spec: PublisherSpec, on_done: PublishedCallback, start_timeout_s: float) -> None:
+        self.spec = spec
+        self._on_done = on_done
+        self._start_timeout_s = start_timeout_s
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, tuple[Job, FrameResult]] = {}
+        self._pending_lock = threading.Lock()
+        self.proc = None
+        self.conn = None
+        self.reader: threading.Thread | None = None
+        self.restarts = -1
+        self.start()
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context('spawn')
+        parent_conn, child_conn = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(child_conn, self.spec), daemon=True,
+                           name=f'metric3d-publisher-{self.spec.index}')
+        proc.start()
+        child_conn.close()
+        if not parent_conn.poll(self._start_timeout_s):
+            proc.kill()
+            raise OutputProcessError(f'publisher process {self.spec.index} did not start within '
+                                     f'{self._start_timeout_s:g} s')
+        try:
+            kind, detail = parent_conn.recv()
+        except (EOFError, OSError) as exc:
+            raise OutputProcessError(f'publisher process {self.spec.index} exited while starting') from exc
+        if kind != 'ready':
+            proc.join(5.0)
+            raise OutputProcessError(f'publisher process {self.spec.index} failed to start: {detail}')
+        self.proc, self.conn = proc, parent_conn
+        self.restarts += 1
+        self.reader = threading.Thread(target=self._read, args=(parent_conn,), daemon=True,
+                                       name=f'metric3d-publisher-{self.spec.index}-acks')
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    def submit(self, token: int, job: Job, result: FrameResult) -> None:
+        if not self.alive:
+            self._fail_pending('the publisher process exited')
+            LOG.warning('publisher process %d is gone: starting a new one', self.spec.index)
+            self.start()
+        header = job.header
+        meta = {'stamp_ns': result.stamp_ns, 'intrinsics': result.intrinsics}
+        msg = ('publish', token, job.camera_id, (header.stamp.sec, header.stamp.nanosec, header.frame_id),
+               job.info, job.request, meta, result.shared or {})
+        with self._pending_lock:
+            self._pending[token] = (job, result)
+        try:
+            with self._send_lock:
+                self.conn.send(msg)
+        except (OSError, ValueError):
+            with self._pending_lock:
+                self._pending.pop(token, None)
+            self._on_done(job, result, 0.0, 'the publisher process exited')
+
+    def _read(self, conn) -> None:
+        while True:
+            try:
+                kind, token, publish_ms, error = conn.recv()
+            except (EOFError, OSError):
+                break
+            if kind != 'done':
+                continue
+            with self._pending_lock:
+                entry = self._pending.pop(token, None)
+            if entry is not None:
+                self._on_done(entry[0], entry[1], publish_ms, error)
+            entry = None  # drop the result now: its arena may be written again
+
+    def _fail_pending(self, error: str) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for job, result in pending.values():
+            self._on_done(job, result, 0.0, error)
+
+    def pending(self) -> int:
+        with self._pending_lock:
+            return len(self._pending)
+
+    def close(self, timeout_s: float) -> None:
+        proc, conn = self.proc, self.conn
+        if conn is not None:
+            try:
+                with self._send_lock:
+                    conn.send(('close',))
+            except (OSError, ValueError):
+                pass
+        if proc is not None:
+            proc.join(timeout_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        if self.reader is not None:
+            self.reader.join(timeout_s)
+        if conn is not None:
+            conn.close()
+        self._fail_pending('the node stopped publishing')
+        self.proc = self.conn = None
+
+
+class OutputProcessPool:
+    """``processes`` publisher processes for the node's cameras (see the module docstring)."""
+
+    def __init__(self, node, outputs: dict[str, CameraOutputs], config: OutputConfig, qos: QosSettings,
+                 processes: int, on_published: PublishedCallback, start_timeout_s: float = 60.0) -> None:
+        cameras = list(outputs)
+        count = max(1, min(int(processes), len(cameras)))
+        groups = [tuple(cameras[k::count]) for k in range(count)]
+        domain_id = node.context.get_domain_id()
+        namespace = node.get_namespace()
+        self._tokens = itertools.count()
+        self._by_camera: dict[str, _Worker] = {}
+        self.workers: list[_Worker] = []
+        try:
+            for k, group in enumerate(groups):
+                spec = PublisherSpec(
+                    index=k, node_name=f'{node.get_name()}_publisher_{k}', namespace=namespace,
+                    domain_id=domain_id, cameras=group,
+                    topics={cam: outputs[cam].topic_names() for cam in group}, outputs=config, qos=qos,
+                )
+                worker = _Worker(spec, on_published, start_timeout_s)
+                self.workers.append(worker)
+                for cam in group:
+                    self._by_camera[cam] = worker
+        except Exception:
+            self.close()
+            raise
+
+    def submit(self, job: Job, result: FrameResult) -> None:
+        """Hand ``result`` (with ``result.shared``) to the process of its camera; returns at once."""
+        self._by_camera[job.camera_id].submit(next(self._tokens), job, result)
+
+    def pending(self) -> int:
+        """Results handed over and not yet reported published."""
+        return sum(w.pending() for w in self.workers)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop every publisher process (what they hold is reported failed)."""
+        for worker in self.workers:
+            worker.close(timeout_s)
+        self.workers = []
+        self._by_camera = {}
