@@ -449,6 +449,7 @@ class DepthNode(LifecycleNode):
             scheduler.stats.record_input(cam.name)
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
         try:
             rgb = compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
             if rgb.shape[0] == 0 or rgb.shape[1] == 0:

@@ -10,6 +10,10 @@ same header (stamp = publish time of the tick, frame_id ``<name>_optical_frame``
 process share a tick, like hardware-synchronized cameras. Images are a few precomputed textured frames
 cycled (cheap enough for 4 x 1280x720 at 30 Hz); the content is not a real scene.
 
+``--start-at-unix-s T``: the first tick at wall-clock time T; simulator processes started with the same T
+tick together (one process per camera, like cameras with one driver each, as ``metric3d_node_bench
+--sim-per-camera`` runs them).
+
 ``--info-mode``: ``every`` (a CameraInfo with each image), ``static`` (one CameraInfo stamped at start-up,
 republished once a second with that stamp: the node needs a negative ``info_tolerance_ms``), ``none``.
 
@@ -68,6 +72,7 @@ class SimConfig:
     qos_depth: int = 1
     wait_for_subscribers_s: float = 0.0
     start_delay_s: float = 0.0
+    start_at_unix_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -133,6 +138,9 @@ def parse_args(argv: list[str]) -> tuple[SimConfig, str]:
     parser.add_argument('--wait-for-subscribers-s', type=float, default=0.0,
                         help='wait this long at most for a subscriber on each image topic')
     parser.add_argument('--start-delay-s', type=float, default=0.0, help='sleep before the first tick')
+    parser.add_argument('--start-at-unix-s', type=float, default=0.0,
+                        help='first tick at this wall-clock time (several simulator processes given the same '
+                             'time tick together, like hardware-triggered cameras with one driver each)')
     parser.add_argument('--summary-json', default='', help='also write the summary (with stamps) here')
     args = parser.parse_args(argv)
     sizes = {}
@@ -156,6 +164,7 @@ def parse_args(argv: list[str]) -> tuple[SimConfig, str]:
         qos_depth=args.qos_depth,
         wait_for_subscribers_s=args.wait_for_subscribers_s,
         start_delay_s=args.start_delay_s,
+        start_at_unix_s=args.start_at_unix_s,
     )
     return config, args.summary_json
 
@@ -251,6 +260,8 @@ def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None
             node.get_logger().warning('not every image topic has a subscriber yet; publishing anyway')
         if config.start_delay_s > 0.0:
             time.sleep(config.start_delay_s)
+        if config.start_at_unix_s > 0.0:
+            time.sleep(max(0.0, config.start_at_unix_s - time.time()))
         period_s = 1.0 / config.rate_hz
         start_s = time.monotonic()
         next_s = start_s

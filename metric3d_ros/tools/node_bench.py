@@ -50,7 +50,8 @@ OUTPUT_TYPES = {
     'confidence': ('confidence/image', 'Image'),
 }
 SETUP_KEYS = ('cameras', 'size', 'rate_hz', 'duration_s', 'skip_s', 'outputs', 'cloud_stride', 'backend',
-              'variant', 'weights', 'device', 'precision', 'net_size', 'max_wait_ms', 'extra_param')
+              'variant', 'weights', 'device', 'precision', 'net_size', 'max_wait_ms', 'extra_param',
+              'sim_per_camera')
 REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
 
 
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--max-wait-ms', type=float, default=15.0)
     p.add_argument('--extra-param', action='append', default=[], metavar='NAME:=VALUE',
                    help='further node parameters, e.g. cuda_graphs:=false (repeatable)')
+    p.add_argument('--sim-per-camera', action='store_true',
+                   help='one simulator process per camera, ticking together (independent drivers); default: '
+                        'one process publishing every camera in turn')
     p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID (0: 100 + pid %% 50)')
     p.add_argument('--startup-timeout-s', type=float, default=300.0, help='for loading and warm-up')
     p.add_argument('--json', default='', help='also write the results here')
@@ -154,6 +158,15 @@ class Observer:
                 self.diagnostics = msg
                 if self.live:
                     self.diagnostics_live = msg
+
+    def wait_for_node(self, cameras: list[str], timeout_s: float) -> bool:
+        """Wait until every camera's image topic has a subscriber (the node is active)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.node.count_subscribers(f'{cam}/image') > 0 for cam in cameras):
+                return True
+            time.sleep(0.2)
+        return False
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
@@ -265,23 +278,44 @@ def run(args: argparse.Namespace) -> dict:
     node = subprocess.Popen(node_cmd, stdout=node_log, stderr=subprocess.STDOUT)
     sim = None
     try:
-        sim_cmd = [sys.executable, '-m', 'metric3d_ros.tools.camera_sim', '--cameras', ','.join(cameras),
-                   '--size', args.size, '--rate-hz', str(args.rate_hz), '--duration-s', str(args.duration_s),
-                   '--wait-for-subscribers-s', str(args.startup_timeout_s), '--start-delay-s', '1.0',
-                   '--summary-json', str(summary_path), '--ros-args', '-r', f'__ns:={namespace}']
-        sim = subprocess.run(sim_cmd, capture_output=True, text=True,
-                             timeout=args.startup_timeout_s + args.duration_s + 60.0)
+        base = [sys.executable, '-m', 'metric3d_ros.tools.camera_sim', '--size', args.size,
+                '--rate-hz', str(args.rate_hz), '--duration-s', str(args.duration_s)]
+        ros = ['--ros-args', '-r', f'__ns:={namespace}']
+        limit_s = args.startup_timeout_s + args.duration_s + 60.0
+        if args.sim_per_camera:
+            if not observer.wait_for_node(cameras, args.startup_timeout_s):
+                raise RuntimeError('the node did not subscribe to every camera within '
+                                   f'{args.startup_timeout_s} s')
+            start_at = time.time() + 4.0  # every simulator process up and discovered by then
+            sims = [subprocess.Popen(base + ['--cameras', cam, '--start-at-unix-s', f'{start_at:.3f}',
+                                             '--wait-for-subscribers-s', '10', '--summary-json',
+                                             f'{summary_path}.{cam}'] + ros,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for cam in cameras]
+            outputs = [sim.communicate(timeout=limit_s) for sim in sims]
+            failed = [(sim.returncode, out) for sim, out in zip(sims, outputs, strict=True) if sim.returncode]
+            if failed:
+                raise RuntimeError(f'camera simulator failed: {failed}')
+        else:
+            sim_cmd = base + ['--cameras', ','.join(cameras), '--wait-for-subscribers-s',
+                              str(args.startup_timeout_s), '--start-delay-s', '1.0', '--summary-json',
+                              str(summary_path)] + ros
+            sim = subprocess.run(sim_cmd, capture_output=True, text=True, timeout=limit_s)
+            if sim.returncode != 0:
+                raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
         with observer.lock:
             observer.live = False
-        if sim.returncode != 0:
-            raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
         time.sleep(2.0)  # trailing outputs
     finally:
         interrupt_and_wait(node)
         observer.close()
-    summary = json.loads(summary_path.read_text())
-    stamps = summary['stamps_ns']
-    published = {cam: list(stamps) for cam in cameras}
+    if args.sim_per_camera:
+        summaries = {cam: json.loads(Path(f'{summary_path}.{cam}').read_text()) for cam in cameras}
+        published = {cam: list(summaries[cam]['stamps_ns']) for cam in cameras}
+        summary = summaries[cameras[0]]
+    else:
+        summary = json.loads(summary_path.read_text())
+        published = {cam: list(summary['stamps_ns']) for cam in cameras}
     with observer.lock:
         arrivals = dict(observer.arrivals)
         diagnostics = observer.diagnostics
@@ -308,7 +342,8 @@ def format_result(result: dict) -> str:
         f"node bench {result['date']}: {setup['cameras']} x {setup['size']} @ {setup['rate_hz']} Hz, "
         f"{setup['duration_s']} s, {setup['backend']} {setup['variant']} {setup['net_size']} "
         f"{setup['precision']} on {setup['device']}, outputs {','.join(setup['outputs'])} "
-        f"(cloud stride {setup['cloud_stride']})",
+        f"(cloud stride {setup['cloud_stride']}), "
+        f"{'one simulator process per camera' if setup.get('sim_per_camera') else 'one simulator process'}",
         f"  delivered: {100 * result['delivered_fraction']:.2f} % of {result['frames_measured']} frames "
         f"(full run {100 * result['delivered_fraction_full_run']:.2f} % of {result['frames_published']})",
         f"  latency stamp -> observer (ms): p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  "
