@@ -24,9 +24,7 @@ normalization is ``(x - mean) / std`` in float32 in place in the batch tensor (b
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +34,7 @@ import torch.nn.functional as F
 from metric3d_ros.core.engine.backend import MEAN_RGB, STD_RGB
 from metric3d_ros.core.engine.reference import reference_letterbox_u8
 from metric3d_ros.core.geometry.letterbox import PADDING_RGB_UINT8, Letterbox
+from metric3d_ros.core.parallel_copy import copy_parallel
 
 #: OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights are integers scaled by 2 ** 11.
 CV_COEF_SCALE = 2048
@@ -114,30 +113,6 @@ def resize_float(images: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=out_hw, mode='bilinear', align_corners=False, antialias=False)
 
 
-_COPY_CHUNK_BYTES = 1 << 21
-_COPY_POOL: ThreadPoolExecutor | None = None
-
-
-def _copy_parallel(copies: list[tuple[np.ndarray, np.ndarray]], total_bytes: int) -> None:
-    """``dst[...] = src`` for every pair; large totals are split in 2 MiB pieces over up to 4 threads
-    (numpy releases the GIL while copying), which makes staging 1080p batches into pinned memory ~3x faster.
-    """
-    global _COPY_POOL
-    if total_bytes < 4 * _COPY_CHUNK_BYTES:
-        for dst, src in copies:
-            dst[...] = src
-        return
-    if _COPY_POOL is None:
-        _COPY_POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix='stage')
-    pieces = []
-    for dst, src in copies:
-        for start in range(0, src.size, _COPY_CHUNK_BYTES):
-            stop = min(src.size, start + _COPY_CHUNK_BYTES)
-            pieces.append((dst[start:stop], src[start:stop]))
-    for future in [_COPY_POOL.submit(np.copyto, d, s_) for d, s_ in pieces]:
-        future.result()
-
-
 class Preprocessor:
     """Fills a (B, 3, H, W) float32 batch tensor from uint8 frames (see module docstring for the modes).
 
@@ -188,7 +163,7 @@ class Preprocessor:
                 copies.append((host[offset:offset + a.size], a.reshape(-1)))
                 offset += a.size
             spans.append((begin, offset, (len(arrays), *arrays[0].shape)))
-        _copy_parallel(copies, total)
+        copy_parallel(copies)  # several threads: ~3x faster than one for 1080p batches
         self._upload[:total].copy_(self._staging[:total], non_blocking=True)
         return [self._upload[a:b].view(shape) for a, b, shape in spans]
 

@@ -51,6 +51,7 @@ from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
 from metric3d_ros.core.geometry.cloud import padded_xyz
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
+from metric3d_ros.core.parallel_copy import copy_parallel
 
 LOG = logging.getLogger(__name__)
 
@@ -245,15 +246,17 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
         layout.append(entry)
     block = outputs.reserve(max(size, 1))
     specs = []
+    copies = []
     for res, entry in zip(results, layout, strict=True):
         arrays = {}
         for name, (offset, shape, dtype, arr, padded) in entry.items():
-            dst = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset)
-            np.copyto(dst, arr)
+            copies.append((np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset), arr))
             arrays[name] = (offset, shape, dtype, padded)
         specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
                       'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
                       'arrays': arrays})
+    copy_parallel(copies)
+    del copies
     copy_ms = (time.perf_counter() - start_s) * 1e3
     for spec in specs:
         if spec['error'] is None:
@@ -467,11 +470,12 @@ class ProcessEngine:
         block = self._inputs.reserve(max(size, 1)) if plain else None
         packed: dict[int, _Packed] = {}
         failed: dict[int, FrameResult] = {}
+        copies = []
         for i, f in enumerate(frames):
             if i in plain:
                 image = f.image_rgb
                 dst = np.ndarray(image.shape, dtype=np.uint8, buffer=block.buf, offset=offsets[i])
-                np.copyto(dst, image)
+                copies.append((dst, np.ascontiguousarray(image)))
                 packed[i] = _Packed(offsets[i], tuple(image.shape), f.intrinsics, f.camera_id, f.stamp_ns,
                                     getattr(f, 'frame_id', ''))
                 continue
@@ -482,6 +486,7 @@ class ProcessEngine:
                                         error=f'frame cannot be sent to the engine process: {exc}')
                 continue
             packed[i] = _Packed(0, (), None, '', 0, '', inline=f)
+        copy_parallel(copies)
         return packed, failed
 
     def close(self) -> None:
