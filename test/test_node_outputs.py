@@ -305,3 +305,29 @@ def test_onnxruntime_backend_by_configuration_alone(harness, tmp_path):
     assert (depth.encoding, depth.width, depth.height) == ('32FC1', 160, 120)
     values = np.frombuffer(bytes(depth.data), dtype='<f4')
     assert np.isfinite(values).all() and (values > 0).all()
+
+
+def test_a_killed_publisher_process_is_replaced_and_outputs_go_on(harness):
+    import os
+    import signal
+
+    sub_ns = 'pubkill'
+    cams = {'solo': (160, 120)}
+    wanted = {'solo': ('depth/image', 'points')}
+    node = start_node(harness, sub_ns, cams, wanted, engine_process=True, publisher_processes=2)
+    pool = node._output_pool
+
+    def got(n):
+        return lambda: (len(harness.messages(f'{sub_ns}/solo/depth/image')) >= n
+                        and len(harness.messages(f'{sub_ns}/solo/points')) >= n)
+
+    publish_until(harness, node, sub_ns, cams, got(2), timeout_s=60.0)
+    victim = pool.workers[1]  # publishes the cloud
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    victim.proc.join(10.0)
+    before = len(harness.messages(f'{sub_ns}/solo/points'))
+    def more():
+        return len(harness.messages(f'{sub_ns}/solo/points')) >= before + 2
+
+    publish_until(harness, node, sub_ns, cams, more, timeout_s=60.0)
+    assert victim.restarts == 1 and victim.alive

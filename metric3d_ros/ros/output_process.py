@@ -7,12 +7,14 @@ need ~880 ms of every second of one interpreter, and two publishing threads were
 one (docs/NODE.md). Separate processes have separate interpreters.
 
 How: with the engine in its own process (``engine_process``) every output already lies in shared memory
-(``ProcessEngine.infer(..., shared=True)``). The node hands each result to the publisher process that owns
-its camera (cameras assigned round-robin): a small message with the header, the CameraInfo fields, the
+(``ProcessEngine.infer(..., shared=True)``). The node hands each result to the publisher processes of its
+camera (a camera's images and its cloud are two units assigned round-robin, so that two processes publish
+a frame's depth and cloud at the same time): a small message with the header, the CameraInfo fields, the
 request and where each array lies. That process attaches to the arena, builds the messages from views (one
 copy into each message, as in the node) and publishes them on the node's own output topics (the resolved
 names of the node's publishers, so remappings hold), then reports back. Until then the node keeps the result
-referenced, so the engine process does not write that arena again.
+referenced, so the engine process does not write that arena again. Stamp order holds per topic: one
+process publishes a topic, in the order the node hands results over.
 
 The node keeps its own (idle) publishers: their subscription counts still decide which outputs are computed,
 and their resolved names are the topics. ``ros2 topic info`` therefore lists two publishers per output topic:
@@ -112,7 +114,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
                 break
             if msg[0] == 'close':
                 break
-            token, camera_id, (sec, nanosec, frame_id), info, request, meta, shared = msg[1:]
+            token, camera_id, (sec, nanosec, frame_id), info, request, meta, shared, only = msg[1:]
             start_s = time.perf_counter()
             error = None
             try:
@@ -122,7 +124,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
                                      intrinsics=meta['intrinsics'])
                 for name, where in shared.items():
                     setattr(result, name, shared_array_view(block_of(where.arena), where))
-                outputs[camera_id].publish(Job(camera_id, header, info, request), result)
+                outputs[camera_id].publish(Job(camera_id, header, info, request), result, only)
             except Exception as exc:  # noqa: BLE001 - reported per frame
                 error = f'{type(exc).__name__}: {exc}'
             result = None
@@ -143,6 +145,32 @@ def _serve(conn, spec: PublisherSpec) -> None:
 # ------------------------------------------------------------------------------------------ node side
 PublishedCallback = Callable[[Job, FrameResult, float, 'str | None'], None]
 
+# A camera's outputs in two halves that two processes can publish at the same time.
+OUTPUT_GROUPS = {
+    'image': frozenset({'depth', 'depth_info', 'normals', 'confidence'}),
+    'cloud': frozenset({'points'}),
+}
+
+
+class _Frame:
+    """One result on its way through one or two publisher processes."""
+
+    def __init__(self, job: Job, result: FrameResult, parts: int) -> None:
+        self.job = job
+        self.result = result
+        self.remaining = parts
+        self.publish_ms = 0.0
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def ack(self, publish_ms: float, error: str | None) -> bool:
+        """Record one part published; True when it was the last."""
+        with self._lock:
+            self.remaining -= 1
+            self.publish_ms = max(self.publish_ms, publish_ms)
+            self.error = self.error or error
+            return self.remaining == 0
+
 
 class _Worker:
     """One publisher process, its pipe and the results it holds."""
@@ -152,7 +180,7 @@ class _Worker:
         self._on_done = on_done
         self._start_timeout_s = start_timeout_s
         self._send_lock = threading.Lock()
-        self._pending: dict[int, tuple[Job, FrameResult]] = {}
+        self._pending: dict[int, _Frame] = {}
         self._pending_lock = threading.Lock()
         self.proc = None
         self.conn = None
@@ -188,24 +216,29 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
 
-    def submit(self, token: int, job: Job, result: FrameResult) -> None:
+    def submit(self, token: int, frame: _Frame, only: frozenset[str] | None) -> None:
         if not self.alive:
             self._fail_pending('the publisher process exited')
             LOG.warning('publisher process %d is gone: starting a new one', self.spec.index)
             self.start()
+        job, result = frame.job, frame.result
         header = job.header
         meta = {'stamp_ns': result.stamp_ns, 'intrinsics': result.intrinsics}
         msg = ('publish', token, job.camera_id, (header.stamp.sec, header.stamp.nanosec, header.frame_id),
-               job.info, job.request, meta, result.shared or {})
+               job.info, job.request, meta, result.shared or {}, only)
         with self._pending_lock:
-            self._pending[token] = (job, result)
+            self._pending[token] = frame
         try:
             with self._send_lock:
                 self.conn.send(msg)
         except (OSError, ValueError):
             with self._pending_lock:
                 self._pending.pop(token, None)
-            self._on_done(job, result, 0.0, 'the publisher process exited')
+            self._finish(frame, 0.0, 'the publisher process exited')
+
+    def _finish(self, frame: _Frame, publish_ms: float, error: str | None) -> None:
+        if frame.ack(publish_ms, error):
+            self._on_done(frame.job, frame.result, frame.publish_ms, frame.error)
 
     def _read(self, conn) -> None:
         while True:
@@ -216,16 +249,16 @@ class _Worker:
             if kind != 'done':
                 continue
             with self._pending_lock:
-                entry = self._pending.pop(token, None)
-            if entry is not None:
-                self._on_done(entry[0], entry[1], publish_ms, error)
-            entry = None  # drop the result now: its arena may be written again
+                frame = self._pending.pop(token, None)
+            if frame is not None:
+                self._finish(frame, publish_ms, error)
+            frame = None  # drop the result now: its arena may be written again
 
     def _fail_pending(self, error: str) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
-        for job, result in pending.values():
-            self._on_done(job, result, 0.0, error)
+        for frame in pending.values():
+            self._finish(frame, 0.0, error)
 
     def pending(self) -> int:
         with self._pending_lock:
@@ -253,39 +286,49 @@ class _Worker:
 
 
 class OutputProcessPool:
-    """``processes`` publisher processes for the node's cameras (see the module docstring)."""
+    """``processes`` publisher processes for the node's cameras (see the module docstring).
+
+    Each camera's outputs are two units, its images (depth, depth CameraInfo, normals, confidence) and its
+    cloud, assigned round-robin over the processes, so that with two or more processes a frame's depth
+    image and cloud are published at the same time by different processes.
+    """
 
     def __init__(self, node, outputs: dict[str, CameraOutputs], config: OutputConfig, qos: QosSettings,
                  processes: int, on_published: PublishedCallback, start_timeout_s: float = 60.0) -> None:
-        cameras = list(outputs)
-        count = max(1, min(int(processes), len(cameras)))
-        groups = [tuple(cameras[k::count]) for k in range(count)]
+        units = [(cam, group) for cam in outputs for group in OUTPUT_GROUPS]
+        count = max(1, min(int(processes), len(units)))
+        assigned = {unit: k % count for k, unit in enumerate(units)}
         domain_id = node.context.get_domain_id()
         namespace = node.get_namespace()
         self._tokens = itertools.count()
-        self._by_camera: dict[str, _Worker] = {}
+        self._units: dict[tuple[str, str], _Worker] = {}
         self.workers: list[_Worker] = []
         try:
-            for k, group in enumerate(groups):
+            for k in range(count):
+                cams = tuple(dict.fromkeys(cam for (cam, _), w in assigned.items() if w == k))
                 spec = PublisherSpec(
                     index=k, node_name=f'{node.get_name()}_publisher_{k}', namespace=namespace,
-                    domain_id=domain_id, cameras=group,
-                    topics={cam: outputs[cam].topic_names() for cam in group}, outputs=config, qos=qos,
+                    domain_id=domain_id, cameras=cams,
+                    topics={cam: outputs[cam].topic_names() for cam in cams}, outputs=config, qos=qos,
                 )
-                worker = _Worker(spec, on_published, start_timeout_s)
-                self.workers.append(worker)
-                for cam in group:
-                    self._by_camera[cam] = worker
+                self.workers.append(_Worker(spec, on_published, start_timeout_s))
+            for unit, k in assigned.items():
+                self._units[unit] = self.workers[k]
         except Exception:
             self.close()
             raise
 
     def submit(self, job: Job, result: FrameResult) -> None:
-        """Hand ``result`` (with ``result.shared``) to the process of its camera; returns at once."""
-        self._by_camera[job.camera_id].submit(next(self._tokens), job, result)
+        """Hand ``result`` (with ``result.shared``) to the process(es) of its camera; returns at once."""
+        targets: dict[_Worker, set[str]] = {}
+        for group, keys in OUTPUT_GROUPS.items():
+            targets.setdefault(self._units[(job.camera_id, group)], set()).update(keys)
+        frame = _Frame(job, result, len(targets))
+        for worker, keys in targets.items():
+            worker.submit(next(self._tokens), frame, None if len(targets) == 1 else frozenset(keys))
 
     def pending(self) -> int:
-        """Results handed over and not yet reported published."""
+        """Parts of results handed over and not yet reported published."""
         return sum(w.pending() for w in self.workers)
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -293,4 +336,4 @@ class OutputProcessPool:
         for worker in self.workers:
             worker.close(timeout_s)
         self.workers = []
-        self._by_camera = {}
+        self._units = {}

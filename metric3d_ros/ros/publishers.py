@@ -117,17 +117,22 @@ class CameraOutputs:
         self._info_cache = (info, width, height, scaled)
         return scaled
 
-    def publish(self, job: Job, result: FrameResult) -> None:
-        """Publish every requested output of ``result`` with the input image's header."""
+    def publish(self, job: Job, result: FrameResult, only: frozenset[str] | None = None) -> None:
+        """Publish every requested output of ``result`` with the input image's header (``only``: just these
+        output keys, for publisher processes that share a camera's outputs)."""
         req = job.request
         header = job.header
         pubs = self.publishers
+
+        def wanted(key: str) -> bool:
+            return only is None or key in only
+
         if result.depth_m is not None and (req.depth or req.cloud):
             height, width = result.depth_m.shape[:2]
-            if pubs['depth_info'].get_subscription_count() > 0:
+            if wanted('depth_info') and pubs['depth_info'].get_subscription_count() > 0:
                 fields = self.depth_camera_info(job.info, width, height)
                 pubs['depth_info'].publish(fields_to_camera_info(fields, header))
-            if req.depth and pubs['depth'].get_subscription_count() > 0:
+            if wanted('depth') and req.depth and pubs['depth'].get_subscription_count() > 0:
                 if self._config.depth_encoding == '16UC1':
                     depth_msg = array_to_image(encode_depth_16uc1(result.depth_m), '16UC1', header)
                 else:
@@ -135,11 +140,11 @@ class CameraOutputs:
                     # is REP 117's 32FC1: no re-encoding copy needed.
                     depth_msg = array_to_image(np.asarray(result.depth_m, dtype=np.float32), '32FC1', header)
                 pubs['depth'].publish(depth_msg)
-        if req.cloud and result.points_xyz is not None:
+        if wanted('points') and req.cloud and result.points_xyz is not None:
             rgb = result.points_rgb if req.cloud_rgb else None
             pubs['points'].publish(xyz_to_pointcloud2(result.points_xyz, header, rgb=rgb))
-        if req.normals and result.normals is not None:
+        if wanted('normals') and req.normals and result.normals is not None:
             pubs['normals'].publish(normals_to_image(result.normals, header))
-        if req.confidence and result.confidence is not None:
+        if wanted('confidence') and req.confidence and result.confidence is not None:
             conf = np.asarray(result.confidence, dtype=np.float32)
             pubs['confidence'].publish(array_to_image(conf, '32FC1', header))
