@@ -133,12 +133,46 @@ def test_shared_results_are_read_only_views_and_an_arena_is_reused_only_when_rel
         second = engine.infer([_frame(48, 64, 7, 'c')], FULL, shared=True)
         keep = second[0].depth_m.copy()
         with pytest.raises(EngineProcessError, match='still referenced'):
-            engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, timeout_s=0.2)
+            engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, slot_timeout_s=0.2)
         first_depth = first[0].depth_m.copy()
         del first, where, a  # (a: the loop variable above still held a result)
-        third = engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, timeout_s=5.0)
+        third = engine.infer([_frame(48, 64, 8, 'd')], FULL, shared=True, slot_timeout_s=5.0)
         assert third[0].camera_id == 'd'
         np.testing.assert_array_equal(second[0].depth_m, keep)  # the held arena was not written
         assert not np.array_equal(third[0].depth_m, first_depth)
     finally:
         engine.close()
+
+
+def test_shared_results_outlive_a_restart_of_the_engine_process():
+    """A held shared result keeps its arena mapped and unchanged when the child dies and a new one runs."""
+    engine = ProcessEngine(CONFIG, output_slots=1)
+    try:
+        held = engine.infer([_frame(48, 64, 1)], FULL, shared=True)[0]
+        want = held.depth_m.copy()
+        os.kill(engine.pid, signal.SIGKILL)
+        engine._proc.join(10.0)
+        # the new child writes new arenas; the held result keeps the old (unlinked) mapping
+        after = engine.infer([_frame(48, 64, 2)], FULL, shared=True, slot_timeout_s=5.0)
+        assert engine.restarts == 1 and after[0].ok
+        assert after[0].shared['depth_m'].arena != held.shared['depth_m'].arena
+        np.testing.assert_array_equal(held.depth_m, want)
+        assert not np.array_equal(after[0].depth_m, want)
+        del held, after
+        again = engine.infer([_frame(48, 64, 3)], FULL, shared=True, slot_timeout_s=5.0)
+        assert again[0].ok
+    finally:
+        engine.close()
+
+
+def test_a_frame_that_cannot_be_pickled_fails_alone(remote):
+    class Unpicklable(Intrinsics):
+        def __reduce__(self):
+            raise TypeError('not today')
+
+    good = _frame(48, 64, 1, 'good')
+    bad = Frame(good.image_rgb, Unpicklable(50.0, 50.0, 32.0, 24.0), 'bad', 42, 'bad_frame')
+    got = remote.infer([bad, good], FULL)
+    assert [r.camera_id for r in got] == ['bad', 'good']
+    assert 'cannot be sent' in got[0].error and got[0].stamp_ns == 42 and got[0].frame_id == 'bad_frame'
+    assert got[1].ok

@@ -87,6 +87,7 @@ INVALID_CAMERA_INFO = 'invalid_camera_info'
 CAMERA_INFO_SIZE_MISMATCH = 'camera_info_size_mismatch'
 INFERENCE_ERROR = 'inference_error'
 INTERNAL_ERROR = 'internal_error'
+PUBLISH_ERROR = reasons.PUBLISH_ERROR
 
 COLOUR_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
 _STAMP_REASONS = (reasons.DUPLICATE_STAMP, reasons.OUT_OF_ORDER_STAMP, reasons.STALE)
@@ -310,7 +311,7 @@ class DepthNode(LifecycleNode):
 
                 self._output_pool = OutputProcessPool(
                     self, self._outputs, config.outputs, config.output_qos, config.publisher_processes,
-                    self._on_published)
+                    self._on_published, malloc_tuning=config.malloc_tuning)
             elif config.publish_thread:
                 depth = 2 * config.scheduler.max_batch_size
                 self._output_thread = _OutputThread(self._publish_now, depth=depth)
@@ -528,7 +529,8 @@ class DepthNode(LifecycleNode):
         requests = [job.request for _, job in items]
         if self._config is not None and self._config.engine_process:
             # no copy back: the outputs stay in the engine process's shared memory until published
-            results = engine.infer(frames, requests, shared=True)
+            # (a slot still held after 5 s means publishing is stuck: fail this batch, do not hang)
+            results = engine.infer(frames, requests, shared=True, slot_timeout_s=5.0)
         else:
             results = engine.infer(frames, requests)
         if results and results[0].timings_ms:
@@ -567,8 +569,11 @@ class DepthNode(LifecycleNode):
         """A publisher process reports a result published (called on its acknowledgement thread)."""
         if error is not None:
             cam = self._inputs.get(job.camera_id)
+            scheduler = self._scheduler
+            if scheduler is not None:
+                scheduler.stats.record_drop(job.camera_id, PUBLISH_ERROR)
             if cam is not None:
-                self._note(cam, 'publish_error', error, result.stamp_ns)
+                self._note(cam, PUBLISH_ERROR, error, result.stamp_ns)
             return
         self._timing.add('publish', publish_ms)
         self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
@@ -658,6 +663,7 @@ class _OutputThread:
                 self._publish(*item)
             except Exception:  # noqa: BLE001 - one failed publish must not end the thread
                 pass
+            item = None  # release the result now (with the engine process it holds a shared-memory slot)
 
 
 def _pairing_detail(reason: str, config: NodeConfig) -> str:

@@ -17,9 +17,11 @@ referenced, so the engine process does not write that arena again. Stamp order h
 process publishes a topic, in the order the node hands results over.
 
 The node keeps its own (idle) publishers: their subscription counts still decide which outputs are computed,
-and their resolved names are the topics. ``ros2 topic info`` therefore lists two publishers per output topic:
-the node and its ``<node>_publisher_<k>`` helper. A helper that dies is restarted by the next result for one
-of its cameras; the results it held are reported as failed (``publish_error``).
+and their resolved names are the topics. ``ros2 topic info`` therefore lists the node and one or two of its
+``<node>_publisher_<k>`` helpers as publishers of each output topic (only one of them publishes it). A helper
+that dies releases what it held at once (reported failed: ``publish_error`` in /diagnostics) and is
+restarted by the next result for one of its cameras (after a failed restart, not before 5 s); a restarted
+helper publishes an output once its subscribers have matched it again.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class PublisherSpec:
     topics: dict  # camera -> {output key -> resolved topic name}
     outputs: OutputConfig
     qos: QosSettings
+    malloc_tuning: bool = True
 
 
 # --------------------------------------------------------------------------------------- process side
@@ -74,7 +77,8 @@ def _serve(conn, spec: PublisherSpec) -> None:
     from metric3d_ros.core.engine.process_engine import shared_array_view
     from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
-    keep_large_allocations()
+    if spec.malloc_tuning:
+        keep_large_allocations()
     context = rclpy.Context()
     try:
         rclpy.init(args=[], context=context, domain_id=spec.domain_id)
@@ -186,6 +190,8 @@ class _Worker:
         self.conn = None
         self.reader: threading.Thread | None = None
         self.restarts = -1
+        self.closed = False
+        self._retry_after_s = 0.0
         self.start()
 
     def start(self) -> None:
@@ -195,17 +201,23 @@ class _Worker:
                            name=f'metric3d-publisher-{self.spec.index}')
         proc.start()
         child_conn.close()
-        if not parent_conn.poll(self._start_timeout_s):
-            proc.kill()
-            raise OutputProcessError(f'publisher process {self.spec.index} did not start within '
-                                     f'{self._start_timeout_s:g} s')
         try:
-            kind, detail = parent_conn.recv()
-        except (EOFError, OSError) as exc:
-            raise OutputProcessError(f'publisher process {self.spec.index} exited while starting') from exc
-        if kind != 'ready':
+            if not parent_conn.poll(self._start_timeout_s):
+                raise OutputProcessError(f'publisher process {self.spec.index} did not start within '
+                                         f'{self._start_timeout_s:g} s')
+            try:
+                kind, detail = parent_conn.recv()
+            except (EOFError, OSError) as exc:
+                raise OutputProcessError(
+                    f'publisher process {self.spec.index} exited while starting') from exc
+            if kind != 'ready':
+                raise OutputProcessError(f'publisher process {self.spec.index} failed to start: {detail}')
+        except OutputProcessError:
+            if proc.is_alive():
+                proc.kill()
             proc.join(5.0)
-            raise OutputProcessError(f'publisher process {self.spec.index} failed to start: {detail}')
+            parent_conn.close()
+            raise
         self.proc, self.conn = proc, parent_conn
         self.restarts += 1
         self.reader = threading.Thread(target=self._read, args=(parent_conn,), daemon=True,
@@ -217,10 +229,23 @@ class _Worker:
         return self.proc is not None and self.proc.is_alive()
 
     def submit(self, token: int, frame: _Frame, only: frozenset[str] | None) -> None:
+        """Send one part of ``frame``; never raises (a failure is reported through the callback)."""
+        if self.closed:
+            self._finish(frame, 0.0, 'the node stopped publishing')
+            return
         if not self.alive:
+            if time.monotonic() < self._retry_after_s:
+                self._finish(frame, 0.0, f'publisher process {self.spec.index} is down (restart failed)')
+                return
             self._fail_pending('the publisher process exited')
             LOG.warning('publisher process %d is gone: starting a new one', self.spec.index)
-            self.start()
+            try:
+                self.start()
+            except Exception as exc:  # noqa: BLE001 - retried after a pause, never on every frame
+                self._retry_after_s = time.monotonic() + 5.0
+                LOG.error('restarting publisher process %d failed: %s', self.spec.index, exc)
+                self._finish(frame, 0.0, f'publisher process {self.spec.index} is down: {exc}')
+                return
         job, result = frame.job, frame.result
         header = job.header
         meta = {'stamp_ns': result.stamp_ns, 'intrinsics': result.intrinsics}
@@ -231,20 +256,23 @@ class _Worker:
         try:
             with self._send_lock:
                 self.conn.send(msg)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - a dead pipe (or a closed worker): this part failed
             with self._pending_lock:
                 self._pending.pop(token, None)
             self._finish(frame, 0.0, 'the publisher process exited')
 
     def _finish(self, frame: _Frame, publish_ms: float, error: str | None) -> None:
         if frame.ack(publish_ms, error):
-            self._on_done(frame.job, frame.result, frame.publish_ms, frame.error)
+            try:
+                self._on_done(frame.job, frame.result, frame.publish_ms, frame.error)
+            except Exception:  # noqa: BLE001 - the acknowledgement thread must survive a failing callback
+                LOG.exception('publisher process %d: the published callback failed', self.spec.index)
 
     def _read(self, conn) -> None:
         while True:
             try:
                 kind, token, publish_ms, error = conn.recv()
-            except (EOFError, OSError):
+            except Exception:  # noqa: BLE001 - EOF, a broken pipe or a torn message: the process is gone
                 break
             if kind != 'done':
                 continue
@@ -253,6 +281,8 @@ class _Worker:
             if frame is not None:
                 self._finish(frame, publish_ms, error)
             frame = None  # drop the result now: its arena may be written again
+        if conn is self.conn:  # the process died (not replaced or closed): release what it held now
+            self._fail_pending('the publisher process exited')
 
     def _fail_pending(self, error: str) -> None:
         with self._pending_lock:
@@ -265,6 +295,7 @@ class _Worker:
             return len(self._pending)
 
     def close(self, timeout_s: float) -> None:
+        self.closed = True
         proc, conn = self.proc, self.conn
         if conn is not None:
             try:
@@ -294,7 +325,8 @@ class OutputProcessPool:
     """
 
     def __init__(self, node, outputs: dict[str, CameraOutputs], config: OutputConfig, qos: QosSettings,
-                 processes: int, on_published: PublishedCallback, start_timeout_s: float = 60.0) -> None:
+                 processes: int, on_published: PublishedCallback, start_timeout_s: float = 60.0,
+                 malloc_tuning: bool = True) -> None:
         units = [(cam, group) for cam in outputs for group in OUTPUT_GROUPS]
         count = max(1, min(int(processes), len(units)))
         assigned = {unit: k % count for k, unit in enumerate(units)}
@@ -310,6 +342,7 @@ class OutputProcessPool:
                     index=k, node_name=f'{node.get_name()}_publisher_{k}', namespace=namespace,
                     domain_id=domain_id, cameras=cams,
                     topics={cam: outputs[cam].topic_names() for cam in cams}, outputs=config, qos=qos,
+                    malloc_tuning=malloc_tuning,
                 )
                 self.workers.append(_Worker(spec, on_published, start_timeout_s))
             for unit, k in assigned.items():

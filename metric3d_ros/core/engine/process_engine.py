@@ -135,6 +135,13 @@ class _Arena:
                 pass
 
 
+def _close_block(block: shared_memory.SharedMemory) -> None:
+    try:
+        block.close()
+    except BufferError:  # an exported buffer is still alive; the mapping goes with its last user
+        pass
+
+
 class _Viewer:
     """This process's view of the other side's arena (re-attached when the other side grows it)."""
 
@@ -147,13 +154,16 @@ class _Viewer:
             self.block = _attach(name)
         return self.block
 
-    def close(self) -> None:
+    def close(self, after: object | None = None) -> None:
+        """Unmap the block, or (``after`` given) only once ``after`` is garbage: numpy views of the block do
+        not keep the mapping alive, so unmapping under a live view would let it read freed memory."""
         block, self.block = self.block, None
-        if block is not None:
-            try:
-                block.close()
-            except BufferError:  # a view is still alive somewhere; the mapping goes with it
-                pass
+        if block is None:
+            return
+        if after is not None:
+            weakref.finalize(after, _close_block, block)
+        else:
+            _close_block(block)
 
     def unlink(self) -> None:
         """Remove the block's name (when its creator can no longer do it)."""
@@ -333,8 +343,9 @@ class ProcessEngine:
     def _stop_process(self, timeout_s: float = 10.0) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
-        for viewer in self._outputs:
-            viewer.close()
+        for slot, viewer in enumerate(self._outputs):
+            ref = self._regions[slot] if slot < self.output_slots else None
+            viewer.close(after=ref() if ref is not None else None)  # results may still hold views
         self._regions = [None] * self.output_slots
         if conn is not None:
             try:
@@ -394,7 +405,8 @@ class ProcessEngine:
 
     def infer(self, frames: Sequence[Frame],
               request: OutputRequest | Sequence[OutputRequest] | None = None,
-              timeout_s: float | None = None, shared: bool = False) -> list[FrameResult]:
+              timeout_s: float | None = None, shared: bool = False,
+              slot_timeout_s: float | None = None) -> list[FrameResult]:
         """``DepthEngine.infer`` in the child; raises ``EngineProcessError`` if the child dies meanwhile or
         does not answer within ``timeout_s`` (None: wait as long as it lives; a first batch of a new size
         may compile for a minute).
@@ -402,7 +414,9 @@ class ProcessEngine:
         ``shared=True``: no copy out. The arrays are read-only views of one of ``output_slots`` output arenas
         in shared memory, and ``FrameResult.shared`` says where each lies (for another process to read). The
         arena is written again only after every array of this call is garbage; when all arenas are still
-        referenced the call waits for one (up to ``timeout_s``; keep results no longer than needed).
+        referenced the call waits for one (up to ``slot_timeout_s``, then ``EngineProcessError``; keep
+        results no longer than needed). Results outlive a restart or ``close`` of the engine process: their
+        arena stays mapped until the last of them is gone.
         """
         frames = list(frames)
         if request is None:
@@ -417,7 +431,7 @@ class ProcessEngine:
         with self._lock:
             self._check_open()
             self._ensure_running()
-            slot = self._free_slot(timeout_s) if shared else self.output_slots
+            slot = self._free_slot(slot_timeout_s) if shared else self.output_slots
             start_s = time.perf_counter()
             packed, failed = self._pack(frames)
             pack_ms = (time.perf_counter() - start_s) * 1e3
@@ -460,7 +474,7 @@ class ProcessEngine:
             time.sleep(0.0005)
 
     def _pack(self, frames: list) -> tuple[dict[int, _Packed], dict[int, FrameResult]]:
-        """Copy plain frames into the input arena; pickle-check the others."""
+        """Copy plain frames into the input arena; a frame that cannot be pickled fails alone."""
         plain = {i: f for i, f in enumerate(frames) if _is_plain_image(getattr(f, 'image_rgb', None))}
         offsets = {}
         size = 0
@@ -475,17 +489,22 @@ class ProcessEngine:
             if i in plain:
                 image = f.image_rgb
                 dst = np.ndarray(image.shape, dtype=np.uint8, buffer=block.buf, offset=offsets[i])
-                copies.append((dst, np.ascontiguousarray(image)))
-                packed[i] = _Packed(offsets[i], tuple(image.shape), f.intrinsics, f.camera_id, f.stamp_ns,
+                candidate = _Packed(offsets[i], tuple(image.shape), f.intrinsics, f.camera_id, f.stamp_ns,
                                     getattr(f, 'frame_id', ''))
-                continue
+            else:
+                candidate = _Packed(0, (), None, '', 0, '', inline=f)
             try:
-                pickle.dumps(f)
+                pickle.dumps(candidate)  # one unpicklable field must fail this frame, not the batch
             except Exception as exc:  # noqa: BLE001 - fails this frame only
-                failed[i] = FrameResult(camera_id=str(getattr(f, 'camera_id', '')), stamp_ns=0,
+                stamp = getattr(f, 'stamp_ns', 0)
+                failed[i] = FrameResult(camera_id=str(getattr(f, 'camera_id', '')),
+                                        stamp_ns=int(stamp) if isinstance(stamp, (int, np.integer)) else 0,
+                                        frame_id=str(getattr(f, 'frame_id', '')),
                                         error=f'frame cannot be sent to the engine process: {exc}')
                 continue
-            packed[i] = _Packed(0, (), None, '', 0, '', inline=f)
+            if i in plain:
+                copies.append((dst, np.ascontiguousarray(image)))
+            packed[i] = candidate
         copy_parallel(copies)
         return packed, failed
 
