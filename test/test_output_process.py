@@ -45,7 +45,7 @@ def _frame(parts=1):
 
 def test_a_dead_helper_fails_what_it_held_and_later_parts_at_once():
     done = []
-    worker = _bare_worker(lambda job, result, ms, error: done.append((result.stamp_ns, error)))
+    worker = _bare_worker(lambda job, result, ms, error, end_ns: done.append((result.stamp_ns, error)))
     held = _frame()
     worker._pending[1] = held
     worker._read(worker.conn)  # EOF: the process is gone
@@ -57,11 +57,11 @@ def test_a_dead_helper_fails_what_it_held_and_later_parts_at_once():
 def test_a_frame_split_over_two_helpers_completes_once_with_the_first_error():
     done = []
     frame = _frame(parts=2)
-    worker = _bare_worker(lambda job, result, ms, error: done.append((ms, error)))
-    worker._finish(frame, 3.0, None)
+    worker = _bare_worker(lambda job, result, ms, error, end_ns: done.append((ms, error, end_ns)))
+    worker._finish(frame, 3.0, None, 200)
     assert done == []
-    worker._finish(frame, 5.0, 'boom')
-    assert done == [(5.0, 'boom')]
+    worker._finish(frame, 5.0, 'boom', 100)
+    assert done == [(5.0, 'boom', 200)]  # the slower part's time, the first error, the last part's end
 
 
 def test_a_failing_callback_does_not_end_the_acknowledgement_thread():

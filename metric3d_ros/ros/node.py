@@ -565,7 +565,7 @@ class DepthNode(LifecycleNode):
         self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
         self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
 
-    def _on_published(self, job: Job, result, publish_ms: float, error: str | None) -> None:
+    def _on_published(self, job: Job, result, publish_ms: float, error: str | None, end_ns: int = 0) -> None:
         """A publisher process reports a result published (called on its acknowledgement thread)."""
         if error is not None:
             cam = self._inputs.get(job.camera_id)
@@ -576,7 +576,12 @@ class DepthNode(LifecycleNode):
                 self._note(cam, PUBLISH_ERROR, error, result.stamp_ns)
             return
         self._timing.add('publish', publish_ms)
-        self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
+        clock = self.get_clock()
+        # The helper's system time when the frame's last output was published; with simulated time the
+        # stamps are not system times, so the node's clock when the report arrives is used instead.
+        simulated = getattr(clock, 'ros_time_is_active', False)
+        published_ns = end_ns if end_ns and not simulated else self._now_ns()
+        self._timing.add('stamp_to_publish', (published_ns - result.stamp_ns) / 1e6)
 
     # ------------------------------------------------------------------------------------- diagnostics
     def _expire_held(self) -> None:

@@ -132,7 +132,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
             except Exception as exc:  # noqa: BLE001 - reported per frame
                 error = f'{type(exc).__name__}: {exc}'
             result = None
-            conn.send(('done', token, (time.perf_counter() - start_s) * 1e3, error))
+            conn.send(('done', token, (time.perf_counter() - start_s) * 1e3, error, time.time_ns()))
     finally:
         for block in attached.values():
             try:
@@ -147,7 +147,9 @@ def _serve(conn, spec: PublisherSpec) -> None:
 
 
 # ------------------------------------------------------------------------------------------ node side
-PublishedCallback = Callable[[Job, FrameResult, float, 'str | None'], None]
+# (job, result, publish time in ms, error or None, system time when the last part was published in ns; 0 if
+# it was not)
+PublishedCallback = Callable[[Job, FrameResult, float, 'str | None', int], None]
 
 # A camera's outputs in two halves that two processes can publish at the same time.
 OUTPUT_GROUPS = {
@@ -165,14 +167,16 @@ class _Frame:
         self.remaining = parts
         self.publish_ms = 0.0
         self.error: str | None = None
+        self.end_ns = 0
         self._lock = threading.Lock()
 
-    def ack(self, publish_ms: float, error: str | None) -> bool:
+    def ack(self, publish_ms: float, error: str | None, end_ns: int = 0) -> bool:
         """Record one part published; True when it was the last."""
         with self._lock:
             self.remaining -= 1
             self.publish_ms = max(self.publish_ms, publish_ms)
             self.error = self.error or error
+            self.end_ns = max(self.end_ns, end_ns)
             return self.remaining == 0
 
 
@@ -261,17 +265,17 @@ class _Worker:
                 self._pending.pop(token, None)
             self._finish(frame, 0.0, 'the publisher process exited')
 
-    def _finish(self, frame: _Frame, publish_ms: float, error: str | None) -> None:
-        if frame.ack(publish_ms, error):
+    def _finish(self, frame: _Frame, publish_ms: float, error: str | None, end_ns: int = 0) -> None:
+        if frame.ack(publish_ms, error, end_ns):
             try:
-                self._on_done(frame.job, frame.result, frame.publish_ms, frame.error)
+                self._on_done(frame.job, frame.result, frame.publish_ms, frame.error, frame.end_ns)
             except Exception:  # noqa: BLE001 - the acknowledgement thread must survive a failing callback
                 LOG.exception('publisher process %d: the published callback failed', self.spec.index)
 
     def _read(self, conn) -> None:
         while True:
             try:
-                kind, token, publish_ms, error = conn.recv()
+                kind, token, publish_ms, error, end_ns = conn.recv()
             except Exception:  # noqa: BLE001 - EOF, a broken pipe or a torn message: the process is gone
                 break
             if kind != 'done':
@@ -279,7 +283,7 @@ class _Worker:
             with self._pending_lock:
                 frame = self._pending.pop(token, None)
             if frame is not None:
-                self._finish(frame, publish_ms, error)
+                self._finish(frame, publish_ms, error, end_ns)
             frame = None  # drop the result now: its arena may be written again
         if conn is self.conn:  # the process died (not replaced or closed): release what it held now
             self._fail_pending('the publisher process exited')
