@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from metric3d_ros.core.child_process import stop_child
 from metric3d_ros.core.engine.types import FrameResult
 from metric3d_ros.ros.params import OutputConfig
 from metric3d_ros.ros.publishers import CameraOutputs, Job
@@ -301,17 +302,7 @@ class _Worker:
     def close(self, timeout_s: float) -> None:
         self.closed = True
         proc, conn = self.proc, self.conn
-        if conn is not None:
-            try:
-                with self._send_lock:
-                    conn.send(('close',))
-            except (OSError, ValueError):
-                pass
-        if proc is not None:
-            proc.join(timeout_s)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5.0)
+        stop_child(proc, conn, timeout_s, self._send_lock)
         if self.reader is not None:
             self.reader.join(timeout_s)
         if conn is not None:

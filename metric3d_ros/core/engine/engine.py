@@ -58,7 +58,7 @@ from metric3d_ros.core.engine.backend import Backend, FrameMeta, create_backend
 from metric3d_ros.core.engine.preprocess import Preprocessor
 from metric3d_ros.core.engine.timing import StageTimer
 from metric3d_ros.core.engine.transfer import PendingDownload
-from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox, compute_letterbox
 
@@ -219,15 +219,7 @@ class DepthEngine:
               request: OutputRequest | Sequence[OutputRequest] | None = None) -> list[FrameResult]:
         """A ``FrameResult`` per frame, same order (module docstring); ``request`` defaults to depth only."""
         frames = list(frames)
-        if request is None:
-            requests = [OutputRequest()] * len(frames)
-        elif isinstance(request, OutputRequest):
-            requests = [request] * len(frames)
-        else:
-            requests = list(request)
-            if len(requests) != len(frames):
-                raise ValueError(f'got {len(requests)} requests for {len(frames)} frames: pass one request '
-                                 'for all frames or exactly one per frame')
+        requests = expand_requests(len(frames), request)
         results: list[FrameResult | None] = [None] * len(frames)
         items: list[_Item] = []
         net_h, net_w = self.config.net_hw

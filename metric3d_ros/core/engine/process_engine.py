@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.core.child_process import stop_child
 from metric3d_ros.core.config import EngineConfig
-from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest
+from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.cloud import padded_xyz
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.parallel_copy import copy_parallel
@@ -347,19 +348,7 @@ class ProcessEngine:
             ref = self._regions[slot] if slot < self.output_slots else None
             viewer.close(after=ref() if ref is not None else None)  # results may still hold views
         self._regions = [None] * self.output_slots
-        if conn is not None:
-            try:
-                conn.send(('close',))
-            except (OSError, ValueError):
-                pass
-        if proc is not None:
-            proc.join(timeout_s)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5.0)
+        stop_child(proc, conn, timeout_s)
         if conn is not None:
             conn.close()
 
@@ -419,15 +408,7 @@ class ProcessEngine:
         arena stays mapped until the last of them is gone.
         """
         frames = list(frames)
-        if request is None:
-            requests = [OutputRequest()] * len(frames)
-        elif isinstance(request, OutputRequest):
-            requests = [request] * len(frames)
-        else:
-            requests = list(request)
-            if len(requests) != len(frames):
-                raise ValueError(f'got {len(requests)} requests for {len(frames)} frames: pass one request '
-                                 'for all frames or exactly one per frame')
+        requests = expand_requests(len(frames), request)
         with self._lock:
             self._check_open()
             self._ensure_running()

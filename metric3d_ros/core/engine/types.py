@@ -1,6 +1,7 @@
 """Engine data types: what goes into the engine and what comes out (numpy only, no torch)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,3 +87,17 @@ class FrameResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def expand_requests(count: int,
+                    request: OutputRequest | Sequence[OutputRequest] | None) -> list[OutputRequest]:
+    """One ``OutputRequest`` per frame: depth only (None), the same for all, or exactly one per frame."""
+    if request is None:
+        return [OutputRequest()] * count
+    if isinstance(request, OutputRequest):
+        return [request] * count
+    requests = list(request)
+    if len(requests) != count:
+        raise ValueError(f'got {len(requests)} requests for {count} frames: pass one request for all frames '
+                         'or exactly one per frame')
+    return requests
