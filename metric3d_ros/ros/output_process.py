@@ -4,7 +4,7 @@ Why: rclpy holds the interpreter lock while it publishes, and a message is copie
 (into the ``array``, the C message, the CDR buffer, the shared-memory segment). On the H100 host a 720p
 depth image plus its stride-2 cloud cost 7.3 ms of lock time per frame under load, so four cameras at 30 Hz
 need ~880 ms of every second of one interpreter, and two publishing threads were measured no faster than
-one (docs/NODE.md). Separate processes have separate interpreters.
+one (on the dev machine, docs/NODE.md). Separate processes have separate interpreters.
 
 How: with the engine in its own process (``engine_process``) every output already lies in shared memory
 (``ProcessEngine.infer(..., shared=True)``). The node hands each result to the publisher processes of its
