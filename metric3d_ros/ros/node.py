@@ -562,8 +562,7 @@ class DepthNode(LifecycleNode):
             return
         start_s = time.perf_counter()
         outputs.publish(job, result)
-        self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
-        self._timing.add('stamp_to_publish', (self._now_ns() - result.stamp_ns) / 1e6)
+        self._record_published((time.perf_counter() - start_s) * 1e3, result.stamp_ns, self._now_ns())
 
     def _on_published(self, job: Job, result, publish_ms: float, error: str | None, end_ns: int = 0) -> None:
         """A publisher process reports a result published (called on its acknowledgement thread)."""
@@ -575,13 +574,15 @@ class DepthNode(LifecycleNode):
             if cam is not None:
                 self._note(cam, PUBLISH_ERROR, error, result.stamp_ns)
             return
-        self._timing.add('publish', publish_ms)
-        clock = self.get_clock()
         # The helper's system time when the frame's last output was published; with simulated time the
         # stamps are not system times, so the node's clock when the report arrives is used instead.
-        simulated = getattr(clock, 'ros_time_is_active', False)
-        published_ns = end_ns if end_ns and not simulated else self._now_ns()
-        self._timing.add('stamp_to_publish', (published_ns - result.stamp_ns) / 1e6)
+        simulated = getattr(self.get_clock(), 'ros_time_is_active', False)
+        self._record_published(publish_ms, result.stamp_ns,
+                               end_ns if end_ns and not simulated else self._now_ns())
+
+    def _record_published(self, publish_ms: float, stamp_ns: int, published_ns: int) -> None:
+        self._timing.add('publish', publish_ms)
+        self._timing.add('stamp_to_publish', (published_ns - stamp_ns) / 1e6)
 
     # ------------------------------------------------------------------------------------- diagnostics
     def _expire_held(self) -> None:

@@ -75,7 +75,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
     import rclpy
     from std_msgs.msg import Header
 
-    from metric3d_ros.core.engine.process_engine import shared_array_view
+    from metric3d_ros.core.engine.process_engine import attach_block, close_block, shared_array_view
     from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
     if spec.malloc_tuning:
@@ -97,17 +97,9 @@ def _serve(conn, spec: PublisherSpec) -> None:
     def block_of(name: str) -> shared_memory.SharedMemory:
         block = attached.get(name)
         if block is None:
-            try:
-                block = shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
-            except TypeError:
-                block = shared_memory.SharedMemory(name=name)
-            attached[name] = block
+            block = attached[name] = attach_block(name)
             while len(attached) > _MAX_ATTACHED:  # arenas the engine replaced by larger ones
-                _, old = attached.popitem(last=False)
-                try:
-                    old.close()
-                except BufferError:
-                    pass
+                close_block(attached.popitem(last=False)[1])
         attached.move_to_end(name)
         return block
 
@@ -136,10 +128,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
             conn.send(('done', token, (time.perf_counter() - start_s) * 1e3, error, time.time_ns()))
     finally:
         for block in attached.values():
-            try:
-                block.close()
-            except BufferError:
-                pass
+            close_block(block)
         for out in outputs.values():
             out.destroy()
         node.destroy_node()

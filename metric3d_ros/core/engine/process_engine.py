@@ -79,7 +79,7 @@ def _aligned(offset: int) -> int:
     return (offset + _ALIGN_B - 1) // _ALIGN_B * _ALIGN_B
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
+def attach_block(name: str) -> shared_memory.SharedMemory:
     """Open an existing block without registering it with this process's resource tracker a second time
     (its creator unlinks it)."""
     try:
@@ -130,16 +130,21 @@ class _Arena:
         block, self.block = self.block, None
         if block is not None:
             block.close()
-            try:
-                block.unlink()
-            except FileNotFoundError:
-                pass
+            _unlink_block(block)
 
 
-def _close_block(block: shared_memory.SharedMemory) -> None:
+def close_block(block: shared_memory.SharedMemory) -> None:
+    """Unmap ``block`` (not while a view of it may still be read: see ``_Viewer.close``)."""
     try:
         block.close()
     except BufferError:  # an exported buffer is still alive; the mapping goes with its last user
+        pass
+
+
+def _unlink_block(block: shared_memory.SharedMemory) -> None:
+    try:
+        block.unlink()
+    except FileNotFoundError:  # already removed (by the other side, or the resource tracker)
         pass
 
 
@@ -152,7 +157,7 @@ class _Viewer:
     def get(self, name: str) -> shared_memory.SharedMemory:
         if self.block is None or self.block.name != name.lstrip('/'):
             self.close()
-            self.block = _attach(name)
+            self.block = attach_block(name)
         return self.block
 
     def close(self, after: object | None = None) -> None:
@@ -162,17 +167,14 @@ class _Viewer:
         if block is None:
             return
         if after is not None:
-            weakref.finalize(after, _close_block, block)
+            weakref.finalize(after, close_block, block)
         else:
-            _close_block(block)
+            close_block(block)
 
     def unlink(self) -> None:
         """Remove the block's name (when its creator can no longer do it)."""
         if self.block is not None:
-            try:
-                self.block.unlink()
-            except FileNotFoundError:
-                pass
+            _unlink_block(self.block)
 
 
 # ----------------------------------------------------------------------------------------- child side
@@ -261,8 +263,9 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
     for res, entry in zip(results, layout, strict=True):
         arrays = {}
         for name, (offset, shape, dtype, arr, padded) in entry.items():
-            copies.append((np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset), arr))
-            arrays[name] = (offset, shape, dtype, padded)
+            where = SharedArray(block.name, offset, shape, dtype, padded)
+            copies.append((stored_array(block.buf, where), arr))
+            arrays[name] = where
         specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
                       'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
                       'arrays': arrays})
@@ -510,24 +513,29 @@ class ProcessEngine:
 
 
 def _unpack(spec: dict, block: shared_memory.SharedMemory, region: np.ndarray | None) -> FrameResult:
-    """A FrameResult from the child's description: arrays copied out of ``block``, or (``region`` given)
-    read-only views of ``region`` (the whole arena), with ``shared`` naming where they lie."""
+    """A FrameResult from the child's description: arrays copied out of ``block``, or (``region`` given:
+    the whole arena as a read-only array) views of ``region``, with ``shared`` naming where they lie."""
     res = FrameResult(camera_id=spec['camera_id'], stamp_ns=spec['stamp_ns'], frame_id=spec['frame_id'],
                       intrinsics=spec['intrinsics'], error=spec['error'], timings_ms=spec['timings_ms'])
-    if region is not None and spec['arrays']:
-        res.shared = {name: SharedArray(block.name, *where) for name, where in spec['arrays'].items()}
-    for name, (offset, shape, dtype, padded) in spec['arrays'].items():
-        if region is None:
-            array = np.ndarray(shape, dtype=dtype, buffer=block.buf, offset=offset).copy()
-        else:
-            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            array = region[offset:offset + nbytes].view(dtype).reshape(shape)
-        setattr(res, name, array[..., :3] if padded else array)  # padded: 16-byte points, as the engine's
+    arrays: dict[str, SharedArray] = spec['arrays']
+    if region is not None and arrays:
+        res.shared = dict(arrays)
+    for name, where in arrays.items():
+        stored = stored_array(block.buf, where).copy() if region is None else stored_array(region, where)
+        setattr(res, name, _as_output(stored, where))
     return res
 
 
+def stored_array(buffer, where: SharedArray) -> np.ndarray:
+    """The array as stored at ``where`` in ``buffer`` (padded points with their 4th value)."""
+    return np.ndarray(where.shape, dtype=where.dtype, buffer=buffer, offset=where.offset)
+
+
+def _as_output(stored: np.ndarray, where: SharedArray) -> np.ndarray:
+    return stored[..., :3] if where.padded else stored  # padded: 16-byte points, as the engine returns them
+
+
 def shared_array_view(block: shared_memory.SharedMemory, where: SharedArray) -> np.ndarray:
-    """The array ``where`` describes, as a view of ``block`` (another process's attachment of the arena);
-    for padded points the (H, W, 3) view of the 16-byte points."""
-    array = np.ndarray(where.shape, dtype=where.dtype, buffer=block.buf, offset=where.offset)
-    return array[..., :3] if where.padded else array
+    """The output array ``where`` describes, as a view of ``block`` (another process's attachment of the
+    arena); for padded points the (H, W, 3) view of the 16-byte points."""
+    return _as_output(stored_array(block.buf, where), where)
