@@ -176,3 +176,101 @@ def test_a_frame_that_cannot_be_pickled_fails_alone(remote):
     assert [r.camera_id for r in got] == ['bad', 'good']
     assert 'cannot be sent' in got[0].error and got[0].stamp_ns == 42 and got[0].frame_id == 'bad_frame'
     assert got[1].ok
+
+
+class _FakeRegistration:
+    """host_memory.register without CUDA: records the range like the real one, unpins nothing."""
+
+    def __init__(self, buffer):
+        from metric3d_ros.core.engine.host_memory import HostRegistration
+
+        view = np.frombuffer(buffer, dtype=np.uint8)
+        self.real = HostRegistration(view.__array_interface__['data'][0], view.size)
+        self.closed = False
+
+    def offset_of(self, array):
+        return self.real.offset_of(array)
+
+    def close(self):
+        self.closed = True
+
+
+class _DownloadingEngine:
+    """Stands in for DepthEngine on a GPU: its depth and padded points come from ``output_allocator`` (the
+    device-to-host copies), its colours are a private array (as at camera resolution)."""
+
+    def __init__(self):
+        self.output_allocator = None
+        self.pieces = []
+
+    def infer(self, frames, requests):
+        import torch
+
+        from metric3d_ros.core.engine.types import FrameResult
+
+        out = []
+        for k, frame in enumerate(frames):
+            h, w = frame.image_rgb.shape[:2]
+            arrays = {}
+            for name, shape in (('depth_m', (h, w)), ('points', (h // 2, w // 2, 4))):
+                host = None if self.output_allocator is None else self.output_allocator(
+                    int(np.prod(shape)), torch.float32)
+                if host is None:
+                    host = torch.empty(int(np.prod(shape)), dtype=torch.float32)
+                else:
+                    self.pieces.append(host.data_ptr())
+                host.copy_(torch.arange(host.numel(), dtype=torch.float32) + 1000 * k)
+                arrays[name] = host.numpy().reshape(shape)
+            rgb = np.full((h // 2, w // 2, 3), 7 + k, dtype=np.uint8)
+            out.append(FrameResult(frame.camera_id, frame.stamp_ns, frame.frame_id, frame.intrinsics,
+                                   depth_m=arrays['depth_m'], points_xyz=arrays['points'][..., :3],
+                                   points_rgb=rgb, timings_ms={'total': 1.0}))
+        return out
+
+
+def test_child_keeps_downloads_in_a_registered_arena_in_place_and_copies_the_rest(monkeypatch):
+    """With a registered output arena the engine's downloads land in it: they are described where they lie
+    (no copy), other arrays are copied behind them, and a first call (or growth) copies everything."""
+    from metric3d_ros.core.engine import process_engine as pe
+
+    monkeypatch.setattr(pe.host_memory, 'register', _FakeRegistration)
+    engine = _DownloadingEngine()
+    arena = pe._Arena(register=True)
+    inputs = pe._Viewer()
+    frames = [_frame(48, 64, 1, 'a'), _frame(30, 90, 2, 'b')]
+    packed = [pe._Packed(0, (), None, '', 0, '', inline=f) for f in frames]
+    try:
+        for call in range(3):
+            engine.pieces.clear()
+            name, specs = pe._child_infer(engine, inputs, arena, '', packed, [FULL, FULL])
+            assert engine.output_allocator is None  # reset after the call
+            block = arena.block
+            base = np.frombuffer(block.buf, dtype=np.uint8).__array_interface__['data'][0]
+            if call == 0:
+                assert engine.pieces == []  # no arena yet: pinned copies, then all copied into a new arena
+            else:
+                # depth and points of both frames were written by the "download" straight into the arena
+                in_place = sorted(p - base for p in engine.pieces)
+                described = sorted(s['arrays'][n].offset for s in specs for n in ('depth_m', 'points_xyz'))
+                assert in_place == described
+                rgb_offsets = [s['arrays']['points_rgb'].offset for s in specs]
+                assert min(rgb_offsets) > max(in_place)  # copied behind the downloads
+            for k, (spec, frame) in enumerate(zip(specs, frames, strict=True)):
+                h, w = frame.image_rgb.shape[:2]
+                depth = pe.stored_array(block.buf, spec['arrays']['depth_m'])
+                np.testing.assert_array_equal(depth.reshape(-1), np.arange(h * w, dtype=np.float32) + 1000 * k)
+                points = pe.shared_array_view(block, spec['arrays']['points_xyz'])
+                assert points.shape == (h // 2, w // 2, 3) and spec['arrays']['points_xyz'].padded
+                assert points[0, 1, 0] == 4 + 1000 * k
+                assert (pe.stored_array(block.buf, spec['arrays']['points_rgb']) == 7 + k).all()
+                assert 'ipc_write_out' in spec['timings_ms']
+            assert name == block.name
+        # larger frames do not fit: the arena grows (a new, registered block) and everything is copied
+        old = arena.registration
+        big = [_frame(480, 640, 3, 'c')]  # beyond the 1 MiB first arena
+        engine.pieces.clear()
+        pe._child_infer(engine, inputs, arena, '', [pe._Packed(0, (), None, '', 0, '', inline=big[0])],
+                        [FULL])
+        assert arena.registration is not old and old.closed
+    finally:
+        arena.release()

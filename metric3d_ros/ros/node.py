@@ -527,6 +527,9 @@ class DepthNode(LifecycleNode):
             raise RuntimeError('no engine (the node was cleaned up)')
         frames = [frame for frame, _ in items]
         requests = [job.request for _, job in items]
+        now_ns = self._now_ns()
+        for frame in frames:  # receive + pairing + waiting for the batch's other cameras
+            self._timing.add('stamp_to_dispatch', (now_ns - frame.stamp_ns) / 1e6)
         if self._config is not None and self._config.engine_process:
             # no copy back: the outputs stay in the engine process's shared memory until published
             # (a slot still held after 5 s means publishing is stuck: fail this batch, do not hang)
@@ -535,6 +538,9 @@ class DepthNode(LifecycleNode):
             results = engine.infer(frames, requests)
         if results and results[0].timings_ms:
             self._timing.add_all('engine_', results[0].timings_ms)
+        now_ns = self._now_ns()
+        for frame in frames:  # ... + the engine call; publishing follows
+            self._timing.add('stamp_to_result', (now_ns - frame.stamp_ns) / 1e6)
         return results
 
     def _publish_result(self, item, result) -> str | None:

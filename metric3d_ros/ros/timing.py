@@ -1,8 +1,10 @@
 """Rolling means of where the node's time goes, for /diagnostics and the node benchmark (thread-safe).
 
 Series: the engine's per-batch stage times (``FrameResult.timings_ms``: upload, preprocess, network,
-postprocess, cloud, download, total), the time to build and publish one frame's messages, and the time
-an image callback takes on the executor thread.
+postprocess, cloud, download, total), the time to build and publish one frame's messages, the time
+an image callback takes on the executor thread, and a frame's path from its stamp: to its image callback
+(``stamp_to_receive``), to the start of its batch (``stamp_to_dispatch``), to the batch's results
+(``stamp_to_result``) and to its last message published (``stamp_to_publish``).
 """
 from __future__ import annotations
 

@@ -49,6 +49,8 @@ import numpy as np
 
 from metric3d_ros.core.child_process import stop_child
 from metric3d_ros.core.config import EngineConfig
+from metric3d_ros.core.engine import host_memory
+from metric3d_ros.core.engine.host_memory import HostRegistration
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.cloud import padded_xyz
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
@@ -109,10 +111,13 @@ class _Packed:
 
 
 class _Arena:
-    """A growable shared-memory block owned (created, unlinked) by one process."""
+    """A growable shared-memory block owned (created, unlinked) by one process; with ``register`` (the
+    engine process on CUDA) pinned for DMA while it lives (``host_memory``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, register: bool = False) -> None:
         self.block: shared_memory.SharedMemory | None = None
+        self.register = register
+        self.registration: HostRegistration | None = None
 
     @property
     def name(self) -> str:
@@ -124,13 +129,44 @@ class _Arena:
             self.release()
             grown = max(int(size_b * 1.25), 1 << 20)
             self.block = shared_memory.SharedMemory(create=True, size=grown)
+            if self.register:
+                self.registration = host_memory.register(self.block.buf)
         return self.block
+
+    def allocator(self) -> _ArenaAllocator | None:
+        """Pieces of the (registered) block for the engine's downloads; None when it is not registered."""
+        if self.block is None or self.registration is None:
+            return None
+        return _ArenaAllocator(self.block)
 
     def release(self) -> None:
         block, self.block = self.block, None
+        registration, self.registration = self.registration, None
+        if registration is not None:
+            registration.close()
         if block is not None:
-            block.close()
+            close_block(block)
             _unlink_block(block)
+
+
+class _ArenaAllocator:
+    """Consecutive 64-byte aligned pieces of an output arena, as CPU tensors (``transfer.HostAllocator``):
+    the engine downloads its outputs straight into the arena. Returns None once the arena is full."""
+
+    def __init__(self, block: shared_memory.SharedMemory) -> None:
+        self.buffer = block.buf
+        self.size_b = block.size
+        self.used_b = 0
+
+    def __call__(self, numel: int, dtype):
+        import torch
+
+        nbytes = int(numel) * torch.empty((), dtype=dtype).element_size()
+        start = _aligned(self.used_b)
+        if nbytes == 0 or start + nbytes > self.size_b:
+            return None
+        self.used_b = start + nbytes
+        return torch.frombuffer(self.buffer, dtype=dtype, count=int(numel), offset=start)
 
 
 def close_block(block: shared_memory.SharedMemory) -> None:
@@ -151,19 +187,26 @@ def _unlink_block(block: shared_memory.SharedMemory) -> None:
 class _Viewer:
     """This process's view of the other side's arena (re-attached when the other side grows it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, register: bool = False) -> None:
         self.block: shared_memory.SharedMemory | None = None
+        self.register = register
+        self.registration: HostRegistration | None = None
 
     def get(self, name: str) -> shared_memory.SharedMemory:
         if self.block is None or self.block.name != name.lstrip('/'):
             self.close()
             self.block = attach_block(name)
+            if self.register:
+                self.registration = host_memory.register(self.block.buf)
         return self.block
 
     def close(self, after: object | None = None) -> None:
         """Unmap the block, or (``after`` given) only once ``after`` is garbage: numpy views of the block do
         not keep the mapping alive, so unmapping under a live view would let it read freed memory."""
         block, self.block = self.block, None
+        registration, self.registration = self.registration, None
+        if registration is not None:
+            registration.close()
         if block is None:
             return
         if after is not None:
@@ -195,7 +238,9 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
         conn.send(('error', f'{type(exc).__name__}: {exc}'))
         return
     conn.send(('ready', {'device': str(engine.device)}))
-    inputs = _Viewer()
+    # on CUDA the arenas are pinned: frames are uploaded from, and outputs downloaded into, shared memory
+    register = engine.device.type == 'cuda'
+    inputs = _Viewer(register)
     outputs: dict[int, _Arena] = {}
     try:
         while True:
@@ -212,7 +257,7 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
                     reply: tuple = ('ok', None)
                 elif kind == 'infer':
                     slot, rest = msg[1], msg[2:]
-                    arena = outputs.setdefault(slot, _Arena())
+                    arena = outputs.setdefault(slot, _Arena(register))
                     reply = ('results',) + _child_infer(engine, inputs, arena, *rest)
                 else:
                     reply = ('error', f'unknown request {kind!r}')
@@ -240,41 +285,64 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
             continue
         image = np.ndarray(p.shape, dtype=np.uint8, buffer=block.buf, offset=p.offset)
         frames.append(Frame(image, p.intrinsics, p.camera_id, p.stamp_ns, p.frame_id))
-    results = engine.infer(frames, requests)
+    allocator = outputs.allocator()
+    engine.output_allocator = allocator  # registered arena: the downloads land in it directly
+    try:
+        results = engine.infer(frames, requests)
+    finally:
+        engine.output_allocator = None
     del frames
     start_s = time.perf_counter()
-    # lay out every array, grow the arena once, then copy
-    layout = []
-    size = 0
-    for res in results:
-        entry = {}
+    # Where every array goes: arrays already in the arena (downloaded into it) stay where they are, the
+    # others are copied behind them; if they do not fit, the arena grows (a new block) and all are copied.
+    placed: list[tuple[dict, str, np.ndarray, bool, int | None]] = []
+    registration = outputs.registration
+    for res_i, res in enumerate(results):
         for name in _ARRAY_FIELDS:
             arr = getattr(res, name)
             if arr is None:
                 continue
             padded = padded_xyz(arr) if name == 'points_xyz' else None
-            arr = np.ascontiguousarray(arr if padded is None else padded)
-            entry[name] = (size, arr.shape, arr.dtype.str, arr, padded is not None)
-            size = _aligned(size + arr.nbytes)
-        layout.append(entry)
-    block = outputs.reserve(max(size, 1))
-    specs = []
+            stored = arr if padded is None else padded
+            offset = registration.offset_of(stored) if registration is not None else None
+            placed.append((res_i, name, stored, padded is not None, offset))
+    end = allocator.used_b if allocator is not None else 0
+    layout = []
+    for res_i, name, stored, padded, offset in placed:
+        if offset is None:
+            stored = np.ascontiguousarray(stored)
+            offset = _aligned(end)
+            end = offset + stored.nbytes
+            layout.append((res_i, name, stored, padded, offset, True))
+        else:
+            layout.append((res_i, name, stored, padded, offset, False))
+    if outputs.block is None or end > outputs.block.size:
+        # the arrays in the old block must survive its replacement: take them out first (rare: growth)
+        layout = [(r, n, a.copy() if not copy else a, p, o, copy) for r, n, a, p, o, copy in layout]
+        end = 0
+        relaid = []
+        for res_i, name, stored, padded, _, _ in layout:
+            offset = _aligned(end)
+            end = offset + stored.nbytes
+            relaid.append((res_i, name, stored, padded, offset, True))
+        layout = relaid
+    block = outputs.reserve(max(end, 1))
+    arrays: list[dict[str, SharedArray]] = [{} for _ in results]
     copies = []
-    for res, entry in zip(results, layout, strict=True):
-        arrays = {}
-        for name, (offset, shape, dtype, arr, padded) in entry.items():
-            where = SharedArray(block.name, offset, shape, dtype, padded)
-            copies.append((stored_array(block.buf, where), arr))
-            arrays[name] = where
-        specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
-                      'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': res.timings_ms,
-                      'arrays': arrays})
+    for res_i, name, stored, padded, offset, copy in layout:
+        where = SharedArray(block.name, offset, tuple(stored.shape), stored.dtype.str, padded)
+        if copy:
+            copies.append((stored_array(block.buf, where), stored))
+        arrays[res_i][name] = where
     copy_parallel(copies)
-    del copies
+    del copies, layout, placed
     copy_ms = (time.perf_counter() - start_s) * 1e3
-    for spec in specs:
-        if spec['error'] is None:
-            spec['timings_ms'] = {**spec['timings_ms'], 'ipc_write_out': copy_ms}
+    specs = []
+    for res, res_arrays in zip(results, arrays, strict=True):
+        timings = res.timings_ms if res.error is not None else {**res.timings_ms, 'ipc_write_out': copy_ms}
+        specs.append({'camera_id': res.camera_id, 'stamp_ns': res.stamp_ns, 'frame_id': res.frame_id,
+                      'intrinsics': res.intrinsics, 'error': res.error, 'timings_ms': timings,
+                      'arrays': res_arrays})
     return outputs.name, specs
 
 
