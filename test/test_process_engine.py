@@ -258,7 +258,8 @@ def test_child_keeps_downloads_in_a_registered_arena_in_place_and_copies_the_res
             for k, (spec, frame) in enumerate(zip(specs, frames, strict=True)):
                 h, w = frame.image_rgb.shape[:2]
                 depth = pe.stored_array(block.buf, spec['arrays']['depth_m'])
-                np.testing.assert_array_equal(depth.reshape(-1), np.arange(h * w, dtype=np.float32) + 1000 * k)
+                want = np.arange(h * w, dtype=np.float32) + 1000 * k
+                np.testing.assert_array_equal(depth.reshape(-1), want)
                 points = pe.shared_array_view(block, spec['arrays']['points_xyz'])
                 assert points.shape == (h // 2, w // 2, 3) and spec['arrays']['points_xyz'].padded
                 assert points[0, 1, 0] == 4 + 1000 * k

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-
 #: ``allocator(numel, dtype)``: a pinned (or CUDA-registered) CPU tensor of ``numel`` elements, or None.
 HostAllocator = Callable[[int, torch.dtype], 'torch.Tensor | None']
 
