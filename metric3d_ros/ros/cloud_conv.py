@@ -19,6 +19,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
 from metric3d_ros.core.geometry.cloud import pack_rgb_float, padded_xyz, unpack_rgb_float
+from metric3d_ros.ros.cdr import pointcloud2_cdr
 from metric3d_ros.ros.image_conv import array_bytes, data_as_uint8
 
 POINT_STEP_XYZ_B = 16
@@ -30,18 +31,9 @@ class CloudConversionError(ValueError):
     """Arrays cannot be packed into, or a PointCloud2 cannot be read as, an organized xyz(rgb) cloud."""
 
 
-def _float_field(name: str, offset_b: int) -> PointField:
-    return PointField(name=name, offset=offset_b, datatype=PointField.FLOAT32, count=1)
-
-
-def xyz_to_pointcloud2(
-    points_xyz_m: np.ndarray, header: Header | None = None, rgb: np.ndarray | None = None
-) -> PointCloud2:
-    """An organized PointCloud2 from (H, W, 3) float xyz in metres (NaN = invalid).
-
-    ``rgb``: optional (H, W, 3) uint8 in R, G, B order; adds the packed ``rgb`` field (xyzrgb layout).
-    ``header`` is copied into the message (default: an empty header).
-    """
+def _cloud_layout(points_xyz_m: np.ndarray, rgb: np.ndarray | None) -> tuple[np.ndarray, list[tuple], int]:
+    """The packed points (H, W, point_step / 4) float32, the fields (name, offset, datatype, count), the
+    point step in bytes."""
     xyz = np.asarray(points_xyz_m)
     if xyz.ndim != 3 or xyz.shape[2] != 3 or xyz.dtype.kind != 'f':
         raise CloudConversionError(
@@ -49,7 +41,8 @@ def xyz_to_pointcloud2(
         )
     height, width = xyz.shape[:2]
     point_step_b = POINT_STEP_XYZ_B if rgb is None else POINT_STEP_XYZRGB_B
-    fields = [_float_field('x', 0), _float_field('y', 4), _float_field('z', 8)]
+    f32 = PointField.FLOAT32
+    fields = [('x', 0, f32, 1), ('y', 4, f32, 1), ('z', 8, f32, 1)]
     padded = padded_xyz(xyz) if rgb is None else None
     if padded is not None:  # already 16-byte points (the engine's clouds): one copy into the message
         buf = padded
@@ -64,18 +57,40 @@ def xyz_to_pointcloud2(
             )
         # Copy the packed bits as integers so no float conversion can touch them.
         buf.view('<u4')[:, :, RGB_OFFSET_B // 4] = pack_rgb_float(colour).view(np.uint32)
-        fields.append(_float_field('rgb', RGB_OFFSET_B))
+        fields.append(('rgb', RGB_OFFSET_B, PointField.FLOAT32, 1))
+    return buf, fields, point_step_b
+
+
+def xyz_to_pointcloud2(
+    points_xyz_m: np.ndarray, header: Header | None = None, rgb: np.ndarray | None = None
+) -> PointCloud2:
+    """An organized PointCloud2 from (H, W, 3) float xyz in metres (NaN = invalid).
+
+    ``rgb``: optional (H, W, 3) uint8 in R, G, B order; adds the packed ``rgb`` field (xyzrgb layout).
+    ``header`` is copied into the message (default: an empty header).
+    """
+    buf, fields, point_step_b = _cloud_layout(points_xyz_m, rgb)
+    height, width = buf.shape[:2]
     msg = PointCloud2()
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(height), int(width)
-    msg.fields = fields
+    msg.fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields]
     msg.is_bigendian = False
     msg.point_step = point_step_b
     msg.row_step = point_step_b * int(width)
     msg.is_dense = False
     msg.data = array_bytes(buf)
     return msg
+
+
+def xyz_to_pointcloud2_cdr(points_xyz_m: np.ndarray, header: Header, rgb: np.ndarray | None = None) -> bytes:
+    """``xyz_to_pointcloud2`` as serialized bytes (``cdr.pointcloud2_cdr``: one copy of the points), for
+    ``Publisher.publish(bytes)``."""
+    buf, fields, point_step_b = _cloud_layout(points_xyz_m, rgb)
+    height, width = buf.shape[:2]
+    return pointcloud2_cdr(header, int(height), int(width), fields, point_step_b, point_step_b * int(width),
+                           buf, is_dense=False)
 
 
 @dataclass(frozen=True)

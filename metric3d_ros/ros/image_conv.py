@@ -37,6 +37,8 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from metric3d_ros.ros.cdr import image_cdr
+
 
 class ImageConversionError(ValueError):
     """An Image message (or an array to publish) cannot be converted: unsupported or malformed."""
@@ -147,13 +149,8 @@ def array_bytes(arr: np.ndarray) -> array.array:
     return out
 
 
-def array_to_image(arr: np.ndarray, encoding: str, header: Header | None = None) -> Image:
-    """An Image message holding ``arr`` with ``encoding`` (unpadded rows, ``is_bigendian`` 0).
-
-    ``arr`` must already have the encoding's element type (no silent casts): uint8 for 8-bit
-    encodings, uint16 for mono16/16UC1, float32 for 32FC1/32FC3; shape (H, W) or (H, W, 1) for one channel,
-    (H, W, C) otherwise. ``header`` is copied into the message (default: an empty header).
-    """
+def _image_layout(arr: np.ndarray, encoding: str) -> tuple[np.ndarray, int]:
+    """``arr`` checked against ``encoding`` and made little endian, and the row step in bytes."""
     info = encoding_info(encoding)
     arr = np.asarray(arr)
     if arr.dtype.kind != info.dtype.kind or arr.dtype.itemsize != info.dtype.itemsize:
@@ -168,15 +165,33 @@ def array_to_image(arr: np.ndarray, encoding: str, header: Header | None = None)
         want = '(H, W)' if info.channels == 1 else f'(H, W, {info.channels})'
         raise ImageConversionError(f'encoding {encoding} needs an array of shape {want}, got {arr.shape}')
     arr = _little_endian(arr)
+    return arr, int(arr.shape[1]) * info.pixel_bytes
+
+
+def array_to_image(arr: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """An Image message holding ``arr`` with ``encoding`` (unpadded rows, ``is_bigendian`` 0).
+
+    ``arr`` must already have the encoding's element type (no silent casts): uint8 for 8-bit
+    encodings, uint16 for mono16/16UC1, float32 for 32FC1/32FC3; shape (H, W) or (H, W, 1) for one channel,
+    (H, W, C) otherwise. ``header`` is copied into the message (default: an empty header).
+    """
+    arr, step = _image_layout(arr, encoding)
     msg = Image()
     if header is not None:
         msg.header = header
     msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = msg.width * info.pixel_bytes
+    msg.step = step
     msg.data = array_bytes(arr)
     return msg
+
+
+def array_to_image_cdr(arr: np.ndarray, encoding: str, header: Header) -> bytes:
+    """``array_to_image`` as serialized bytes (``cdr.image_cdr``: one copy of the pixels), for
+    ``Publisher.publish(bytes)``."""
+    arr, step = _image_layout(arr, encoding)
+    return image_cdr(header, int(arr.shape[0]), int(arr.shape[1]), encoding, step, arr)
 
 
 def image_to_rgb8(msg: Image) -> np.ndarray:

@@ -22,11 +22,14 @@ from std_msgs.msg import Header
 from metric3d_ros.core.engine.types import FrameResult, OutputRequest
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields, scale_camera_info
 from metric3d_ros.core.geometry.depth import encode_depth_16uc1
+from metric3d_ros.ros import cdr
+from metric3d_ros.ros.cloud_conv import xyz_to_pointcloud2_cdr
 from metric3d_ros.ros.conversions import (
     array_to_image,
     fields_to_camera_info,
     xyz_to_pointcloud2,
 )
+from metric3d_ros.ros.image_conv import array_to_image_cdr
 from metric3d_ros.ros.params import OutputConfig
 
 OUTPUT_TOPICS = {
@@ -38,12 +41,12 @@ OUTPUT_TOPICS = {
 }
 
 
-def normals_to_image(normals: np.ndarray, header: Header) -> Image:
-    """A 32FC3 Image from (H, W, 3) float unit normals (unpadded, little-endian)."""
+def _normals_array(normals: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float unit normals as float32 (the 32FC3 image's array)."""
     arr = np.asarray(normals)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype.kind != 'f':
         raise ValueError(f'normals must be a float (H, W, 3) array, got {arr.dtype} {arr.shape}')
-    return array_to_image(arr.astype(np.float32, copy=False), '32FC3', header)
+    return arr.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class CameraOutputs:
         self.publishers = {key: node.create_publisher(types[key], names[key], qos_profile)
                            for key in OUTPUT_TOPICS}
         self._info_cache: tuple[CameraInfoFields, int, int, CameraInfoFields] | None = None
+        # images and clouds go out as serialized bytes (one copy of the data instead of three) when this
+        # middleware reads our serialization back into the same messages (cdr.matches_middleware)
+        self.serialized = cdr.matches_middleware()
 
     def destroy(self) -> None:
         """Destroy every publisher of this camera."""
@@ -134,17 +140,24 @@ class CameraOutputs:
                 pubs['depth_info'].publish(fields_to_camera_info(fields, header))
             if wanted('depth') and req.depth and pubs['depth'].get_subscription_count() > 0:
                 if self._config.depth_encoding == '16UC1':
-                    depth_msg = array_to_image(encode_depth_16uc1(result.depth_m), '16UC1', header)
+                    depth, encoding = encode_depth_16uc1(result.depth_m), '16UC1'
                 else:
                     # The engine already marks invalid depth (non-finite, <= 0, out of range) as NaN, which
                     # is REP 117's 32FC1: no re-encoding copy needed.
-                    depth_msg = array_to_image(np.asarray(result.depth_m, dtype=np.float32), '32FC1', header)
-                pubs['depth'].publish(depth_msg)
+                    depth, encoding = np.asarray(result.depth_m, dtype=np.float32), '32FC1'
+                pubs['depth'].publish(self._image(depth, encoding, header))
         if wanted('points') and req.cloud and result.points_xyz is not None:
             rgb = result.points_rgb if req.cloud_rgb else None
-            pubs['points'].publish(xyz_to_pointcloud2(result.points_xyz, header, rgb=rgb))
+            to_cloud = xyz_to_pointcloud2_cdr if self.serialized else xyz_to_pointcloud2
+            pubs['points'].publish(to_cloud(result.points_xyz, header, rgb=rgb))
         if wanted('normals') and req.normals and result.normals is not None:
-            pubs['normals'].publish(normals_to_image(result.normals, header))
+            pubs['normals'].publish(self._image(_normals_array(result.normals), '32FC3', header))
         if wanted('confidence') and req.confidence and result.confidence is not None:
             conf = np.asarray(result.confidence, dtype=np.float32)
-            pubs['confidence'].publish(array_to_image(conf, '32FC1', header))
+            pubs['confidence'].publish(self._image(conf, '32FC1', header))
+
+    def _image(self, arr: np.ndarray, encoding: str, header: Header):
+        """The Image to publish: serialized bytes or a message object (see ``serialized``)."""
+        if self.serialized:
+            return array_to_image_cdr(arr, encoding, header)
+        return array_to_image(arr, encoding, header)
