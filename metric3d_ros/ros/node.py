@@ -45,7 +45,6 @@ from metric3d_ros.core.batching.pairing import CameraInfoPairer
 from metric3d_ros.core.batching.scheduler import PAUSED, STOPPED, BatchScheduler
 from metric3d_ros.core.batching.throttle import Throttle
 from metric3d_ros.core.engine.types import Frame, OutputRequest
-from metric3d_ros.core.gc_tuning import freeze_startup_objects
 from metric3d_ros.core.geometry.camera_info import (
     CalibrationError,
     CameraInfoFields,
@@ -241,7 +240,7 @@ class DepthNode(LifecycleNode):
             from metric3d_ros.core.engine.process_engine import ProcessEngine
 
             engine = ProcessEngine(config.engine, torch_threads=config.torch_threads,
-                                   malloc_tuning=config.malloc_tuning, gc_freeze=config.gc_freeze)
+                                   malloc_tuning=config.malloc_tuning)
         else:
             import torch
 
@@ -265,9 +264,6 @@ class DepthNode(LifecycleNode):
             self.get_logger().error(f'activate failed: {exc!r}')
             self._deactivate()
             return TransitionCallbackReturn.FAILURE
-        config = self._config
-        if config is not None and config.gc_freeze:
-            freeze_startup_objects()  # what configure and activate built lives until cleanup
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -315,7 +311,7 @@ class DepthNode(LifecycleNode):
 
                 self._output_pool = OutputProcessPool(
                     self, self._outputs, config.outputs, config.output_qos, config.publisher_processes,
-                    self._on_published, malloc_tuning=config.malloc_tuning, gc_freeze=config.gc_freeze)
+                    self._on_published, malloc_tuning=config.malloc_tuning)
             elif config.publish_thread:
                 depth = 2 * config.scheduler.max_batch_size
                 self._output_thread = _OutputThread(self._publish_now, depth=depth)

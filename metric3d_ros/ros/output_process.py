@@ -64,7 +64,6 @@ class PublisherSpec:
     outputs: OutputConfig
     qos: QosSettings
     malloc_tuning: bool = True
-    gc_freeze: bool = True
 
 
 # --------------------------------------------------------------------------------------- process side
@@ -77,7 +76,6 @@ def _serve(conn, spec: PublisherSpec) -> None:
     from std_msgs.msg import Header
 
     from metric3d_ros.core.engine.process_engine import attach_block, close_block, shared_array_view
-    from metric3d_ros.core.gc_tuning import freeze_startup_objects
     from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
     if spec.malloc_tuning:
@@ -93,8 +91,6 @@ def _serve(conn, spec: PublisherSpec) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the node
         conn.send(('error', f'{type(exc).__name__}: {exc}'))
         return
-    if spec.gc_freeze:
-        freeze_startup_objects()
     conn.send(('ready', None))
     attached: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()
 
@@ -314,7 +310,7 @@ class OutputProcessPool:
 
     def __init__(self, node, outputs: dict[str, CameraOutputs], config: OutputConfig, qos: QosSettings,
                  processes: int, on_published: PublishedCallback, start_timeout_s: float = 60.0,
-                 malloc_tuning: bool = True, gc_freeze: bool = True) -> None:
+                 malloc_tuning: bool = True) -> None:
         units = [(cam, group) for cam in outputs for group in OUTPUT_GROUPS]
         count = max(1, min(int(processes), len(units)))
         assigned = {unit: k % count for k, unit in enumerate(units)}
@@ -330,7 +326,7 @@ class OutputProcessPool:
                     index=k, node_name=f'{node.get_name()}_publisher_{k}', namespace=namespace,
                     domain_id=domain_id, cameras=cams,
                     topics={cam: outputs[cam].topic_names() for cam in cams}, outputs=config, qos=qos,
-                    malloc_tuning=malloc_tuning, gc_freeze=gc_freeze,
+                    malloc_tuning=malloc_tuning,
                 )
                 self.workers.append(_Worker(spec, on_published, start_timeout_s))
             for unit, k in assigned.items():

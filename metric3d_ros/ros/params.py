@@ -123,10 +123,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
        'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
        'page-fault on every allocation', **_RO),
-    _p('gc_freeze', True, "after configuring, exclude every object alive (modules, message classes, the "
-       "network) from Python's cyclic garbage collector (gc.freeze; also in the engine and publisher "
-       'processes): its full collections, which hold the interpreter lock, then visit only newer objects',
-       **_RO),
     _p('gil_switch_interval_ms', 0.0, "Python's thread switch interval in ms (sys.setswitchinterval, "
        "process-wide); 0 keeps Python's default (5 ms). Smaller values let the executor, worker and "
        'publisher threads hand the GIL over sooner', float_range=(0.0, 100.0), **_RO),
@@ -239,7 +235,6 @@ class NodeConfig:
     gil_switch_interval_ms: float = 0.0
     engine_process: bool = False
     malloc_tuning: bool = True
-    gc_freeze: bool = True
     publisher_processes: int = 0
 
 
@@ -395,7 +390,6 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     gil_switch_interval_ms = r.get('gil_switch_interval_ms')
     engine_process = r.get('engine_process')
     malloc_tuning = r.get('malloc_tuning')
-    gc_freeze = r.get('gc_freeze')
     publisher_processes = r.get('publisher_processes')
     if isinstance(publisher_processes, int) and publisher_processes > 0 and engine_process is not True:
         r.problems.append('publisher_processes: publishing from helper processes reads the engine '
@@ -410,7 +404,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread, torch_threads=torch_threads,
         gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
-        malloc_tuning=malloc_tuning, gc_freeze=gc_freeze, publisher_processes=publisher_processes,
+        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes,
     )
 
 

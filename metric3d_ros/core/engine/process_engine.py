@@ -17,9 +17,7 @@ usual message. The child writes every output array into an output arena (created
 needed) and sends back where each array lies; this process copies them out, so results own their memory
 exactly like ``DepthEngine``'s.
 
-``malloc_tuning`` (default on) applies ``core.malloc_tuning.keep_large_allocations`` in the child, and
-``gc_freeze`` (default on) ``core.gc_tuning.freeze_startup_objects`` once it is built and after each
-warm-up. Timings:
+``malloc_tuning`` (default on) applies ``core.malloc_tuning.keep_large_allocations`` in the child. Timings:
 each result's ``timings_ms`` adds ``ipc_write_in`` (pixels into shared memory), ``ipc_wait`` (request to
 reply, the child's whole work), ``ipc_write_out`` (the child copying the outputs into shared memory, part
 of ``ipc_wait``) and ``ipc_read_out`` (copying them out here), in ms per batch.
@@ -54,7 +52,6 @@ from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine import host_memory
 from metric3d_ros.core.engine.host_memory import HostRegistration
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
-from metric3d_ros.core.gc_tuning import freeze_startup_objects
 from metric3d_ros.core.geometry.cloud import padded_xyz
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.parallel_copy import copy_parallel
@@ -224,7 +221,7 @@ class _Viewer:
 
 
 # ----------------------------------------------------------------------------------------- child side
-def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool, gc_freeze: bool) -> None:
+def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) -> None:
     """Child process main: build the engine, then answer requests until 'close' or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if malloc_tuning:
@@ -240,8 +237,6 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool, 
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         conn.send(('error', f'{type(exc).__name__}: {exc}'))
         return
-    if gc_freeze:
-        freeze_startup_objects()
     conn.send(('ready', {'device': str(engine.device)}))
     # on CUDA the arenas are pinned: frames are uploaded from, and outputs downloaded into, shared memory
     register = engine.device.type == 'cuda'
@@ -259,8 +254,6 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool, 
             try:
                 if kind == 'warmup':
                     engine.warmup(msg[1], msg[2])
-                    if gc_freeze:  # compiled code, graphs and caches made by the warm-up
-                        freeze_startup_objects()
                     reply: tuple = ('ok', None)
                 elif kind == 'infer':
                     slot, rest = msg[1], msg[2:]
@@ -358,13 +351,12 @@ class ProcessEngine:
     """``DepthEngine`` in a child process (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, torch_threads: int = 0, malloc_tuning: bool = True,
-                 output_slots: int = 4, start_timeout_s: float = 600.0, gc_freeze: bool = True) -> None:
+                 output_slots: int = 4, start_timeout_s: float = 600.0) -> None:
         if not isinstance(config, EngineConfig):
             raise TypeError(f'config must be an EngineConfig, got {type(config).__name__}')
         self.config = config
         self.torch_threads = int(torch_threads)
         self.malloc_tuning = bool(malloc_tuning)
-        self.gc_freeze = bool(gc_freeze)
         self.start_timeout_s = float(start_timeout_s)
         self.device = ''
         self.restarts = 0
@@ -386,7 +378,7 @@ class ProcessEngine:
     def _start(self) -> None:
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(target=_serve, args=(self.config, child_conn, self.torch_threads,
-                                                         self.malloc_tuning, self.gc_freeze),
+                                                         self.malloc_tuning),
                                  name='metric3d-engine', daemon=True)
         proc.start()
         child_conn.close()
