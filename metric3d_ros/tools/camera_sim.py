@@ -200,6 +200,7 @@ class CameraSimulator:
             self.infos[cam.name] = fields_to_camera_info(fields)
         self.published = {cam.name: 0 for cam in config.cameras}
         self.stamps_ns: list[int] = []
+        self.publish_ms: list[float] = []  # per tick: stamp to the last image handed to the middleware
         self._static_stamp = None
         self._last_static_s = -1e9
 
@@ -238,6 +239,15 @@ class CameraSimulator:
             self.image_pubs[cam.name].publish(image)
             self.published[cam.name] += 1
         self.stamps_ns.append(stamp_ns)
+        self.publish_ms.append((self._node.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+
+
+def _percentiles(values_ms: list[float]) -> dict[str, float]:
+    if not values_ms:
+        return {}
+    ordered = sorted(values_ms)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {'p50': round(pick(0.50), 3), 'p99': round(pick(0.99), 3), 'max': round(ordered[-1], 3)}
 
 
 def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None) -> dict:
@@ -285,6 +295,7 @@ def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None
             'ticks': tick,
             'elapsed_s': round(elapsed_s, 3),
             'rate_hz': config.rate_hz,
+            'stamp_to_published_ms': _percentiles(sim.publish_ms),
         }
         print(json.dumps(summary), flush=True)
         if summary_path:

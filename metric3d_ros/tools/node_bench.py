@@ -327,6 +327,10 @@ def run(args: argparse.Namespace) -> dict:
         'setup': {k: getattr(args, k) for k in SETUP_KEYS},
         'max_batch_size': params['max_batch_size'],
         'simulator_rate_hz': summary['ticks'] / summary['elapsed_s'] if summary['elapsed_s'] else 0.0,
+        # per simulator process: its stamp to its last image of the tick handed to the middleware
+        'simulator_stamp_to_published_ms': (
+            {cam: summaries[cam].get('stamp_to_published_ms', {}) for cam in cameras} if args.sim_per_camera
+            else summary.get('stamp_to_published_ms', {})),
         'node_exit_code': node.returncode,
         'node_diagnostics': _diag_summary(diagnostics),
         # rates over the rolling window are only meaningful while the cameras were publishing
@@ -362,6 +366,12 @@ def format_result(result: dict) -> str:
         means = {k[:-8]: v for k, v in engine.items() if k.endswith('_mean_ms') and k != 'inference_mean_ms'}
         if means:
             lines.append('  node time means (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(means.items())))
+        tails = {k[:-7]: v for k, v in engine.items() if k.startswith('stamp_to_') and k.endswith('_p99_ms')}
+        if tails:
+            lines.append('  node p99 (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(tails.items())))
+    sim_times = result.get('simulator_stamp_to_published_ms')
+    if sim_times:
+        lines.append(f'  simulator: stamp -> last image of the tick published (ms) {sim_times}')
     live = result.get('node_diagnostics_live', {})
     for cam, diag in sorted(result['node_diagnostics'].items()):
         if 'latency_p50_ms' in diag:
