@@ -161,7 +161,7 @@ class _ArenaAllocator:
     def __call__(self, numel: int, dtype):
         import torch
 
-        nbytes = int(numel) * torch.empty((), dtype=dtype).element_size()
+        nbytes = int(numel) * dtype.itemsize
         start = _aligned(self.used_b)
         if nbytes == 0 or start + nbytes > self.size_b:
             return None
@@ -295,7 +295,7 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
     start_s = time.perf_counter()
     # Where every array goes: arrays already in the arena (downloaded into it) stay where they are, the
     # others are copied behind them; if they do not fit, the arena grows (a new block) and all are copied.
-    placed: list[tuple[dict, str, np.ndarray, bool, int | None]] = []
+    placed: list[tuple[int, str, np.ndarray, bool, int | None]] = []  # result, field, array, padded, offset
     registration = outputs.registration
     for res_i, res in enumerate(results):
         for name in _ARRAY_FIELDS:
@@ -318,7 +318,7 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
             layout.append((res_i, name, stored, padded, offset, False))
     if outputs.block is None or end > outputs.block.size:
         # the arrays in the old block must survive its replacement: take them out first (rare: growth)
-        layout = [(r, n, a.copy() if not copy else a, p, o, copy) for r, n, a, p, o, copy in layout]
+        layout = [(r, n, a if copied else a.copy(), p, o, copied) for r, n, a, p, o, copied in layout]
         end = 0
         relaid = []
         for res_i, name, stored, padded, _, _ in layout:
@@ -329,9 +329,9 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
     block = outputs.reserve(max(end, 1))
     arrays: list[dict[str, SharedArray]] = [{} for _ in results]
     copies = []
-    for res_i, name, stored, padded, offset, copy in layout:
+    for res_i, name, stored, padded, offset, copied in layout:
         where = SharedArray(block.name, offset, tuple(stored.shape), stored.dtype.str, padded)
-        if copy:
+        if copied:
             copies.append((stored_array(block.buf, where), stored))
         arrays[res_i][name] = where
     copy_parallel(copies)
