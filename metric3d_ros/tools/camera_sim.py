@@ -8,11 +8,7 @@ For the node's cross-process tests and its benchmark::
 Per camera ``<name>`` it publishes ``<name>/image`` (rgb8 by default) and ``<name>/camera_info`` with the
 same header (stamp = publish time of the tick, frame_id ``<name>_optical_frame``). All cameras of one
 process share a tick, like hardware-synchronized cameras. Images are a few precomputed textured frames
-cycled (cheap enough for 4 x 1280x720 at 30 Hz); the content is not a real scene. They are published as
-serialized messages prepared once, with only the stamp written per tick (one copy per publish, like a
-C++ driver; message objects where the middleware does not read ``ros/cdr.py``'s bytes back), from a
-process with ``core.malloc_tuning`` applied; the summary reports the simulator's own time from a tick's
-stamp to its last image handed to the middleware (``stamp_to_published_ms``).
+cycled (cheap enough for 4 x 1280x720 at 30 Hz); the content is not a real scene.
 
 ``--start-at-unix-s T``: the first tick at wall-clock time T; simulator processes started with the same T
 tick together (one process per camera, like cameras with one driver each, as ``metric3d_node_bench
@@ -30,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +34,6 @@ import numpy as np
 
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
-from metric3d_ros.core.malloc_tuning import keep_large_allocations
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
 INFO_MODES = ('every', 'static', 'none')
@@ -181,11 +175,8 @@ class CameraSimulator:
     def __init__(self, node, config: SimConfig) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
-        from std_msgs.msg import Header
 
-        from metric3d_ros.ros import cdr
         from metric3d_ros.ros.conversions import array_to_image, fields_to_camera_info
-        from metric3d_ros.ros.image_conv import array_to_image_cdr
 
         self._node = node
         self._config = config
@@ -198,19 +189,13 @@ class CameraSimulator:
         self.image_pubs = {}
         self.info_pubs = {}
         self.images = {}
-        self.serialized: dict[str, list[tuple[memoryview, memoryview]]] = {}
         self.infos = {}
-        serialized = cdr.matches_middleware()
         for index, cam in enumerate(config.cameras):
             self.image_pubs[cam.name] = node.create_publisher(Image, f'{cam.name}/image', qos)
             self.info_pubs[cam.name] = node.create_publisher(CameraInfo, f'{cam.name}/camera_info', qos)
             frames = synthetic_frames(cam.width_px, cam.height_px, FRAMES_CYCLED, seed=index)
             encoded = [_encode(f, config.encoding) for f in frames]
             self.images[cam.name] = [array_to_image(e, config.encoding) for e in encoded]
-            if serialized:  # (encapsulation, stamp, rest): the stamp is bytes 4-12 of the serialized Image
-                header = Header(frame_id=cam.frame_id)
-                templates = [memoryview(array_to_image_cdr(e, config.encoding, header)) for e in encoded]
-                self.serialized[cam.name] = [(t[:4], t[12:]) for t in templates]
             fields = CameraInfoFields.from_intrinsics(cam.intrinsics, cam.width_px, cam.height_px)
             self.infos[cam.name] = fields_to_camera_info(fields)
         self.published = {cam.name: 0 for cam in config.cameras}
@@ -232,7 +217,6 @@ class CameraSimulator:
         """Publish one frame of every camera, stamped now."""
         stamp = self._node.get_clock().now().to_msg()
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-        stamp_bytes = struct.pack('<iI', stamp.sec, stamp.nanosec)
         mode = self._config.info_mode
         now_s = time.monotonic()
         send_static = mode == 'static' and now_s - self._last_static_s >= 1.0
@@ -252,12 +236,7 @@ class CameraSimulator:
             elif send_static:
                 info.header.stamp = self._static_stamp
                 self.info_pubs[cam.name].publish(info)
-            templates = self.serialized.get(cam.name)
-            if templates is not None:
-                encapsulation, rest = templates[tick_index % FRAMES_CYCLED]
-                self.image_pubs[cam.name].publish(b''.join((encapsulation, stamp_bytes, rest)))
-            else:
-                self.image_pubs[cam.name].publish(image)
+            self.image_pubs[cam.name].publish(image)
             self.published[cam.name] += 1
         self.stamps_ns.append(stamp_ns)
         self.publish_ms.append((self._node.get_clock().now().nanoseconds - stamp_ns) / 1e6)
@@ -275,7 +254,6 @@ def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None
     """Run the simulator until its duration, frame count or a signal; return the summary."""
     import rclpy
 
-    keep_large_allocations()  # per-publish buffers from the heap, not fresh page-faulting mappings
     rclpy.init(args=args)
     stop = {'flag': False}
 
