@@ -76,8 +76,8 @@ class CameraOutputs:
         self.publishers = {key: node.create_publisher(types[key], names[key], qos_profile)
                            for key in OUTPUT_TOPICS}
         self._info_cache: tuple[CameraInfoFields, int, int, CameraInfoFields] | None = None
-        # images and clouds go out as serialized bytes (one copy of the data instead of three) when this
-        # middleware reads our serialization back into the same messages (cdr.matches_middleware)
+        # images and clouds go out as serialized bytes (no Python message building and conversion) when
+        # this middleware reads our serialization back into the same messages (cdr.matches_middleware)
         self.serialized = cdr.matches_middleware()
 
     def destroy(self) -> None:
