@@ -32,6 +32,12 @@ def test_ranges_cover_whole_arrays_with_any_strides():
     assert host_memory._inside(buf.reshape(10, 10).T, low, high)
     assert not host_memory._inside(buf, low + 4, high)
     assert not host_memory._inside(buf, low, high - 1)
+    # mixed-sign strides: rows forward, columns backward; the array reaches 4 bytes below the range
+    mixed = buf.reshape(10, 10)[:, ::-1]
+    assert host_memory._inside(mixed, low, high)
+    assert not host_memory._inside(mixed[:, :], low + 4, high)
+    assert not host_memory._inside(np.lib.stride_tricks.as_strided(buf[1:], shape=(2, 2), strides=(8, -4)),
+                                   low + 4, high)
 
 
 def test_is_registered_looks_up_live_registrations(monkeypatch):

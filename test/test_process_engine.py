@@ -266,12 +266,21 @@ def test_child_keeps_downloads_in_a_registered_arena_in_place_and_copies_the_res
                 assert (pe.stored_array(block.buf, spec['arrays']['points_rgb']) == 7 + k).all()
                 assert 'ipc_write_out' in spec['timings_ms']
             assert name == block.name
-        # larger frames do not fit: the arena grows (a new, registered block) and everything is copied
+        # the first frame's downloads fit, the second's do not (beyond the 1 MiB arena): the arena grows (a
+        # new, registered block), what was downloaded into the old one is taken out first, all is copied
         old = arena.registration
-        big = [_frame(480, 640, 3, 'c')]  # beyond the 1 MiB first arena
+        mixed = [_frame(48, 64, 4, 'c'), _frame(480, 640, 5, 'd')]
         engine.pieces.clear()
-        pe._child_infer(engine, inputs, arena, '', [pe._Packed(0, (), None, '', 0, '', inline=big[0])],
-                        [FULL])
-        assert arena.registration is not old and old.closed
+        name, specs = pe._child_infer(engine, inputs, arena, '',
+                                      [pe._Packed(0, (), None, '', 0, '', inline=f) for f in mixed],
+                                      [FULL, FULL])
+        assert len(engine.pieces) == 2  # depth and points of the small frame went into the old arena
+        assert arena.registration is not old and old.closed and name == arena.block.name
+        for k, (spec, frame) in enumerate(zip(specs, mixed, strict=True)):
+            h, w = frame.image_rgb.shape[:2]
+            depth = pe.stored_array(arena.block.buf, spec['arrays']['depth_m'])
+            np.testing.assert_array_equal(depth.reshape(-1), np.arange(h * w, dtype=np.float32) + 1000 * k)
+            points = pe.shared_array_view(arena.block, spec['arrays']['points_xyz'])
+            assert points[0, 1, 0] == 4 + 1000 * k
     finally:
         arena.release()

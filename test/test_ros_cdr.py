@@ -50,6 +50,12 @@ def test_clouds_round_trip_through_the_middleware(rgb):
     assert len(raw) == len(serialize_message(want))
 
 
+def test_empty_images_serialize_like_message_objects():
+    empty = np.zeros((0, 4), dtype=np.float32)
+    raw = array_to_image_cdr(empty, '32FC1', _header('x'))
+    assert deserialize_message(raw, Image) == array_to_image(empty, '32FC1', _header('x'))
+
+
 def test_non_contiguous_arrays_are_serialized_by_value():
     arr = np.arange(48, dtype=np.float32).reshape(6, 8)[:, ::2]
     raw = array_to_image_cdr(arr, '32FC1', _header('x'))

@@ -58,8 +58,8 @@ class _Writer:
         self.offset += len(raw)
 
     def octets(self, data) -> None:
-        """A uint8[] sequence from any C-contiguous buffer (numpy array, bytes, memoryview)."""
-        view = memoryview(data).cast('B')
+        """A uint8[] sequence from a C-contiguous numpy array (or bytes)."""
+        view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))  # (also for empty arrays)
         self.u32(view.nbytes)
         self.parts.append(view)
         self.offset += view.nbytes

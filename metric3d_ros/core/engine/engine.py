@@ -155,7 +155,9 @@ class DepthEngine:
         self._timer = StageTimer(self.device)
         self._lock = threading.Lock()
         self._closed = False
-        #: where the device-to-host copies land (``transfer.HostAllocator``); None: fresh pinned blocks
+        #: where the device-to-host copies land (``transfer.HostAllocator``); None: fresh pinned blocks owned
+        #: by the results. With an allocator the results are views of its memory: its owner must not hand
+        #: the same memory out again while they are in use
         self.output_allocator: HostAllocator | None = None
 
     @classmethod
@@ -250,9 +252,20 @@ class DepthEngine:
                             results[position] = result
                     except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
                         LOG.exception('depth engine batch of %d frames failed', len(chunk))
+                        self._drain()
                         for item in chunk:
                             results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
         return [r for r in results if r is not None]
+
+    def _drain(self) -> None:
+        """Wait for the copies a failed chunk may have left in flight (they may read the caller's registered
+        host memory, which the caller reuses once ``infer`` returns)."""
+        if self.device.type != 'cuda':
+            return
+        try:
+            torch.cuda.current_stream(self.device).synchronize()
+        except Exception:  # noqa: BLE001 - a broken device already failed the chunk; nothing more to do
+            LOG.exception('waiting for the device after a failed batch failed')
 
     @staticmethod
     def _failed(frame: object, error: str) -> FrameResult:

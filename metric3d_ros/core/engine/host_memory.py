@@ -51,6 +51,7 @@ class HostRegistration:
             _RANGES.pop(self.address, None)
         import torch
 
+        torch.cuda.synchronize()  # no copy may still read or write the buffer once it is unpinned
         rc = _code(torch.cuda.cudart().cudaHostUnregister(self.address))
         if rc != 0:
             _clear_cuda_error()
@@ -65,9 +66,9 @@ def _inside(array: np.ndarray, low: int, high: int) -> bool:
     if not isinstance(array, np.ndarray) or array.size == 0:
         return False
     start = _address(array)
-    span = (np.array(array.shape) - 1) @ np.array(array.strides) if array.ndim else 0
-    first = start + min(0, int(span))
-    last = start + max(0, int(span)) + array.itemsize
+    spans = [(n - 1) * stride for n, stride in zip(array.shape, array.strides, strict=True)]
+    first = start + sum(min(0, span) for span in spans)
+    last = start + sum(max(0, span) for span in spans) + array.itemsize
     return low <= first and last <= high
 
 

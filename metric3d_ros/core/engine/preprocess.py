@@ -174,7 +174,7 @@ class Preprocessor:
     def _upload_direct(self, stacks: Sequence[Sequence[np.ndarray]], total: int) -> list[torch.Tensor]:
         """Every array lies in CUDA-registered host memory (``host_memory``): one DMA copy per array
         straight from it, no staging copy. The caller keeps the arrays unchanged until its stream is
-        synchronized (the engine synchronizes before it returns)."""
+        synchronized (``DepthEngine.infer`` synchronizes before it returns, also after a failed batch)."""
         if self._upload is None or self._upload.numel() < total:
             self._upload = torch.empty(total, dtype=torch.uint8, device=self.device)
         out = []

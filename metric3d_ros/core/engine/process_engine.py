@@ -317,8 +317,12 @@ def _child_infer(engine, inputs: _Viewer, outputs: _Arena, arena_name: str, pack
         else:
             layout.append((res_i, name, stored, padded, offset, False))
     if outputs.block is None or end > outputs.block.size:
-        # the arrays in the old block must survive its replacement: take them out first (rare: growth)
+        # the arrays in the old block must survive its replacement: take them out first (rare: growth), and
+        # let no result keep a view of the block (tensors from torch.frombuffer do not keep it mapped)
         layout = [(r, n, a if copied else a.copy(), p, o, copied) for r, n, a, p, o, copied in layout]
+        for res_i, name, _, _, _, copied in layout:
+            if not copied:
+                setattr(results[res_i], name, None)
         end = 0
         relaid = []
         for res_i, name, stored, padded, _, _ in layout:

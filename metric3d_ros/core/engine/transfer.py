@@ -6,7 +6,8 @@ host buffer into per-group numpy views. The pinned blocks come from PyTorch's ca
 stay owned by the returned arrays (a numpy view keeps its tensor alive), so results never alias the next
 batch's buffers. An ``allocator`` (``HostAllocator``) may supply the host buffers instead (the engine
 process hands out pieces of its CUDA-registered output arena, so outputs land where they are published
-from); where it returns None the pinned block is used. On the CPU nothing is copied: the numpy arrays are
+from; it reuses the arena for a later batch only once these results are consumed); where it returns None
+the pinned block is used. On the CPU nothing is copied: the numpy arrays are
 views of the result tensors.
 """
 from __future__ import annotations
