@@ -26,8 +26,8 @@ with the host, an old driver), the backend logs why and stays eager.
 
 ``channels_last`` (CUDA only): the network's 4-D weights and the input use NHWC, which the cuDNN convolutions
 of the patch embedding and the decoder prefer on tensor-core GPUs. ``compile``: ``torch.compile`` of the
-forward (mode 'default', with Inductor's weight freezing, or 'max-autotune-no-cudagraphs'; our own graphs
-capture the compiled code).
+forward (mode 'default', with Inductor's weight freezing on CUDA, or 'max-autotune-no-cudagraphs'; our own
+graphs capture the compiled code).
 ``attention``: 'sdpa' uses ``scaled_dot_product_attention`` (flash / memory-efficient kernels), 'math' the
 plain softmax attention of upstream (exact), 'auto' = sdpa (within the agreement criterion of the
 references: measured 100 % of elements in fp32 on the H100 and in the CPU end-to-end tests; 1.5x faster
