@@ -241,3 +241,14 @@ def test_publisher_processes_need_the_engine_process():
         config_from_values(values)
     values['engine_process'] = True
     assert config_from_values(values).publisher_processes == 2
+
+
+def test_input_processes_take_raw_images_only():
+    from metric3d_ros.ros.params import SPECS, ConfigError, config_from_values
+
+    values = {name: spec.default for name, spec in SPECS.items()}
+    values.update(input_processes=2, input_transport='compressed')
+    with pytest.raises(ConfigError, match="input_processes: .*input_transport: 'raw'"):
+        config_from_values(values)
+    values['input_transport'] = 'raw'
+    assert config_from_values(values).input_processes == 2

@@ -33,15 +33,18 @@ def harness():
     h.close()
 
 
-@pytest.mark.parametrize('engine_process,publishers', [(False, 0), (True, 0), (True, 2)],
-                         ids=['in_process', 'engine_process', 'publisher_processes'])
-def test_three_cameras_of_different_resolutions(harness, engine_process, publishers):
-    sub_ns = f'three_{int(engine_process)}{publishers}'
+@pytest.mark.parametrize('engine_process,publishers,receivers', [(False, 0, 0), (True, 0, 0), (True, 2, 0),
+                                                                 (True, 2, 2)],
+                         ids=['in_process', 'engine_process', 'publisher_processes', 'input_processes'])
+def test_three_cameras_of_different_resolutions(harness, engine_process, publishers, receivers):
+    sub_ns = f'three_{int(engine_process)}{publishers}{receivers}'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
     node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True,
-                      engine_process=engine_process, publisher_processes=publishers)
+                      engine_process=engine_process, publisher_processes=publishers,
+                      input_processes=receivers)
     assert type(node.engine).__name__ == ('ProcessEngine' if engine_process else 'DepthEngine')
     assert (node._output_pool is not None) == (publishers > 0)
+    assert (node._input_pool is not None) == (receivers > 0)
     def complete():
         return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 3 for cam in CAMERAS for out in OUTPUTS)
 
@@ -331,3 +334,36 @@ def test_a_killed_publisher_process_is_replaced_and_outputs_go_on(harness):
 
     publish_until(harness, node, sub_ns, cams, more, timeout_s=60.0)
     assert victim.restarts == 1 and victim.alive
+
+
+def test_receiver_processes_hand_their_slots_back_and_a_killed_one_is_replaced(harness):
+    """With input_processes the node takes no image itself: many more frames than a receiver has slots per
+    camera go through (slots come back once the node drops its views), and a killed receiver is restarted."""
+    import os
+    import signal
+
+    from metric3d_ros.ros.input_process import _SLOTS_PER_CAMERA
+
+    sub_ns = 'receivers'
+    cams = {'left': (160, 120), 'right': (96, 64)}
+    wanted = {cam: ('depth/image',) for cam in cams}
+    node = start_node(harness, sub_ns, cams, wanted, input_processes=1)
+    subscribed = [sub.topic_name for cam in node._inputs.values() for sub in cam.subscriptions]
+    assert subscribed and not any(topic.endswith('/image') for topic in subscribed)
+    frames = 3 * _SLOTS_PER_CAMERA
+
+    def got(n):
+        return lambda: all(len(harness.messages(f'{sub_ns}/{cam}/depth/image')) >= n for cam in cams)
+
+    publish_until(harness, node, sub_ns, cams, got(frames), timeout_s=90.0, period_s=0.05, min_ticks=frames)
+    assert got(frames)(), {cam: node.stats.drop_counts(cam) for cam in cams}
+    receiver = node._input_pool.receivers[0]
+    os.kill(receiver.proc.pid, signal.SIGKILL)
+    before = len(harness.messages(f'{sub_ns}/left/depth/image'))
+
+    def more():
+        return len(harness.messages(f'{sub_ns}/left/depth/image')) >= before + 3
+
+    publish_until(harness, node, sub_ns, cams, more, timeout_s=60.0)
+    assert more() and receiver.restarts == 1
+    assert 'receiver process 0 exited' in node._inputs['left'].last_error  # diagnostics name the camera

@@ -63,5 +63,24 @@ def test_non_contiguous_arrays_are_serialized_by_value():
         np.frombuffer(bytes(deserialize_message(raw, Image).data), dtype=np.float32).reshape(6, 4), arr)
 
 
+@pytest.mark.parametrize('frame_id', ['', 'cam', 'kamera_ö'])
+def test_parsing_a_middleware_serialized_image_finds_its_fields_and_pixels(frame_id):
+    pixels = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    raw = serialize_message(array_to_image(pixels, 'bgr8', _header(frame_id)))
+    got = cdr.parse_image_cdr(raw)
+    assert (got.stamp_sec, got.stamp_nanosec, got.frame_id) == (1_234_567, 999_999_999, frame_id)
+    assert (got.height, got.width, got.encoding, got.is_bigendian, got.step) == (5, 7, 'bgr8', 0, 21)
+    data = np.frombuffer(raw, dtype=np.uint8, count=got.data_size, offset=got.data_offset)
+    np.testing.assert_array_equal(data.reshape(5, 7, 3), pixels)
+
+
+def test_parsing_rejects_truncated_and_foreign_bytes():
+    raw = serialize_message(array_to_image(np.zeros((4, 4), np.float32), '32FC1', _header('x')))
+    with pytest.raises(cdr.CdrError, match='truncated'):
+        cdr.parse_image_cdr(raw[:-3])
+    with pytest.raises(cdr.CdrError, match='little-endian'):
+        cdr.parse_image_cdr(b'\x00\x00\x00\x00' + raw[4:])
+
+
 def test_the_self_check_accepts_this_middleware():
     assert cdr.matches_middleware()

@@ -154,3 +154,64 @@ def _self_check() -> bool:
                    for kind, msg, raw in samples)
     except Exception:  # noqa: BLE001 - any failure means: publish message objects
         return False
+
+
+class CdrError(ValueError):
+    """Serialized bytes that are not a little-endian CDR message of the expected type."""
+
+
+class _Reader:
+    def __init__(self, raw) -> None:
+        self.raw = memoryview(raw).cast('B')
+        if len(self.raw) < 4 or bytes(self.raw[:4]) != _ENCAPSULATION_CDR_LE:
+            raise CdrError(f'not a little-endian CDR message (header {bytes(self.raw[:4]).hex()})')
+        self.pos = 4
+
+    def _take(self, size: int, align: int) -> int:
+        self.pos += -(self.pos - 4) % align
+        start = self.pos
+        if start + size > len(self.raw):
+            raise CdrError(f'message truncated at byte {start} ({len(self.raw)} bytes)')
+        self.pos = start + size
+        return start
+
+    def u8(self) -> int:
+        return self.raw[self._take(1, 1)]
+
+    def u32(self) -> int:
+        return struct.unpack_from('<I', self.raw, self._take(4, 4))[0]
+
+    def i32(self) -> int:
+        return struct.unpack_from('<i', self.raw, self._take(4, 4))[0]
+
+    def string(self) -> str:
+        size = self.u32()
+        start = self._take(size, 1)
+        if size == 0 or self.raw[start + size - 1] != 0:
+            raise CdrError('malformed string')
+        return bytes(self.raw[start:start + size - 1]).decode('utf-8', errors='replace')
+
+
+class ImageHeader:
+    """The fields of a serialized sensor_msgs/Image and where its pixel data lies (``parse_image_cdr``)."""
+
+    __slots__ = ('stamp_sec', 'stamp_nanosec', 'frame_id', 'height', 'width', 'encoding', 'is_bigendian',
+                 'step', 'data_offset', 'data_size')
+
+    def __init__(self, **fields) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+def parse_image_cdr(raw) -> ImageHeader:
+    """Read a serialized sensor_msgs/Image without copying its pixels: the fields and the pixel data's byte
+    range in ``raw``; raises ``CdrError`` for anything else (truncated, big-endian encapsulation)."""
+    r = _Reader(raw)
+    sec, nanosec, frame_id = r.i32(), r.u32(), r.string()
+    height, width, encoding = r.u32(), r.u32(), r.string()
+    is_bigendian, step = r.u8(), r.u32()
+    size = r.u32()
+    offset = r._take(size, 1)
+    return ImageHeader(stamp_sec=sec, stamp_nanosec=nanosec, frame_id=frame_id, height=height, width=width,
+                       encoding=encoding, is_bigendian=is_bigendian, step=step, data_offset=offset,
+                       data_size=size)

@@ -140,6 +140,7 @@ class _CameraInput:
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
         self.info_warnings: tuple[str, ...] = ()
         self.lock = threading.Lock()
+        self.pair_lock = threading.Lock()  # images may come on a receiver thread, CameraInfo on the executor
 
 
 class DepthNode(LifecycleNode):
@@ -152,6 +153,7 @@ class DepthNode(LifecycleNode):
             self._startup_problems[problem.split(':', 1)[0]] = problem
         self._config: NodeConfig | None = None
         self._engine = None
+        self._input_pool = None
         self._scheduler: BatchScheduler | None = None
         self._stats: DiagnosticsStats | None = None
         self._inputs: dict[str, _CameraInput] = {}
@@ -324,15 +326,28 @@ class DepthNode(LifecycleNode):
                     cam.subscriptions.append(self.create_subscription(
                         CompressedImage, f'{name}/image/compressed',
                         lambda msg, c=cam: self._on_image(c, msg), in_qos))
-                else:
+                elif config.input_processes == 0:
                     cam.subscriptions.append(self.create_subscription(
                         Image, f'{name}/image', lambda msg, c=cam: self._on_image(c, msg), in_qos))
+            if config.input_processes > 0:
+                from metric3d_ros.ros.input_process import InputProcessPool
+
+                inputs = dict(self._inputs)
+                self._input_pool = InputProcessPool(
+                    self, {name: self.resolve_topic_name(f'{name}/image') for name in config.cameras},
+                    config.input_qos, config.input_processes,
+                    lambda name, image: self._on_image(inputs[name], image),
+                    lambda name, reason, detail: self._on_receiver_event(inputs[name], reason, detail),
+                    malloc_tuning=config.malloc_tuning)
             self._diag_timer = self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
             self._add_jump_handler()
             self._state = 'active'
         self.get_logger().info(f'active: {len(config.cameras)} camera(s)')
 
     def _deactivate(self) -> None:
+        input_pool, self._input_pool = self._input_pool, None
+        if input_pool is not None:  # no more images from receiver threads
+            input_pool.close()
         with self._state_lock:
             for cam in self._inputs.values():
                 for sub in cam.subscriptions:
@@ -423,7 +438,8 @@ class DepthNode(LifecycleNode):
                 info = _Info(camera_info_to_fields(msg))
             except (CalibrationError, ValueError) as exc:
                 info = _Info(None, str(exc))
-            cam.pairer.add(info, stamp_ns)
+            with cam.pair_lock:
+                cam.pairer.add(info, stamp_ns)
             with cam.lock:
                 held, cam.held = cam.held, None
             if held is not None:
@@ -438,6 +454,14 @@ class DepthNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
             self._reject(cam, INTERNAL_ERROR, f'image callback raised {exc!r}')
         self._timing.add('image_callback', (time.perf_counter() - start_s) * 1e3)
+
+    def _on_receiver_event(self, cam: _CameraInput, reason: str, detail: str) -> None:
+        """A receiver process dropped a frame (no free slot, unreadable bytes) or died."""
+        if reason == 'receiver_died':
+            self._note(cam, INTERNAL_ERROR, detail, None)
+        else:
+            overflow = reason == reasons.QUEUE_OVERFLOW
+            self._reject(cam, reasons.QUEUE_OVERFLOW if overflow else MALFORMED_IMAGE, detail)
 
     def _handle_image(self, cam: _CameraInput, msg) -> None:
         outputs = self._outputs.get(cam.name)
@@ -474,7 +498,8 @@ class DepthNode(LifecycleNode):
         scheduler = self._scheduler
         if config is None or scheduler is None:
             return
-        match = cam.pairer.match(pending.stamp_ns)
+        with cam.pair_lock:
+            match = cam.pairer.match(pending.stamp_ns)
         if not match.ok:
             waited_ms = (time.monotonic() - pending.received_s) * 1e3
             if may_hold and match.reason != reasons.CAMERA_INFO_TOO_NEW and waited_ms < config.info_wait_ms:

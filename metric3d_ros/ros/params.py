@@ -120,6 +120,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('publisher_processes', 0, 'publish the outputs from this many helper processes (cameras assigned '
        'round-robin; each has its own interpreter lock) reading the engine process\'s shared memory; '
        '0: publish from this process. Needs engine_process', int_range=(0, 16, 1), **_RO),
+    _p('input_processes', 0, 'receive the images in this many helper processes (cameras assigned '
+       'round-robin; raw subscriptions, pixels copied once into shared memory), so that the node process '
+       "takes no large image under its interpreter lock; 0: receive in this process. Needs input_transport "
+       "'raw'", int_range=(0, 16, 1), **_RO),
     _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
        'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
        'page-fault on every allocation', **_RO),
@@ -236,6 +240,7 @@ class NodeConfig:
     engine_process: bool = False
     malloc_tuning: bool = True
     publisher_processes: int = 0
+    input_processes: int = 0
 
 
 def declare_parameters(node) -> list[str]:
@@ -394,6 +399,10 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     if isinstance(publisher_processes, int) and publisher_processes > 0 and engine_process is not True:
         r.problems.append('publisher_processes: publishing from helper processes reads the engine '
                           "process's shared memory; set engine_process: true (or publisher_processes: 0)")
+    input_processes = r.get('input_processes')
+    if isinstance(input_processes, int) and input_processes > 0 and transport == 'compressed':
+        r.problems.append("input_processes: receiver processes take raw images; set input_transport: 'raw' "
+                          '(or input_processes: 0)')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -404,7 +413,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         log_throttle_s=log_throttle_s, autostart=autostart,
         publish_thread=publish_thread, torch_threads=torch_threads,
         gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
-        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes,
+        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes, input_processes=input_processes,
     )
 
 
