@@ -259,6 +259,7 @@ class _Receiver:
                                  step, data)
                 del data
                 self._pool.deliver(cam, image)
+                del image  # the slot goes back as soon as the node drops the frame, not at the next message
             elif kind == 'full':
                 self._pool.on_dropped(cam)
             elif kind == 'bad':
