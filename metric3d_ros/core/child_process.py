@@ -1,7 +1,40 @@
-"""Stopping a ``multiprocessing`` child that serves requests over a pipe (engine and publisher processes)."""
+"""Starting and stopping ``multiprocessing`` children that serve requests over a pipe (engine, publisher and
+receiver processes)."""
 from __future__ import annotations
 
+import multiprocessing
 import threading
+
+
+class ChildStartError(RuntimeError):
+    """A child did not answer its start-up handshake with ('ready', ...)."""
+
+
+def start_child(target, args: tuple, name: str, timeout_s: float, what: str):
+    """Spawn ``target(child_conn, *args)`` (daemon, 'spawn' start method) and wait up to ``timeout_s`` for its
+    ``('ready', detail)``; returns ``(process, parent_conn)``. Anything else (a timeout, an exit, an
+    ``('error', reason)``) kills the child and raises ``ChildStartError`` naming ``what``."""
+    ctx = multiprocessing.get_context('spawn')
+    parent_conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child_conn, *args), daemon=True, name=name)
+    proc.start()
+    child_conn.close()
+    try:
+        if not parent_conn.poll(timeout_s):
+            raise ChildStartError(f'{what} did not start within {timeout_s:g} s')
+        try:
+            kind, detail = parent_conn.recv()
+        except (EOFError, OSError) as exc:
+            raise ChildStartError(f'{what} exited while starting') from exc
+        if kind != 'ready':
+            raise ChildStartError(f'{what} failed to start: {detail}')
+    except ChildStartError:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5.0)
+        parent_conn.close()
+        raise
+    return proc, parent_conn
 
 
 def stop_child(proc, conn, timeout_s: float, send_lock: threading.Lock | None = None) -> None:

@@ -18,7 +18,6 @@ its camera's frames are missed meanwhile (diagnostics show the camera silent). R
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -28,7 +27,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from metric3d_ros.core.child_process import stop_child
+from metric3d_ros.core.child_process import start_child, stop_child
 from metric3d_ros.ros.qos import QosSettings
 
 LOG = logging.getLogger(__name__)
@@ -193,25 +192,8 @@ class _Receiver:
         self.reader.start()
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context('spawn')
-        parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child_conn, self.spec), daemon=True,
-                           name=f'metric3d-receiver-{self.spec.index}')
-        proc.start()
-        child_conn.close()
-        try:
-            if not parent_conn.poll(self._pool.start_timeout_s):
-                raise RuntimeError(f'receiver process {self.spec.index} did not start within '
-                                   f'{self._pool.start_timeout_s:g} s')
-            kind, detail = parent_conn.recv()
-            if kind != 'ready':
-                raise RuntimeError(f'receiver process {self.spec.index} failed to start: {detail}')
-        except (Exception, EOFError) as exc:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5.0)
-            parent_conn.close()
-            raise RuntimeError(f'receiver process {self.spec.index}: {exc}') from exc
+        proc, parent_conn = start_child(_serve, (self.spec,), f'metric3d-receiver-{self.spec.index}',
+                                        self._pool.start_timeout_s, f'receiver process {self.spec.index}')
         self._close_blocks()
         self.proc, self.conn = proc, parent_conn
         self.restarts += 1

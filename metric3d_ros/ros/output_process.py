@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -35,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from metric3d_ros.core.child_process import stop_child
+from metric3d_ros.core.child_process import ChildStartError, start_child, stop_child
 from metric3d_ros.core.engine.types import FrameResult
 from metric3d_ros.ros.params import OutputConfig
 from metric3d_ros.ros.publishers import CameraOutputs, Job
@@ -189,29 +188,11 @@ class _Worker:
         self.start()
 
     def start(self) -> None:
-        ctx = multiprocessing.get_context('spawn')
-        parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child_conn, self.spec), daemon=True,
-                           name=f'metric3d-publisher-{self.spec.index}')
-        proc.start()
-        child_conn.close()
         try:
-            if not parent_conn.poll(self._start_timeout_s):
-                raise OutputProcessError(f'publisher process {self.spec.index} did not start within '
-                                         f'{self._start_timeout_s:g} s')
-            try:
-                kind, detail = parent_conn.recv()
-            except (EOFError, OSError) as exc:
-                raise OutputProcessError(
-                    f'publisher process {self.spec.index} exited while starting') from exc
-            if kind != 'ready':
-                raise OutputProcessError(f'publisher process {self.spec.index} failed to start: {detail}')
-        except OutputProcessError:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5.0)
-            parent_conn.close()
-            raise
+            proc, parent_conn = start_child(_serve, (self.spec,), f'metric3d-publisher-{self.spec.index}',
+                                            self._start_timeout_s, f'publisher process {self.spec.index}')
+        except ChildStartError as exc:
+            raise OutputProcessError(str(exc)) from exc
         self.proc, self.conn = proc, parent_conn
         self.restarts += 1
         self.reader = threading.Thread(target=self._read, args=(parent_conn,), daemon=True,
