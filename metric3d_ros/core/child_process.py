@@ -26,6 +26,8 @@ def start_child(target, args: tuple, name: str, timeout_s: float, what: str):
             kind, detail = parent_conn.recv()
         except (EOFError, OSError) as exc:
             raise ChildStartError(f'{what} exited while starting') from exc
+        except (TypeError, ValueError) as exc:  # not a (kind, detail) pair
+            raise ChildStartError(f'{what} answered its start with something else: {exc}') from exc
         if kind != 'ready':
             raise ChildStartError(f'{what} failed to start: {detail}')
     except ChildStartError:

@@ -163,7 +163,7 @@ class CdrError(ValueError):
 class _Reader:
     def __init__(self, raw) -> None:
         self.raw = memoryview(raw).cast('B')
-        if len(self.raw) < 4 or bytes(self.raw[:4]) != _ENCAPSULATION_CDR_LE:
+        if len(self.raw) < 4 or bytes(self.raw[:2]) != _ENCAPSULATION_CDR_LE[:2]:  # (options bytes vary)
             raise CdrError(f'not a little-endian CDR message (header {bytes(self.raw[:4]).hex()})')
         self.pos = 4
 

@@ -10,8 +10,9 @@ Image-like object whose ``data`` is a view of that slot and hands it to its usua
 validation, counters, batching unchanged). The slot goes back to the receiver when the node no longer
 references it (the frame was processed or dropped).
 
-Each camera has up to ``_SLOTS_PER_CAMERA`` slots (created on demand, each as large as the camera's frames);
-when all are in use the receiver drops the frame and the node counts it as ``queue_overflow``. CameraInfo
+Each camera has up to ``slots_per_camera`` slots (the node passes its ``queue_depth`` + 3; created on demand,
+each as large as the camera's frames); when all are in use the receiver drops the frame and the node counts it
+as ``queue_overflow``. CameraInfo
 stays with the node (small messages). A receiver that dies is restarted by its reader thread after a pause;
 its camera's frames are missed meanwhile (diagnostics show the camera silent). Raw (uncompressed) images only.
 """
@@ -32,6 +33,8 @@ from metric3d_ros.ros.qos import QosSettings
 
 LOG = logging.getLogger(__name__)
 
+#: slots per camera when the node does not say (it passes its queue depth + 3: one frame held for its
+#: CameraInfo, one in the batch being processed, one arriving)
 _SLOTS_PER_CAMERA = 6
 
 
@@ -46,6 +49,7 @@ class ReceiverSpec:
     topics: dict  # camera -> resolved image topic
     qos: QosSettings
     malloc_tuning: bool = True
+    slots_per_camera: int = _SLOTS_PER_CAMERA
 
 
 @dataclass
@@ -107,7 +111,7 @@ def _serve(conn, spec: ReceiverSpec) -> None:
         size = head.data_size
         with lock:
             index = next((i for i in sorted(free[cam]) if slots[cam][i].size >= size), None)
-            if index is None and len(slots[cam]) < _SLOTS_PER_CAMERA:
+            if index is None and len(slots[cam]) < spec.slots_per_camera:
                 slots[cam].append(shared_memory.SharedMemory(create=True, size=max(size, 1)))
                 index = len(slots[cam]) - 1
             elif index is None and free[cam]:  # larger frames than before: replace a free slot
@@ -180,8 +184,10 @@ class _Receiver:
     def __init__(self, spec: ReceiverSpec, pool: InputProcessPool) -> None:
         self.spec = spec
         self._pool = pool
-        self._send_lock = threading.Lock()
+        # re-entrant: a slot's finalizer (which sends 'free') may run during garbage collection anywhere
+        self._send_lock = threading.RLock()
         self._blocks: dict[str, shared_memory.SharedMemory] = {}
+        self._slot_names: dict[tuple[str, int], str] = {}
         self.proc = None
         self.conn = None
         self.restarts = -1
@@ -194,13 +200,23 @@ class _Receiver:
     def _start(self) -> None:
         proc, parent_conn = start_child(_serve, (self.spec,), f'metric3d-receiver-{self.spec.index}',
                                         self._pool.start_timeout_s, f'receiver process {self.spec.index}')
+        if self.closed:  # closed while this (re)start was under way: nobody would stop it later
+            stop_child(proc, parent_conn, 5.0)
+            parent_conn.close()
+            return
         self._close_blocks()
         self.proc, self.conn = proc, parent_conn
         self.restarts += 1
 
-    def _block(self, name: str) -> shared_memory.SharedMemory:
-        from metric3d_ros.core.engine.process_engine import attach_block
+    def _block(self, cam: str, index: int, name: str) -> shared_memory.SharedMemory:
+        from metric3d_ros.core.engine.process_engine import attach_block, close_block
 
+        previous = self._slot_names.get((cam, index))
+        if previous is not None and previous != name:  # the receiver replaced the slot by a larger one
+            old = self._blocks.pop(previous, None)
+            if old is not None:
+                close_block(old)  # (unmapped once the frames that still view it are gone)
+        self._slot_names[(cam, index)] = name
         block = self._blocks.get(name)
         if block is None:
             block = self._blocks[name] = attach_block(name)
@@ -224,28 +240,38 @@ class _Receiver:
             except Exception:  # noqa: BLE001 - EOF or a broken pipe: the receiver died (or is closing)
                 if self.closed:
                     return
-                self._pool.on_receiver_died(self.spec)
+                try:
+                    self._pool.on_receiver_died(self.spec)
+                except Exception:  # noqa: BLE001 - the restart below must happen regardless
+                    LOG.exception('receiver process %d: reporting its exit failed', self.spec.index)
+                self._unlink_blocks()  # the dead process cannot remove its slots any more
                 self._restart()
                 continue
-            kind, cam = msg[0], msg[1]
-            if kind == 'image':
-                index, name, stamp, height, width, encoding, bigendian, step, size = msg[2:]
-                sec, nanosec, frame_id = stamp
-                try:
-                    block = self._block(name)
-                except FileNotFoundError:
-                    continue
-                data = np.ndarray((size,), np.uint8, block.buf)
-                weakref.finalize(data, self._free, conn, cam, index)
-                image = ShmImage(_Header(_Stamp(sec, nanosec), frame_id), height, width, encoding, bigendian,
-                                 step, data)
-                del data
-                self._pool.deliver(cam, image)
-                del image  # the slot goes back as soon as the node drops the frame, not at the next message
-            elif kind == 'full':
-                self._pool.on_dropped(cam)
-            elif kind == 'bad':
-                self._pool.on_bad(cam, msg[2])
+            try:
+                self._handle(conn, msg)
+            except Exception:  # noqa: BLE001 - one bad message must not stop this camera's images
+                LOG.exception('receiver process %d: handling %r failed', self.spec.index, msg[:2])
+
+    def _handle(self, conn, msg: tuple) -> None:
+        kind, cam = msg[0], msg[1]
+        if kind == 'image':
+            index, name, stamp, height, width, encoding, bigendian, step, size = msg[2:]
+            sec, nanosec, frame_id = stamp
+            try:
+                block = self._block(cam, index, name)
+            except FileNotFoundError:
+                self._free(conn, cam, index)
+                return
+            data = np.ndarray((size,), np.uint8, block.buf)
+            weakref.finalize(data, self._free, conn, cam, index)
+            image = ShmImage(_Header(_Stamp(sec, nanosec), frame_id), height, width, encoding, bigendian,
+                             step, data)
+            del data
+            self._pool.deliver(cam, image)
+        elif kind == 'full':
+            self._pool.on_dropped(cam)
+        elif kind == 'bad':
+            self._pool.on_bad(cam, msg[2])
 
     def _restart(self) -> None:
         while not self.closed:
@@ -254,16 +280,24 @@ class _Receiver:
                 return
             try:
                 self._start()
-                LOG.warning('receiver process %d restarted', self.spec.index)
+                if not self.closed:
+                    LOG.warning('receiver process %d restarted', self.spec.index)
                 return
             except Exception as exc:  # noqa: BLE001 - retried after a pause
                 LOG.error('restarting receiver process %d failed: %s', self.spec.index, exc)
                 time.sleep(4.0)
 
+    def _unlink_blocks(self) -> None:
+        from metric3d_ros.core.engine.process_engine import unlink_block
+
+        for block in self._blocks.values():
+            unlink_block(block)
+
     def _close_blocks(self) -> None:
         from metric3d_ros.core.engine.process_engine import close_block
 
         blocks, self._blocks = self._blocks, {}
+        self._slot_names = {}
         for block in blocks.values():
             close_block(block)
 
@@ -286,7 +320,8 @@ class InputProcessPool:
     """
 
     def __init__(self, node, topics: dict[str, str], qos: QosSettings, processes: int, on_image, on_event,
-                 malloc_tuning: bool = True, start_timeout_s: float = 60.0) -> None:
+                 malloc_tuning: bool = True, start_timeout_s: float = 60.0,
+                 slots_per_camera: int = _SLOTS_PER_CAMERA) -> None:
         cams = list(topics)
         count = max(1, min(int(processes), len(cams)))
         self.start_timeout_s = start_timeout_s
@@ -298,7 +333,8 @@ class InputProcessPool:
                 mine = {cam: topics[cam] for i, cam in enumerate(cams) if i % count == k}
                 spec = ReceiverSpec(index=k, node_name=f'{node.get_name()}_receiver_{k}',
                                     namespace=node.get_namespace(), domain_id=node.context.get_domain_id(),
-                                    topics=mine, qos=qos, malloc_tuning=malloc_tuning)
+                                    topics=mine, qos=qos, malloc_tuning=malloc_tuning,
+                                    slots_per_camera=max(2, int(slots_per_camera)))
                 self.receivers.append(_Receiver(spec, self))
         except Exception:
             self.close()

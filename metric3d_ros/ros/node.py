@@ -140,7 +140,10 @@ class _CameraInput:
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
         self.info_warnings: tuple[str, ...] = ()
         self.lock = threading.Lock()
-        self.pair_lock = threading.Lock()  # images may come on a receiver thread, CameraInfo on the executor
+        # images may come on a receiver thread, CameraInfo on the executor: pairing, holding and submitting a
+        # camera's frame happen under this lock
+        self.pair_lock = threading.RLock()
+        self.receiver_deaths = 0
 
 
 class DepthNode(LifecycleNode):
@@ -338,7 +341,7 @@ class DepthNode(LifecycleNode):
                     config.input_qos, config.input_processes,
                     lambda name, image: self._on_image(inputs[name], image),
                     lambda name, reason, detail: self._on_receiver_event(inputs[name], reason, detail),
-                    malloc_tuning=config.malloc_tuning)
+                    malloc_tuning=config.malloc_tuning, slots_per_camera=config.scheduler.queue_depth + 3)
             self._diag_timer = self.create_timer(config.diagnostics_period_s, self._publish_diagnostics)
             self._add_jump_handler()
             self._state = 'active'
@@ -438,12 +441,12 @@ class DepthNode(LifecycleNode):
                 info = _Info(camera_info_to_fields(msg))
             except (CalibrationError, ValueError) as exc:
                 info = _Info(None, str(exc))
-            with cam.pair_lock:
+            with cam.pair_lock:  # adding the info and re-pairing a held frame are one step per camera
                 cam.pairer.add(info, stamp_ns)
-            with cam.lock:
-                held, cam.held = cam.held, None
-            if held is not None:
-                self._pair_and_submit(cam, held, may_hold=True)
+                with cam.lock:
+                    held, cam.held = cam.held, None
+                if held is not None:
+                    self._pair_and_submit(cam, held, may_hold=True)
         except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
             self._note(cam, INTERNAL_ERROR, f'CameraInfo callback raised {exc!r}', None)
 
@@ -458,7 +461,9 @@ class DepthNode(LifecycleNode):
     def _on_receiver_event(self, cam: _CameraInput, reason: str, detail: str) -> None:
         """A receiver process dropped a frame (no free slot, unreadable bytes) or died."""
         if reason == 'receiver_died':
-            self._note(cam, INTERNAL_ERROR, detail, None)
+            cam.receiver_deaths += 1
+            cam.last_error = f'receiver_died: {detail}'
+            self.get_logger().error(f'camera {cam.name}: {detail}')
         else:
             overflow = reason == reasons.QUEUE_OVERFLOW
             self._reject(cam, reasons.QUEUE_OVERFLOW if overflow else MALFORMED_IMAGE, detail)
@@ -486,19 +491,20 @@ class DepthNode(LifecycleNode):
             self._reject(cam, reason, str(exc), stamp_ns)
             return
         pending = _Pending(copy_header(msg.header), rgb, stamp_ns, request, time.monotonic())
-        with cam.lock:
-            replaced, cam.held = cam.held, None
-        if replaced is not None:
-            self._reject(cam, replaced.reason, 'no matching CameraInfo arrived before the next image',
-                         replaced.stamp_ns)
-        self._pair_and_submit(cam, pending, may_hold=True)
+        with cam.pair_lock:  # against a CameraInfo callback on another thread (input_processes)
+            with cam.lock:
+                replaced, cam.held = cam.held, None
+            if replaced is not None:
+                self._reject(cam, replaced.reason, 'no matching CameraInfo arrived before the next image',
+                             replaced.stamp_ns)
+            self._pair_and_submit(cam, pending, may_hold=True)
 
     def _pair_and_submit(self, cam: _CameraInput, pending: _Pending, may_hold: bool) -> None:
         config = self._config
         scheduler = self._scheduler
         if config is None or scheduler is None:
             return
-        with cam.pair_lock:
+        with cam.pair_lock:  # (re-entrant: the callers hold it already)
             match = cam.pairer.match(pending.stamp_ns)
         if not match.ok:
             waited_ms = (time.monotonic() - pending.received_s) * 1e3

@@ -146,7 +146,7 @@ class _Arena:
             registration.close()
         if block is not None:
             close_block(block)
-            _unlink_block(block)
+            unlink_block(block)
 
 
 class _ArenaAllocator:
@@ -177,7 +177,7 @@ def close_block(block: shared_memory.SharedMemory) -> None:
         pass
 
 
-def _unlink_block(block: shared_memory.SharedMemory) -> None:
+def unlink_block(block: shared_memory.SharedMemory) -> None:
     try:
         block.unlink()
     except FileNotFoundError:  # already removed (by the other side, or the resource tracker)
@@ -217,7 +217,7 @@ class _Viewer:
     def unlink(self) -> None:
         """Remove the block's name (when its creator can no longer do it)."""
         if self.block is not None:
-            _unlink_block(self.block)
+            unlink_block(self.block)
 
 
 # ----------------------------------------------------------------------------------------- child side
