@@ -39,6 +39,19 @@ def start_child(target, args: tuple, name: str, timeout_s: float, what: str):
     return proc, parent_conn
 
 
+def requests(conn):
+    """The child side's request loop: every message from the parent until ``('close',)`` or the pipe ends
+    (the parent is gone)."""
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == 'close':
+            return
+        yield msg
+
+
 def stop_child(proc, conn, timeout_s: float, send_lock: threading.Lock | None = None) -> None:
     """Ask the child to close over ``conn``, wait ``timeout_s``, then terminate and finally kill it.
 

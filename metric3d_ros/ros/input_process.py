@@ -28,7 +28,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from metric3d_ros.core.child_process import start_child, stop_child
+from metric3d_ros.core.child_process import requests, start_child, stop_child
 from metric3d_ros.ros.qos import QosSettings
 
 LOG = logging.getLogger(__name__)
@@ -83,12 +83,12 @@ class ShmImage:
 def _serve(conn, spec: ReceiverSpec) -> None:
     """Receiver process main: take images, copy their pixels into slots, describe them to the node."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from metric3d_ros.core.malloc_tuning import keep_large_allocations
     from metric3d_ros.ros.cdr import CdrError, parse_image_cdr
+    from metric3d_ros.ros.helper_node import start_helper_node, stop_helper_node
 
     if spec.malloc_tuning:
         keep_large_allocations()
@@ -131,27 +131,20 @@ def _serve(conn, spec: ReceiverSpec) -> None:
               head.height, head.width, head.encoding, head.is_bigendian, head.step, size))
 
     def read_frees() -> None:
-        while not stop.is_set():
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break
-            if msg[0] == 'close':
+        for msg in requests(conn):
+            if stop.is_set():
                 break
             if msg[0] == 'free':
                 with lock:
                     free[msg[1]].add(msg[2])
         stop.set()
 
-    context = rclpy.Context()
     try:
-        rclpy.init(args=[], context=context, domain_id=spec.domain_id)
-        node = rclpy.create_node(spec.node_name, namespace=spec.namespace, context=context,
-                                 start_parameter_services=False)
+        node = start_helper_node(spec.node_name, spec.namespace, spec.domain_id)
         profile = spec.qos.profile()
         subs = [node.create_subscription(Image, topic, lambda raw, c=cam: on_image(c, raw), profile, raw=True)
                 for cam, topic in spec.topics.items()]
-        executor = SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
     except Exception as exc:  # noqa: BLE001 - reported to the node
         conn.send(('error', f'{type(exc).__name__}: {exc}'))
@@ -168,8 +161,7 @@ def _serve(conn, spec: ReceiverSpec) -> None:
         stop.set()
         del subs
         executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        stop_helper_node(node)
         for blocks in slots.values():
             for block in blocks:
                 block.close()

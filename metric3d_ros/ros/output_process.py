@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from metric3d_ros.core.child_process import ChildStartError, start_child, stop_child
+from metric3d_ros.core.child_process import ChildStartError, requests, start_child, stop_child
 from metric3d_ros.core.engine.types import FrameResult
 from metric3d_ros.ros.params import OutputConfig
 from metric3d_ros.ros.publishers import CameraOutputs, Job
@@ -71,19 +71,16 @@ def _serve(conn, spec: PublisherSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from multiprocessing import shared_memory
 
-    import rclpy
     from std_msgs.msg import Header
 
     from metric3d_ros.core.engine.process_engine import attach_block, close_block, shared_array_view
     from metric3d_ros.core.malloc_tuning import keep_large_allocations
+    from metric3d_ros.ros.helper_node import start_helper_node, stop_helper_node
 
     if spec.malloc_tuning:
         keep_large_allocations()
-    context = rclpy.Context()
     try:
-        rclpy.init(args=[], context=context, domain_id=spec.domain_id)
-        node = rclpy.create_node(spec.node_name, namespace=spec.namespace, context=context,
-                                 start_parameter_services=False)
+        node = start_helper_node(spec.node_name, spec.namespace, spec.domain_id)
         profile = spec.qos.profile()
         outputs = {cam: CameraOutputs(node, cam, spec.outputs, profile, topics=spec.topics[cam])
                    for cam in spec.cameras}
@@ -103,13 +100,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
         return block
 
     try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break
-            if msg[0] == 'close':
-                break
+        for msg in requests(conn):
             token, camera_id, (sec, nanosec, frame_id), info, request, meta, shared, only = msg[1:]
             start_s = time.perf_counter()
             error = None
@@ -130,8 +121,7 @@ def _serve(conn, spec: PublisherSpec) -> None:
             close_block(block)
         for out in outputs.values():
             out.destroy()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        stop_helper_node(node)
         conn.close()
 
 

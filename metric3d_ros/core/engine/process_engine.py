@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from metric3d_ros.core.child_process import stop_child
+from metric3d_ros.core.child_process import requests, stop_child
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine import host_memory
 from metric3d_ros.core.engine.host_memory import HostRegistration
@@ -243,14 +243,8 @@ def _serve(config: EngineConfig, conn, torch_threads: int, malloc_tuning: bool) 
     inputs = _Viewer(register)
     outputs: dict[int, _Arena] = {}
     try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
+        for msg in requests(conn):  # until 'close' or the parent is gone
             kind = msg[0]
-            if kind == 'close':
-                break
             try:
                 if kind == 'warmup':
                     engine.warmup(msg[1], msg[2])
