@@ -142,7 +142,7 @@ class _CameraInput:
         self.lock = threading.Lock()
         # images may come on a receiver thread, CameraInfo on the executor: pairing, holding and submitting a
         # camera's frame happen under this lock
-        self.pair_lock = threading.RLock()
+        self.pair_lock = threading.Lock()
         self.receiver_deaths = 0
 
 
@@ -504,8 +504,7 @@ class DepthNode(LifecycleNode):
         scheduler = self._scheduler
         if config is None or scheduler is None:
             return
-        with cam.pair_lock:  # (re-entrant: the callers hold it already)
-            match = cam.pairer.match(pending.stamp_ns)
+        match = cam.pairer.match(pending.stamp_ns)  # (the callers hold cam.pair_lock)
         if not match.ok:
             waited_ms = (time.monotonic() - pending.received_s) * 1e3
             if may_hold and match.reason != reasons.CAMERA_INFO_TOO_NEW and waited_ms < config.info_wait_ms:
