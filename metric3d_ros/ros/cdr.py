@@ -6,7 +6,7 @@ Here the serialized bytes are built from the array with one copy; ``Publisher.pu
 publishing, Humble and newer) then copies them into a ``std::string`` and the middleware into its payload
 and shared memory, so the number of copies is about the same and the gain is the Python message building
 and conversion: on the 2-core dev machine a 3.7 MB stride-2 cloud took 1.4 ms per publish instead of 1.7 ms,
-a 720p 32FC1 depth image 2.5-2.7 ms either way (docs/NODE.md).
+a 720p 32FC1 depth image 2.5-2.7 ms either way (docs/NODE.md, scripts/bench_publish.py).
 
 Format: plain CDR (XCDR1) little endian, the encapsulation ROS 2 middlewares use for ROS types: a 4-byte
 header ``00 01 00 00``, then the fields in declaration order, each primitive aligned to its size relative
