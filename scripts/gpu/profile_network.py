@@ -3,7 +3,8 @@ and a registered-host-memory transfer check (docs/BENCHMARKS.md, 2026-11-22).
 
 Usage: PYTHONPATH=. python3 scripts/gpu/profile_network.py CONFIG [CONFIG ...]
 CONFIG: 'registered', or variant:batch:flags with flags '+'-separated among freezing, mm1x1, cudnnbench,
-none. Writes $OUT/prof2.json and $OUT/k_*.txt (kernel tables)."""
+unfused (Metric3DNet.set_fused(False)), prof (kernel profile with other flags), none.
+Writes $OUT/prof2.json and $OUT/k_*.txt (kernel tables)."""
 import json
 import os
 import re
@@ -120,6 +121,8 @@ def run_config(spec):
     be = TorchBackend(net, 'cuda', (616, 1064), precision='bf16', max_batch_size=batch, cuda_graphs=True,
                       channels_last=True, compile_mode='default', autocast_scope='cast',
                       batch_bucket_sizes=(batch,))
+    if 'unfused' in flags:
+        be.module.net.set_fused(False)
     be._static().normal_()
     be.warmup([batch])
     ct = time.time() - t

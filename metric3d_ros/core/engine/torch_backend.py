@@ -13,9 +13,10 @@ Precision (``EngineConfig.precision``):
   per-forward weight casts, no float32 round trips between ops; the fastest): the decoder still computes its
   depth softmax over the bins, the expectation and clamp, the 6-channel GRU state, the normal normalization
   and the convex upsampling in float32, and bilinear resampling accumulates in float32. With 'all' and
-  'cast' each ConvGRU update uses one fused gate convolution (``Metric3DNet.set_fused_gates``; same
-  function, other rounding). The float32 parts may use TF32. Outputs are returned as float32 and all
-  pre/post-processing is float32. The measured deviation from fp32 is in docs/BENCHMARKS.md.
+  'cast' the network runs fused (``Metric3DNet.set_fused``: patch embedding as a matmul, one gate
+  convolution per ConvGRU update, merged and channel-aligned convolutions; same function, other
+  rounding). The float32 parts may use TF32. Outputs are returned as float32 and all pre/post-processing is
+  float32. The measured deviation from fp32 is in docs/BENCHMARKS.md.
 
 CUDA graphs (``cuda_graphs``, CUDA only): after ``warmup_iters`` eager passes per bucket on a side stream,
 one graph is captured per batch-size bucket (powers of two up to ``max_batch_size`` and the maximum), all
@@ -160,8 +161,8 @@ class TorchBackend:
         reduced = _DTYPES[precision] != torch.float32
         if reduced and autocast_scope == 'cast':
             net = net.to(_DTYPES[precision])
-        if reduced and autocast_scope != 'encoder' and hasattr(net, 'set_fused_gates'):
-            net.set_fused_gates(True)
+        if reduced and autocast_scope != 'encoder' and hasattr(net, 'set_fused'):
+            net.set_fused(True)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.module = _Forward(net, _DTYPES[precision], autocast_scope, self.device, self.channels_last,

@@ -18,7 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metric3d_ros.core.model.dpt import DecoderFeature, EncoderFeature
-from metric3d_ros.core.model.gru import BasicMultiUpdateBlock, ContextFeatureEncoder, convex_upsample
+from metric3d_ros.core.model.gru import (
+    BasicMultiUpdateBlock,
+    ContextFeatureEncoder,
+    convex_upsample,
+)
+from metric3d_ros.core.model.merged_convs import conv_aligned, shared_conv
 from metric3d_ros.core.model.specs import VariantSpec
 
 _MIN_KAPPA = 0.01
@@ -69,9 +74,20 @@ class RAFTDepthNormalDecoder(nn.Module):
             [nn.Conv2d(hidden, 3 * hidden, kernel_size=3, padding=1) for _ in range(3)])
         self.update_block = BasicMultiUpdateBlock(dec.hidden_channels, dec.gru_input_channels,
                                                   dec.upsample_factor)
-        # reduced-precision option (set by the torch backend for bf16/fp16 decoders): one fused gate conv
-        # per GRU update instead of three (ConvGRU.fused_gates); False keeps upstream's arithmetic
-        self.fused_gates = False
+        self.fused = False  # see set_fused
+
+    def set_fused(self, fused: bool) -> None:
+        """True: the fused decoder, the same function computed with fewer, wider convolutions.
+
+        One gate convolution per ConvGRU update instead of three (``ConvGRU.fused_gates``), GRU inputs padded
+        to a multiple of 8 channels, the two first convs of the depth and normal heads merged, the paired
+        context heads and flow-head convs merged (``merged_convs``) and the DPT 1x1 convs before the
+        upsampling. Other rounding than upstream's order of
+        operations: the torch backend enables it for bf16/fp16 decoders; False keeps upstream's arithmetic.
+        """
+        self.fused = bool(fused)
+        for block in (self.decoder_mono.upconv_1, self.decoder_mono.upconv_2, self.decoder_mono.upconv_3):
+            block.conv_first = self.fused
 
     def clamp_depth(self, x: Tensor) -> Tensor:
         """Clamp to [min_depth, max_depth] with upstream's ReLU arithmetic (same rounding)."""
@@ -84,12 +100,23 @@ class RAFTDepthNormalDecoder(nn.Module):
                                   device=like.device, dtype=torch.float32)
         return torch.exp(log_bins).to(like.dtype)
 
-    def regress_depth(self, features: Tensor) -> Tensor:
-        """Initial depth, as the GRU state stores it: (clamped expectation - max_depth) / regress_scale.
+    def heads(self, shared: Tensor) -> tuple[Tensor, Tensor]:
+        """Depth-bin logits and raw normal (xyz) of the shared 1/4 features."""
+        if not self.fused:
+            return self.depth_regressor(shared), self.normal_predictor(shared)
+        depth_conv, _, depth_out = self.depth_regressor
+        normal_conv, _, normal_1, _, normal_2, _, normal_out = self.normal_predictor
+        y = F.relu(shared_conv(shared, depth_conv, normal_conv))
+        logits = depth_out(y[:, :self.depth_bins])
+        normal = F.relu(normal_2(F.relu(normal_1(y[:, self.depth_bins:]))))
+        return logits, conv_aligned(normal, normal_out.weight, normal_out.bias)
 
-        The softmax over the bins, the expectation and the clamp run in float32 whatever the features' dtype.
+    def regress_depth(self, logits: Tensor) -> Tensor:
+        """Initial depth from the bin logits, as the GRU state stores it: (clamped expectation - max_depth) /
+        regress_scale. The softmax over the bins, the expectation and the clamp run in float32 whatever the
+        logits' dtype.
         """
-        prob = self.depth_regressor(features).float().softmax(dim=1)
+        prob = logits.float().softmax(dim=1)
         depth = torch.sum(prob * self.bins(prob).view(1, -1, 1, 1), dim=1, keepdim=True)
         return (self.clamp_depth(depth) - self.max_depth) / self.regress_scale
 
@@ -107,19 +134,20 @@ class RAFTDepthNormalDecoder(nn.Module):
         shared = fused[:, :-2]
         depth_confidence = fused[:, -2:-1]
         normal_confidence = fused[:, -1:]
-        depth = self.regress_depth(shared)
+        depth_logits, normal_xyz = self.heads(shared)
+        depth = self.regress_depth(depth_logits)
         # the 6-channel state (depth, confidence, normal, kappa) is float32 in every precision
-        normal = norm_normalize(torch.cat([self.normal_predictor(shared), normal_confidence], dim=1).float())
+        normal = norm_normalize(torch.cat([normal_xyz, normal_confidence], dim=1).float())
         state = torch.cat((depth, depth_confidence.float(), normal), dim=1)
 
         # Upstream's DPT residual units rectify their inputs in place, so the context encoder sees
         # relu() of the 1/7 and 1/14 readouts (the 1/4 readout is untouched).
-        context = self.context_feature_encoder(f4, F.relu(f7), F.relu(f14b))
+        context = self.context_feature_encoder(f4, F.relu(f7), F.relu(f14b), fused=self.fused)
         net = [torch.tanh(hidden) for hidden, _ in context]
         # context pre-activations [cz, cr, cq] per level, (N, 3 * hidden, H, W)
         inp = [conv(F.relu(ctx)) for (_, ctx), conv in zip(context, self.context_zqr_convs, strict=True)]
         gates = None
-        if self.fused_gates:
+        if self.fused:
             gates = self.update_block.fused_gates()
             inp = [c + g[1].to(c.dtype).view(1, -1, 1, 1) for c, g in zip(inp, gates, strict=True)]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metric3d_ros.core.model.merged_convs import conv_aligned
 from metric3d_ros.core.model.resample import bilinear_align_corners, nearest_upsample_3_5
 
 
@@ -94,6 +95,9 @@ class FuseBlock(nn.Module):
                  upsample: tuple[int, int] | None = (2, 1)) -> None:
         super().__init__()
         self.upsample = upsample
+        # fused decoder: the 1x1 conv before the upsampling (both linear, bilinear weights sum to 1: the
+        # same function at a fraction of the cost), output channels aligned to a multiple of 8
+        self.conv_first = False
         self.way_trunk = ConvBlock(in_channels)
         self.way_branch = ConvBlock(in_channels) if fuse else None
         self.out_conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
@@ -104,9 +108,12 @@ class FuseBlock(nn.Module):
                 raise ValueError('this fusion block takes no skip input')
             x = x + self.way_branch(skip)
         x = self.way_trunk(x)
-        if self.upsample is not None:
-            x = bilinear_align_corners(x, *self.upsample)
-        return self.out_conv(x)
+        if self.upsample is None:
+            return self.out_conv(x)
+        if self.conv_first:
+            x = conv_aligned(x, self.out_conv.weight, self.out_conv.bias)
+            return bilinear_align_corners(x, *self.upsample)
+        return self.out_conv(bilinear_align_corners(x, *self.upsample))
 
 
 class DecoderFeature(nn.Module):

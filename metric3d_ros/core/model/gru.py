@@ -8,6 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metric3d_ros.core.model.merged_convs import (
+    block_diagonal,
+    channel_pad,
+    conv_aligned,
+    memory_format_of,
+    pad_channels,
+    pair_conv,
+    pair_layer_norm,
+    shared_conv,
+)
 from metric3d_ros.core.model.resample import resize_like
 
 
@@ -18,14 +28,7 @@ class LayerNorm2d(nn.LayerNorm):
         # Same values as upstream's permute-contiguous-norm-permute-contiguous; the result keeps the input's
         # memory format (NCHW in, NCHW out as upstream; channels_last in, channels_last out without copies).
         y = super().forward(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
-        return y.contiguous(memory_format=_memory_format(x))
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    """channels_last if ``x`` is stored so (and is not also plain contiguous), else contiguous_format."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+        return y.contiguous(memory_format=memory_format_of(x))
 
 
 class ResidualBlock(nn.Module):
@@ -49,6 +52,14 @@ class ResidualBlock(nn.Module):
         y = F.relu(self.norm2(self.conv2(y)))
         return F.relu(self.downsample(x) + y)
 
+    def pair_forward(self, other: ResidualBlock, x: Tensor) -> Tensor:
+        """``cat([self(x), other(x)])`` with the two blocks' convolutions merged (fused decoder)."""
+        y = F.relu(pair_layer_norm(shared_conv(x, self.conv1, other.conv1), self.norm1, other.norm1))
+        y = F.relu(pair_layer_norm(pair_conv(y, self.conv2, other.conv2), self.norm2, other.norm2))
+        skip = shared_conv(x, self.downsample[0], other.downsample[0])
+        skip = pair_layer_norm(skip, self.norm3, other.norm3)
+        return F.relu(skip + y)
+
 
 def _context_head(in_planes: int, planes: int) -> nn.Sequential:
     return nn.Sequential(ResidualBlock(in_planes, planes),
@@ -64,10 +75,23 @@ class ContextFeatureEncoder(nn.Module):
         self.outputs08 = nn.ModuleList([_context_head(in_channels[1], hidden) for _ in range(2)])
         self.outputs16 = nn.ModuleList([_context_head(in_channels[2], hidden) for _ in range(2)])
 
-    def forward(self, f4: Tensor, f8: Tensor, f16: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """(hidden, context) pre-activations per scale, finest first."""
-        return [(heads[0](f), heads[1](f)) for heads, f in
-                ((self.outputs04, f4), (self.outputs08, f8), (self.outputs16, f16))]
+    def forward(self, f4: Tensor, f8: Tensor, f16: Tensor,
+                fused: bool = False) -> list[tuple[Tensor, Tensor]]:
+        """(hidden, context) pre-activations per scale, finest first.
+
+        ``fused``: the two heads of a scale share their input, so their convolutions run merged (shared
+        input: one conv with both weight sets; separate inputs: one block-diagonal conv); same function.
+        """
+        levels = ((self.outputs04, f4), (self.outputs08, f8), (self.outputs16, f16))
+        if not fused:
+            return [(heads[0](f), heads[1](f)) for heads, f in levels]
+        out = []
+        for heads, f in levels:
+            y = heads[0][0].pair_forward(heads[1][0], f)
+            y = pair_conv(y, heads[0][1], heads[1][1])
+            hidden = heads[0][1].out_channels
+            out.append((y[:, :hidden], y[:, hidden:]))
+        return out
 
 
 class ConvGRU(nn.Module):
@@ -83,20 +107,23 @@ class ConvGRU(nn.Module):
     def __init__(self, hidden: int, input_dim: int) -> None:
         super().__init__()
         self.hidden = hidden
+        # zero input channels the fused gate conv appends (cuDNN aligns channels to multiples of 8)
+        self.input_pad = channel_pad(hidden + input_dim)
         self.convz = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convr = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convq = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
 
     def fused_gates(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(w_zrq, b_zrq, w_qh): w_zrq (3 * hidden, hidden + input, 3, 3) is [Wz; Wr; [0 | Wq_x]], b_zrq the
-        three biases (to add to the context once per forward), w_qh = Wq_h (hidden, hidden, 3, 3)."""
+        """(w_zrq, b_zrq, w_qh): w_zrq (3 * hidden, hidden + input + input_pad, 3, 3) is [Wz; Wr; [0 | Wq_x]]
+        with ``input_pad`` zero input channels appended, b_zrq the three biases (to add to the context once
+        per forward), w_qh = Wq_h (hidden, hidden, 3, 3)."""
         hid = self.hidden
         wq = self.convq.weight
         w_qx = torch.cat([torch.zeros_like(wq[:, :hid]), wq[:, hid:]], dim=1)
-        w_zrq = torch.cat([self.convz.weight, self.convr.weight, w_qx], dim=0)
+        w_zrq = pad_channels(torch.cat([self.convz.weight, self.convr.weight, w_qx], dim=0), self.input_pad)
         b_zrq = torch.cat([self.convz.bias, self.convr.bias, self.convq.bias])
-        w_qh = wq[:, :hid].contiguous(memory_format=_memory_format(wq))
-        return w_zrq.contiguous(memory_format=_memory_format(wq)), b_zrq, w_qh
+        w_qh = wq[:, :hid].contiguous(memory_format=memory_format_of(wq))
+        return w_zrq.contiguous(memory_format=memory_format_of(wq)), b_zrq, w_qh
 
     def forward(self, h: Tensor, context: Tensor | tuple[Tensor, Tensor, Tensor], *inputs: Tensor,
                 gates: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
@@ -105,7 +132,8 @@ class ConvGRU(nn.Module):
                 context = torch.cat(context, dim=1)
             hid = self.hidden
             w_zrq, _, w_qh = gates
-            zrq = F.conv2d(torch.cat([h, *inputs], dim=1), w_zrq, None, padding=1) + context
+            hx = pad_channels(torch.cat([h, *inputs], dim=1), self.input_pad)
+            zrq = F.conv2d(hx, w_zrq, None, padding=1) + context
             z = torch.sigmoid(zrq[:, :hid])
             r = torch.sigmoid(zrq[:, hid:2 * hid])
             q = torch.tanh(F.conv2d(r * h, w_qh, None, padding=1) + zrq[:, 2 * hid:])
@@ -129,7 +157,11 @@ class FlowHead(nn.Module):
         self.conv1n = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1)
         self.conv2n = nn.Conv2d(hidden, 4, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fused: bool = False) -> Tensor:
+        if fused:  # both first convs in one, both second convs in one block-diagonal conv (8 outputs)
+            y = F.relu(shared_conv(x, self.conv1d, self.conv1n))
+            weight = block_diagonal(self.conv2d.weight, self.conv2n.weight)
+            return conv_aligned(y, weight, torch.cat([self.conv2d.bias, self.conv2n.bias]), padding=1)
         depth = self.conv2d(F.relu(self.conv1d(x)))
         normal = self.conv2n(F.relu(self.conv1n(x)))
         return torch.cat((depth, normal), dim=1)
@@ -178,7 +210,7 @@ class BasicMultiUpdateBlock(nn.Module):
         self.step_mid(net, inp, gates)
         net[0] = self.gru08(net[0], inp[0], flow.to(net[0].dtype), resize_like(net[1], net[0]),
                             gates=gates and gates[0])
-        return self.flow_head(net[0])
+        return self.flow_head(net[0], fused=gates is not None)
 
     def upsample_mask(self, net: list[Tensor]) -> Tensor:
         """Convex-upsampling mask logits from the finest hidden state.
@@ -201,3 +233,4 @@ def convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     patches = torch.stack([padded[:, :, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], dim=2)
     up = torch.sum(weights * patches.view(n, d, 9, 1, 1, h, w), dim=2)
     return up.permute(0, 1, 4, 2, 5, 3).reshape(n, d, factor * h, factor * w)
+

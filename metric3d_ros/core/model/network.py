@@ -60,10 +60,12 @@ class Metric3DNet(nn.Module):
         """True: ``scaled_dot_product_attention`` (faster); False: plain softmax (upstream-exact)."""
         self.depth_model.encoder.set_fused_attention(fused)
 
-    def set_fused_gates(self, fused: bool) -> None:
-        """True: each ConvGRU update uses one fused gate convolution (reduced-precision option, other
-        rounding); False (default): upstream's three convolutions."""
-        self.depth_model.decoder.fused_gates = bool(fused)
+    def set_fused(self, fused: bool) -> None:
+        """True: the same function with fewer, wider kernels (a reduced-precision option, other rounding):
+        the patch embedding as a matmul (``PatchEmbed``) and the fused decoder
+        (``RAFTDepthNormalDecoder.set_fused``); False (default): upstream's arithmetic."""
+        self.depth_model.encoder.set_patch_matmul(fused)
+        self.depth_model.decoder.set_fused(fused)
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):

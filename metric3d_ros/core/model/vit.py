@@ -22,10 +22,21 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
         super().__init__()
+        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        # True: one matmul over the unfolded patches (same function, other summation order): cuDNN runs
+        # this 3-channel, stride-14 conv at a few % of the tensor cores' rate (H100: 0.46 ms for 8 frames)
+        self.as_matmul = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        if not self.as_matmul:
+            return self.proj(x).flatten(2).transpose(1, 2)
+        p = self.patch_size
+        # (B, C, h*p, w*p) -> (B, h*w, p*p*C) in (row, column, channel) order, a copy from NHWC memory
+        patches = x.permute(0, 2, 3, 1).unflatten(1, (-1, p)).unflatten(3, (-1, p)).permute(0, 1, 3, 2, 4, 5)
+        patches = patches.flatten(3).flatten(1, 2)
+        weight = self.proj.weight.permute(0, 2, 3, 1).flatten(1)
+        return F.linear(patches, weight, self.proj.bias)
 
 
 class LayerScale(nn.Module):
@@ -136,6 +147,10 @@ class DinoVisionTransformer(nn.Module):
         self.blocks = nn.ModuleList([BlockChunk([Block(spec, fused_attention) for _ in range(spec.depth)])])
         self.norm = nn.LayerNorm(dim, eps=spec.layer_norm_eps)
         self._pos_cache: OrderedDict[tuple, Tensor] = OrderedDict()
+
+    def set_patch_matmul(self, enabled: bool) -> None:
+        """True: the patch embedding as one matmul over unfolded patches (see ``PatchEmbed``)."""
+        self.patch_embed.as_matmul = bool(enabled)
 
     def set_fused_attention(self, fused: bool) -> None:
         """Switch every block between plain softmax attention and ``scaled_dot_product_attention``."""
