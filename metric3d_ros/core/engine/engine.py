@@ -317,7 +317,6 @@ class DepthEngine:
         batch = self._batch_tensor(b)
         staged = self._pre.stage(images, letterboxes, groups)
         timer.mark('upload')
-        self._pre.fill(batch, staged, letterboxes, groups)
         post_groups = []
         for start, stop in groups:
             first = ordered[start]
@@ -336,11 +335,18 @@ class DepthEngine:
             ))
         download = PendingDownload(self.device, self.output_allocator)
         rgb_index: dict[int, int] = {}
-        for gi, g in enumerate(post_groups):
-            if g.request.cloud_rgb and g.request.resolution == 'network':
-                rgb_index[gi] = download.add('rgb', post.decimated_rgb_network(batch, g))
-        if self.backend.input_format == 'normalized':
-            self._pre.normalize_(batch)
+        rgb_groups = [gi for gi, g in enumerate(post_groups)
+                      if g.request.cloud_rgb and g.request.resolution == 'network']
+        normalized = self.backend.input_format == 'normalized'
+        # one kernel per group where it can (CUDA, device_exact); the colours of a network-resolution cloud
+        # are read from the 0..255 batch, so those batches take the unfused path
+        if not (normalized and not rgb_groups
+                and self._pre.fill_normalized(batch, staged, letterboxes, groups)):
+            self._pre.fill(batch, staged, letterboxes, groups)
+            for gi in rgb_groups:
+                rgb_index[gi] = download.add('rgb', post.decimated_rgb_network(batch, post_groups[gi]))
+            if normalized:
+                self._pre.normalize_(batch)
         timer.mark('preprocess')
 
         out = self.backend.run(batch, metas)

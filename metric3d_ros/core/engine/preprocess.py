@@ -20,7 +20,9 @@ Three ways to build the network batch (``EngineConfig.preprocess``):
 
 In all modes the padding holds (124, 116, 104), the mean colour as OpenCV rounds it into uint8, and the
 normalization is ``(x - mean) / std`` in float32 in place in the batch tensor (bit-identical to upstream's
-``torch.div(rgb - mean, std)``). Frames of equal size are resized together in one call.
+``torch.div(rgb - mean, std)``). Frames of equal size are resized together in one call. On CUDA with
+Triton, ``'device_exact'`` resizing, padding and normalization run as one kernel per group
+(``fill_normalized``, ``fused_preprocess.py``; the same numbers).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metric3d_ros.core.engine import fused_preprocess
 from metric3d_ros.core.engine.backend import MEAN_RGB, STD_RGB
 from metric3d_ros.core.engine.host_memory import is_registered
 from metric3d_ros.core.engine.reference import reference_letterbox_u8
@@ -229,6 +232,23 @@ class Preprocessor:
             lb = letterboxes[start]
             rows, cols = lb.unpad_slices
             batch[start:stop, :, rows, cols] = self.resize(stack, lb)
+
+    def fill_normalized(self, batch: torch.Tensor, staged: Sequence[torch.Tensor],
+                        letterboxes: Sequence[Letterbox], groups: Sequence[tuple[int, int]]) -> bool:
+        """``fill`` then ``normalize_`` as one Triton kernel per group (``fused_preprocess``; same numbers).
+
+        Only for ``'device_exact'`` on CUDA with Triton and a contiguous batch; returns False (nothing
+        written) otherwise, and the caller uses ``fill`` + ``normalize_``.
+        """
+        if (self.mode != 'device_exact' or not fused_preprocess.available(self.device.type)
+                or not batch.is_contiguous()):
+            return False
+        for (start, stop), stack in zip(groups, staged, strict=True):
+            lb = letterboxes[start]
+            tables = self._exact_tables((lb.src_height, lb.src_width), (lb.resized_height, lb.resized_width))
+            fused_preprocess.letterbox_normalize(batch[start:stop], stack, tables, lb, MEAN_RGB, STD_RGB,
+                                                 PADDING_RGB_UINT8)
+        return True
 
     def normalize_(self, batch: torch.Tensor) -> torch.Tensor:
         """In place ``(x - mean) / std`` (float32), as upstream computes it."""
