@@ -169,7 +169,8 @@ def test_fused_preprocessing_is_bit_identical_on_cuda():
     dev = torch.device('cuda')
     pre = Preprocessor((616, 1064), dev, 'device_exact')
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in ((720, 1280), (720, 1280), (123, 457))]
+    sizes = ((720, 1280), (720, 1280), (123, 457))
+    images = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in sizes]
     lbs = [compute_letterbox(im.shape[0], im.shape[1], 616, 1064) for im in images]
     groups = [(0, 2), (2, 3)]
     staged = pre.stage(images, lbs, groups)

@@ -1,7 +1,7 @@
 """GPU check of the fused preprocessing kernel (core/engine/fused_preprocess.py) against the torch path.
 
-For several frame sizes (down- and upscaling, odd sizes) and batch sizes: the torch path (``Preprocessor.fill``
-+ ``normalize_``) and the fused kernel (``fill_normalized``) must give bit-identical batches; then both are
+For several frame sizes (down- and upscaling, odd sizes) and batch sizes: the torch path
+(``Preprocessor.fill`` + ``normalize_``) and the fused kernel (``fill_normalized``) must give bit-identical batches; then both are
 timed for eight 720p frames and for the 4-camera mix. Usage: PYTHONPATH=. python3
 scripts/gpu/fused_preprocess_check.py (prints one JSON line, also written to $OUT/fused_preprocess.json).
 """
@@ -22,7 +22,7 @@ rng = np.random.default_rng(0)
 
 def groups_of(sizes):
     groups, start = [], 0
-    for hw, n in sizes:
+    for _hw, n in sizes:
         groups.append((start, start + n))
         start += n
     return groups
