@@ -1,8 +1,8 @@
 """GPU check of the fused preprocessing kernel (core/engine/fused_preprocess.py) against the torch path.
 
 For several frame sizes (down- and upscaling, odd sizes) and batch sizes: the torch path
-(``Preprocessor.fill`` + ``normalize_``) and the fused kernel (``fill_normalized``) must give bit-identical batches; then both are
-timed for eight 720p frames and for the 4-camera mix. Usage: PYTHONPATH=. python3
+(``Preprocessor.fill`` + ``normalize_``) and the fused kernel (``fill_normalized``) must give bit-identical
+batches; then both are timed for eight 720p frames and for the 4-camera mix. Usage: PYTHONPATH=. python3
 scripts/gpu/fused_preprocess_check.py (prints one JSON line, also written to $OUT/fused_preprocess.json).
 """
 import json
