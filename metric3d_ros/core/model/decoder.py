@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metric3d_ros.core.model import convex_cuda
 from metric3d_ros.core.model.dpt import DecoderFeature, EncoderFeature
 from metric3d_ros.core.model.gru import (
     BasicMultiUpdateBlock,
@@ -75,17 +76,20 @@ class RAFTDepthNormalDecoder(nn.Module):
         self.update_block = BasicMultiUpdateBlock(dec.hidden_channels, dec.gru_input_channels,
                                                   dec.upsample_factor)
         self.fused = False  # see set_fused
+        self.convex_kernel = False  # fused decoder on CUDA: the Triton convex upsampling (convex_cuda.py)
 
     def set_fused(self, fused: bool) -> None:
         """True: the fused decoder, the same function computed with fewer, wider convolutions.
 
         One gate convolution per ConvGRU update instead of three (``ConvGRU.fused_gates``), GRU inputs padded
         to a multiple of 8 channels, the two first convs of the depth and normal heads merged, the paired
-        context heads and flow-head convs merged (``merged_convs``) and the DPT 1x1 convs before the
-        upsampling. Other rounding than upstream's order of
-        operations: the torch backend enables it for bf16/fp16 decoders; False keeps upstream's arithmetic.
+        context heads and flow-head convs merged (``merged_convs``), the DPT 1x1 convs before the
+        upsampling, and on CUDA (with Triton) the convex upsampling as one kernel (``convex_cuda``). Other
+        rounding than upstream's order of operations: the torch backend enables it for bf16/fp16 decoders;
+        False keeps upstream's arithmetic.
         """
         self.fused = bool(fused)
+        self.convex_kernel = self.fused and convex_cuda.available('cuda')
         for block in (self.decoder_mono.upconv_1, self.decoder_mono.upconv_2, self.decoder_mono.upconv_3):
             block.conv_first = self.fused
 
@@ -156,6 +160,10 @@ class RAFTDepthNormalDecoder(nn.Module):
             self.update_block.step_mid(net, inp, gates)
             state = state + self.update_block.step_full(net, inp, state, gates)
 
-        up = convex_upsample(state, self.update_block.upsample_mask(net), self.upsample_factor)
+        mask = self.update_block.upsample_mask(net)
+        if self.convex_kernel and state.is_cuda:
+            up = convex_cuda.convex_upsample_op(state, mask, self.upsample_factor)
+        else:
+            up = convex_upsample(state, mask, self.upsample_factor)
         depth = self.clamp_depth(up[:, :1] * self.regress_scale + self.max_depth)
         return depth, up[:, 1:2], norm_normalize(up[:, 2:])
