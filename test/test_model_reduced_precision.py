@@ -31,7 +31,7 @@ def test_fused_gates_compute_the_same_gru_update():
     assert torch.equal(ref, gru(h, tuple(context.split(16, dim=1)), *inputs))
     gates = gru.fused_gates()
     assert gru.input_pad == 2 and gates[0].shape == (48, 40, 3, 3)  # 38 input channels padded to 40
-    assert gates[1].shape == (48,) and gates[2].shape == (16, 16, 3, 3)
+    assert gates[1].shape == (48,) and gates[2].shape == (64, 16, 3, 3)  # r*h conv: 16 outputs padded to 64
     folded = context + gates[1].view(1, -1, 1, 1)  # the decoder folds the biases into the context once
     assert _rel(gru(h, folded, *inputs, gates=gates), ref) < 1e-5
 

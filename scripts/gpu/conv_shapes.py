@@ -165,6 +165,10 @@ def main():
         alts['qh4_48'] = conv_ms(n, hid, *p4, hid, 3)
         alts['qh4_out64'] = conv_ms(n, hid, *p4, 64, 3)
         alts['qh14_48'] = conv_ms(n, hid, *p14, hid, 3)
+        alts['qh14_out64'] = conv_ms(n, hid, *p14, 64, 3)
+        for out in (16, 32, 64):
+            alts[f'flow_conv2_blockdiag_out{out}'] = conv_ms(n, 2 * hid, *p4, out, 3)
+        alts['mask1x1_48_144'] = conv_ms(n, hid, *p4, 144, 1)
         alts['flow1_merged_96'] = conv_ms(n, hid, *p4, 2 * hid, 3)
         torch.backends.cudnn.benchmark = True
         alts['bench_qh7_48'] = conv_ms(n, hid, *p7, hid, 3)

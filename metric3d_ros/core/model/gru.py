@@ -109,6 +109,9 @@ class ConvGRU(nn.Module):
         self.hidden = hidden
         # zero input channels the fused gate conv appends (cuDNN aligns channels to multiples of 8)
         self.input_pad = channel_pad(hidden + input_dim)
+        # output channels the fused r*h conv is padded to (sliced back): cuDNN runs 48 -> 48 3x3 convs at
+        # 1/8 resolution 2.6x slower than 48 -> 64 (H100, scripts/gpu/conv_shapes.py)
+        self.qh_out_pad = channel_pad(hidden, 64) if hidden < 64 else 0
         self.convz = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convr = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
         self.convq = nn.Conv2d(hidden + input_dim, hidden, kernel_size=3, padding=1)
@@ -116,13 +119,14 @@ class ConvGRU(nn.Module):
     def fused_gates(self) -> tuple[Tensor, Tensor, Tensor]:
         """(w_zrq, b_zrq, w_qh): w_zrq (3 * hidden, hidden + input + input_pad, 3, 3) is [Wz; Wr; [0 | Wq_x]]
         with ``input_pad`` zero input channels appended, b_zrq the three biases (to add to the context once
-        per forward), w_qh = Wq_h (hidden, hidden, 3, 3)."""
+        per forward), w_qh = Wq_h (hidden + qh_out_pad, hidden, 3, 3) with zero rows appended."""
         hid = self.hidden
         wq = self.convq.weight
         w_qx = torch.cat([torch.zeros_like(wq[:, :hid]), wq[:, hid:]], dim=1)
         w_zrq = pad_channels(torch.cat([self.convz.weight, self.convr.weight, w_qx], dim=0), self.input_pad)
         b_zrq = torch.cat([self.convz.bias, self.convr.bias, self.convq.bias])
-        w_qh = wq[:, :hid].contiguous(memory_format=memory_format_of(wq))
+        w_qh = F.pad(wq[:, :hid], (0, 0, 0, 0, 0, 0, 0, self.qh_out_pad))
+        w_qh = w_qh.contiguous(memory_format=memory_format_of(wq))
         return w_zrq.contiguous(memory_format=memory_format_of(wq)), b_zrq, w_qh
 
     def forward(self, h: Tensor, context: Tensor | tuple[Tensor, Tensor, Tensor], *inputs: Tensor,
@@ -136,7 +140,7 @@ class ConvGRU(nn.Module):
             zrq = F.conv2d(hx, w_zrq, None, padding=1) + context
             z = torch.sigmoid(zrq[:, :hid])
             r = torch.sigmoid(zrq[:, hid:2 * hid])
-            q = torch.tanh(F.conv2d(r * h, w_qh, None, padding=1) + zrq[:, 2 * hid:])
+            q = torch.tanh(F.conv2d(r * h, w_qh, None, padding=1)[:, :hid] + zrq[:, 2 * hid:])
             return (1 - z) * h + z * q
         cz, cr, cq = context.split(self.hidden, dim=1) if isinstance(context, Tensor) else context
         x = torch.cat(inputs, dim=1)
