@@ -58,3 +58,11 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err
+
+
+def test_registered_host_frames_need_cuda(capsys):
+    rc = bench.main(['--device', 'cpu', '--backend', 'fake', '--modes', 'engine', '--net-size', '56x84',
+                     '--image-size', '48x64', '--batch-sizes', '1', '--precision', 'fp32', '--iters', '1',
+                     '--warmup', '0', '--host-frames', 'registered'])
+    assert rc == 2
+    assert '--host-frames registered needs --device cuda' in capsys.readouterr().err

@@ -14,7 +14,8 @@ Modes (``--modes``, any subset, each run for every backend x precision x batch s
 
 Frames: ``--image-size HxW`` synthetic frames (default 720x1280), or with ``--mixed-cameras`` the 4-camera
 mix 1920x1080, 2 x 1280x720, 640x480 repeated to fill the batch (batch 4 = one of each), producing depth at
-camera resolution and a stride-2 organized XYZ cloud on the host.
+camera resolution and a stride-2 organized XYZ cloud on the host. ``--host-frames registered`` puts them in
+host memory pinned with cudaHostRegister, where the node's engine process receives them (no staging copy).
 
 Output: one line per configuration with frames/s, latency per call (median, p95), the median stage split
 (upload, preprocess, network, postprocess, cloud, download; CUDA events on a GPU, perf_counter on the CPU)
@@ -72,6 +73,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help='frames from the 4-camera mix (1920x1080, 2x1280x720, 640x480), '
                         'depth + stride-2 cloud')
     p.add_argument('--image-size', default='720x1280', help='frame size HxW without --mixed-cameras')
+    p.add_argument('--host-frames', default='pageable', choices=['pageable', 'registered'],
+                   help="where the engine's input frames lie: 'pageable' numpy arrays (default; uploaded "
+                        "through the engine's pinned staging buffer) or 'registered': one host block pinned "
+                        'with cudaHostRegister, as the engine process holds the frames its camera receivers '
+                        'deliver (uploaded by DMA straight from it, no staging copy)')
     p.add_argument('--no-cuda-graphs', action='store_true', help='disable CUDA graphs in the torch backend')
     p.add_argument('--no-channels-last', action='store_true', help='disable channels_last on CUDA')
     p.add_argument('--compile', default='none', choices=['none', 'default', 'max-autotune'])
@@ -165,6 +171,29 @@ def _frames(batch: int, mixed: bool, image_hw: tuple[int, int]) -> list[Any]:
         k = Intrinsics(0.8 * w, 0.8 * w, (w - 1) / 2.0, (h - 1) / 2.0)
         frames.append(Frame(_synthetic_image(h, w, i), k, f'cam{i}', i))
     return frames
+
+
+def _registered_copies(frames: list[Any]) -> tuple[list[Any], Any]:
+    """The frames with their images copied into one page-aligned host block pinned with cudaHostRegister
+    (``host_memory.register``, the engine process's arenas do the same); returns (frames, registration)."""
+    import dataclasses
+    import mmap
+
+    from metric3d_ros.core.engine.host_memory import register
+
+    sizes = [(f.image_rgb.nbytes + 63) // 64 * 64 for f in frames]
+    block = mmap.mmap(-1, sum(sizes))
+    registration = register(block)
+    if registration is None:
+        raise RuntimeError('cudaHostRegister refused the frame block (no CUDA, or `ulimit -l` too low)')
+    memory = np.frombuffer(block, dtype=np.uint8)
+    out, offset = [], 0
+    for frame, size in zip(frames, sizes, strict=True):
+        view = memory[offset:offset + frame.image_rgb.nbytes].reshape(frame.image_rgb.shape)
+        view[...] = frame.image_rgb
+        out.append(dataclasses.replace(frame, image_rgb=view))
+        offset += size
+    return out, registration
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -381,8 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
 
+    if args.host_frames == 'registered' and device.type != 'cuda':
+        print('error: --host-frames registered needs --device cuda (it pins host memory for the GPU)',
+              file=sys.stderr)
+        return 2
+    registrations = []
     for batch in args.batch_sizes:
         frames = _frames(batch, args.mixed_cameras, image_hw)
+        if args.host_frames == 'registered':
+            frames, registration = _registered_copies(frames)
+            registrations.append(registration)  # kept pinned until the end of the run
         for precision in args.precision:
             if 'baseline' in args.modes:
                 fresh()
@@ -460,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         report('engine', backend_name, precision, batch, None, f'{type(exc).__name__}: {exc}')
                 engine.close()
                 engine = backend = None
+    for registration in registrations:
+        registration.close()
     if args.json:
         Path(args.json).write_text(json.dumps({'environment': env, 'weights': weights.source,
                                                'results': records}, indent=1))
