@@ -173,9 +173,22 @@ def _frames(batch: int, mixed: bool, image_hw: tuple[int, int]) -> list[Any]:
     return frames
 
 
-def _registered_copies(frames: list[Any]) -> tuple[list[Any], Any]:
+class _PinnedBlock:
+    """An anonymous page-aligned host block and its cudaHostRegister registration. ``close`` unpins the block
+    before it may be unmapped (a freed block still registered would make CUDA refuse the next one mapped
+    at the same address)."""
+
+    def __init__(self, block: Any, registration: Any) -> None:
+        self.block = block
+        self.registration = registration
+
+    def close(self) -> None:
+        self.registration.close()
+
+
+def _registered_copies(frames: list[Any]) -> tuple[list[Any], _PinnedBlock]:
     """The frames with their images copied into one page-aligned host block pinned with cudaHostRegister
-    (``host_memory.register``, the engine process's arenas do the same); returns (frames, registration)."""
+    (``host_memory.register``, the engine process's arenas do the same); returns (frames, pinned block)."""
     import dataclasses
     import mmap
 
@@ -193,7 +206,7 @@ def _registered_copies(frames: list[Any]) -> tuple[list[Any], Any]:
         view[...] = frame.image_rgb
         out.append(dataclasses.replace(frame, image_rgb=view))
         offset += size
-    return out, registration
+    return out, _PinnedBlock(block, registration)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -414,12 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print('error: --host-frames registered needs --device cuda (it pins host memory for the GPU)',
               file=sys.stderr)
         return 2
-    registrations = []
+    pinned = []  # every pinned frame block stays mapped and registered until the end of the run
     for batch in args.batch_sizes:
         frames = _frames(batch, args.mixed_cameras, image_hw)
         if args.host_frames == 'registered':
-            frames, registration = _registered_copies(frames)
-            registrations.append(registration)  # kept pinned until the end of the run
+            frames, block = _registered_copies(frames)
+            pinned.append(block)
         for precision in args.precision:
             if 'baseline' in args.modes:
                 fresh()
@@ -497,8 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         report('engine', backend_name, precision, batch, None, f'{type(exc).__name__}: {exc}')
                 engine.close()
                 engine = backend = None
-    for registration in registrations:
-        registration.close()
+    for block in pinned:
+        block.close()
     if args.json:
         Path(args.json).write_text(json.dumps({'environment': env, 'weights': weights.source,
                                                'results': records}, indent=1))
