@@ -14,6 +14,7 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
+from gpu_timing import cuda_ms
 
 from metric3d_ros.core.model import load_metric3d
 from metric3d_ros.core.model.synthetic import synthetic_state_dict
@@ -27,21 +28,8 @@ DT = torch.bfloat16
 CL = torch.channels_last
 
 
-def timed(fn, iters=40, warm=5):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(iters):
-            fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / iters)
-    times.sort()
-    return times[len(times) // 2]
+def timed(fn):
+    return cuda_ms(fn, iters=40, warmup=5, repeats=5)
 
 
 def rand(*shape):

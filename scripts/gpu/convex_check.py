@@ -5,28 +5,13 @@ absolute difference to ``gru.convex_upsample`` (float32), then the time of the c
 the kernel (alone and inside a compiled function), batch 8 and 1 at 616x1064 output. Usage: PYTHONPATH=.
 python3 scripts/gpu/convex_check.py (one JSON line, also $OUT/convex_check.json).
 """
-import json
-import os
-
 import torch
+from gpu_timing import cuda_ms, report
 
 from metric3d_ros.core.model import convex_cuda
 from metric3d_ros.core.model.gru import convex_upsample
 
 DEV = torch.device('cuda')
-
-
-def time_ms(fn, iters=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / iters
 
 
 def main():
@@ -46,16 +31,12 @@ def main():
             compiled_op = torch.compile(lambda f, m: convex_cuda.convex_upsample_op(f, m, 4) * 1.0,
                                         dynamic=False)
             args = (flow, mask)
-            case['torch_compiled_ms'] = time_ms(lambda fn=compiled_torch, a=args: fn(*a))
-            case['kernel_ms'] = time_ms(lambda a=args: convex_cuda.convex_upsample_op(*a, 4))
-            case['kernel_in_compile_ms'] = time_ms(lambda fn=compiled_op, a=args: fn(*a))
+            case['torch_compiled_ms'] = cuda_ms(lambda fn=compiled_torch, a=args: fn(*a))
+            case['kernel_ms'] = cuda_ms(lambda a=args: convex_cuda.convex_upsample_op(*a, 4))
+            case['kernel_in_compile_ms'] = cuda_ms(lambda fn=compiled_op, a=args: fn(*a))
             case['compiled_equal_kernel'] = bool(torch.equal(compiled_op(flow, mask), got))
         out['cases'][f'{n}x{h}x{w}'] = case
-    line = json.dumps(out)
-    print(line)
-    os.makedirs(os.environ.get('OUT', '/tmp/out'), exist_ok=True)
-    with open(os.path.join(os.environ.get('OUT', '/tmp/out'), 'convex_check.json'), 'w') as f:
-        f.write(line + '\n')
+    report('convex_check', out)
 
 
 if __name__ == '__main__':

@@ -9,11 +9,10 @@ scripts/gpu/fused_deviation.py (one JSON line, also $OUT/fused_deviation.json).
 """
 import copy
 import glob
-import json
-import os
 
 import numpy as np
 import torch
+from gpu_timing import report
 
 from metric3d_ros.core.engine.preprocess import Preprocessor
 from metric3d_ros.core.engine.torch_backend import TorchBackend
@@ -58,11 +57,7 @@ def main():
             p99 = float(torch.quantile(rel.flatten()[::7], 0.99))
             out[name] = {'fraction_ok': depth.fraction_ok, 'max_over_range': depth.max_over_range,
                          'median_rel': depth.median_rel, 'p99_rel': p99}
-    line = json.dumps(out)
-    print(line)
-    os.makedirs(os.environ.get('OUT', '/tmp/out'), exist_ok=True)
-    with open(os.path.join(os.environ.get('OUT', '/tmp/out'), 'fused_deviation.json'), 'w') as f:
-        f.write(line + '\n')
+    report('fused_deviation', out)
 
 
 if __name__ == '__main__':

@@ -5,11 +5,9 @@ For several frame sizes (down- and upscaling, odd sizes) and batch sizes: the to
 batches; then both are timed for eight 720p frames and for the 4-camera mix. Usage: PYTHONPATH=. python3
 scripts/gpu/fused_preprocess_check.py (prints one JSON line, also written to $OUT/fused_preprocess.json).
 """
-import json
-import os
-
 import numpy as np
 import torch
+from gpu_timing import cuda_ms, report
 
 from metric3d_ros.core.engine import fused_preprocess
 from metric3d_ros.core.engine.preprocess import Preprocessor
@@ -50,19 +48,6 @@ def both(pre, sizes):
     return done, ref, fused, (images, letterboxes, groups)
 
 
-def time_ms(fn, iters=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / iters
-
-
 def main():
     pre = Preprocessor(NET, DEV, 'device_exact')
     out = {'device': torch.cuda.get_device_name(), 'torch': torch.__version__,
@@ -91,12 +76,8 @@ def main():
         def fused_path(fused=fused, staged=staged, letterboxes=letterboxes, groups=groups):
             pre.fill_normalized(fused, staged, letterboxes, groups)
 
-        out[name] = {'torch_ms': time_ms(torch_path), 'fused_ms': time_ms(fused_path)}
-    line = json.dumps(out)
-    print(line)
-    os.makedirs(os.environ.get('OUT', '/tmp/out'), exist_ok=True)
-    with open(os.path.join(os.environ.get('OUT', '/tmp/out'), 'fused_preprocess.json'), 'w') as f:
-        f.write(line + '\n')
+        out[name] = {'torch_ms': cuda_ms(torch_path), 'fused_ms': cuda_ms(fused_path)}
+    report('fused_preprocess', out)
 
 
 if __name__ == '__main__':

@@ -14,11 +14,10 @@ CUDA only: ``available(device)`` says whether Triton can run it; otherwise the e
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 
-LOG = logging.getLogger(__name__)
+from metric3d_ros.core.cuda_kernels import kernel_available
 
 _BLOCK = 1024
 
@@ -74,14 +73,7 @@ def _kernel():
 @functools.cache
 def available(device_type: str) -> bool:
     """True when the fused kernel can run on ``device_type`` (CUDA with Triton importable)."""
-    if device_type != 'cuda' or not torch.cuda.is_available():
-        return False
-    try:
-        _kernel()
-    except Exception as exc:  # noqa: BLE001 - no Triton, or an incompatible one: the torch path stays
-        LOG.info('fused preprocessing unavailable (%s: %s): using the torch kernels', type(exc).__name__, exc)
-        return False
-    return True
+    return kernel_available(device_type, _kernel, 'fused preprocessing kernel')
 
 
 def letterbox_normalize(out: torch.Tensor, images: torch.Tensor, tables, letterbox,

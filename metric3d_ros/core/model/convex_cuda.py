@@ -16,12 +16,11 @@ function otherwise (the CPU, exports, the float32 path).
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 from torch import Tensor
 
-LOG = logging.getLogger(__name__)
+from metric3d_ros.core.cuda_kernels import kernel_available
 
 _LANES = 256
 
@@ -71,8 +70,7 @@ def _kernel():
     return convex_upsample_kernel
 
 
-@torch.library.custom_op('metric3d_ros::convex_upsample', mutates_args=())
-def convex_upsample_op(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
+def _convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     """(N, D, H, W) state, (N, 9 * factor**2, H, W) logits -> (N, D, factor * H, factor * W) float32."""
     flow = flow.float().contiguous()
     n, d, h, w = flow.shape
@@ -85,20 +83,22 @@ def convex_upsample_op(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     return out
 
 
-@convex_upsample_op.register_fake
-def _(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
+def _convex_upsample_shape(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     n, d, h, w = flow.shape
     return flow.new_empty((n, d, factor * h, factor * w), dtype=torch.float32)
 
 
+if hasattr(torch.library, 'custom_op'):  # torch >= 2.4; older versions keep the torch function
+    convex_upsample_op = torch.library.custom_op('metric3d_ros::convex_upsample', mutates_args=())(
+        _convex_upsample)
+    convex_upsample_op.register_fake(_convex_upsample_shape)
+else:
+    convex_upsample_op = None
+
+
 @functools.cache
 def available(device_type: str) -> bool:
-    """True when the kernel can run on ``device_type`` (CUDA with Triton importable)."""
-    if device_type != 'cuda' or not torch.cuda.is_available():
+    """True when the kernel can run on ``device_type`` (CUDA, Triton importable, torch >= 2.4)."""
+    if convex_upsample_op is None:
         return False
-    try:
-        _kernel()
-    except Exception as exc:  # noqa: BLE001 - no Triton, or an incompatible one: the torch function stays
-        LOG.info('convex upsampling kernel unavailable (%s: %s)', type(exc).__name__, exc)
-        return False
-    return True
+    return kernel_available(device_type, _kernel, 'convex upsampling kernel')
