@@ -295,3 +295,62 @@ def test_de_canonical_focal_is_each_frames_own_in_a_mixed_batch(resolution):
         expected = np.float32(canonical) * np.float32(fx * s / 1000.0)
         assert r.ok, r.error
         np.testing.assert_allclose(r.depth_m, expected, rtol=1e-6)
+
+
+def test_fused_preprocessing_branch_replaces_fill_and_normalize(monkeypatch):
+    """Where ``fill_normalized`` succeeds (CUDA + Triton; emulated here with the torch path) the engine skips
+    ``fill`` and ``normalize_``; network-resolution cloud colours need the 0..255 batch: unfused path."""
+    from metric3d_ros.core.engine.preprocess import Preprocessor
+
+    calls = []
+    real_fill, real_norm = Preprocessor.fill, Preprocessor.normalize_
+
+    def fused(self, batch, staged, letterboxes, groups):
+        calls.append('fused')
+        real_fill(self, batch, staged, letterboxes, groups)
+        real_norm(self, batch)
+        return True
+
+    def fill(self, *args):
+        calls.append('fill')
+        return real_fill(self, *args)
+
+    monkeypatch.setattr(Preprocessor, 'fill_normalized', fused)
+    monkeypatch.setattr(Preprocessor, 'fill', fill)
+    frames = [_frame(90, 120, 1), _frame(60, 80, 2)]
+    results = _engine(preprocess='device_exact').infer(frames, OutputRequest(depth=True))
+    assert calls == ['fused']
+    monkeypatch.undo()
+    reference = _engine(preprocess='device_exact').infer(frames, OutputRequest(depth=True))
+    for got, ref in zip(results, reference, strict=True):
+        np.testing.assert_array_equal(got.depth_m, ref.depth_m)
+    monkeypatch.setattr(Preprocessor, 'fill_normalized', fused)
+    monkeypatch.setattr(Preprocessor, 'fill', fill)
+    calls.clear()
+    request = OutputRequest(depth=True, cloud=True, cloud_rgb=True, resolution='network')
+    (r,) = _engine(preprocess='device_exact').infer([_frame(90, 120, 1)], request)
+    assert r.ok and r.points_rgb is not None and calls == ['fill']
+
+
+def test_a_failing_fused_kernel_falls_back_to_the_torch_path_for_good(monkeypatch, caplog):
+    from metric3d_ros.core.engine import fused_preprocess
+    from metric3d_ros.core.engine.preprocess import Preprocessor
+
+    launches = []
+
+    def broken(*args, **kwargs):
+        launches.append(1)
+        raise RuntimeError('no C compiler for the Triton launcher')
+
+    monkeypatch.setattr(fused_preprocess, 'available', lambda device_type: True)
+    monkeypatch.setattr(fused_preprocess, 'letterbox_normalize', broken)
+    engine = _engine(preprocess='device_exact')
+    frames = [_frame(90, 120, 1)]
+    first = engine.infer(frames)
+    second = engine.infer(frames)
+    assert first[0].ok and second[0].ok and len(launches) == 1
+    assert 'fused preprocessing failed' in caplog.text
+    monkeypatch.undo()
+    (reference,) = _engine(preprocess='device_exact').infer(frames)
+    np.testing.assert_array_equal(first[0].depth_m, reference.depth_m)
+    assert isinstance(engine._pre, Preprocessor) and engine._pre._fused_failed

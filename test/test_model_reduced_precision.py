@@ -168,3 +168,26 @@ def test_patch_embedding_as_matmul_is_the_conv(channels_last):
     out = embed(x)
     assert out.shape == ref.shape == (2, 6, 32)
     assert _rel(out, ref) < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the convex-upsampling kernel runs on CUDA only '
+                    '(GPU check: scripts/gpu/convex_check.py)')
+@torch.no_grad()
+def test_convex_kernel_matches_the_torch_function_on_cuda():
+    from metric3d_ros.core.model import convex_cuda
+    from metric3d_ros.core.model.gru import convex_upsample
+
+    assert convex_cuda.available('cuda')
+    flow = torch.randn(2, 6, 7, 10, device='cuda')
+    mask = torch.randn(2, 144, 7, 10, device='cuda').to(torch.bfloat16)
+    mask = mask.contiguous(memory_format=torch.channels_last)
+    assert _rel(convex_cuda.convex_upsample_op(flow, mask, 4), convex_upsample(flow, mask, 4)) < 1e-6
+
+
+def test_convex_kernel_is_off_without_cuda():
+    from metric3d_ros.core.model import convex_cuda
+
+    assert convex_cuda.available('cpu') is False
+    net = load_metric3d(synthetic_state_dict('small'), variant='small')
+    net.set_fused(True)
+    assert net.depth_model.decoder.convex_kernel is torch.cuda.is_available()

@@ -9,7 +9,8 @@ same tap tables (``preprocess.ExactTables``), applies OpenCV's fixed-point INTER
 normalized mean colour. The result is bit-identical to the torch path (checked on the GPU by
 ``scripts/gpu/fused_preprocess_check.py``; the tests run the torch path, CI has no GPU).
 
-CUDA only: ``available(device)`` says whether Triton can run it; otherwise the engine keeps the torch path.
+CUDA only: ``available(device)`` says whether Triton can run it (it compiles and runs a probe); otherwise,
+or if a launch fails later, the engine keeps the torch path.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    @triton.jit
+    # sizes are runtime values: a camera of a new size must not trigger a new compilation
+    @triton.jit(do_not_specialize=['src_h', 'src_w', 'net_h', 'net_w', 'res_h', 'res_w', 'top', 'left',
+                                   'total'])
     def letterbox_normalize(src_ptr, out_ptr, rows_ptr, cols0_ptr, cols1_ptr, wx0_ptr, wx1_ptr, wy0_ptr,
                             wy1_ptr, src_h, src_w, net_h, net_w, res_h, res_w, top, left,
                             mean0, mean1, mean2, std0, std1, std2, pad0, pad1, pad2, total,
@@ -70,10 +73,30 @@ def _kernel():
     return letterbox_normalize
 
 
+def _probe() -> None:
+    """Compile and run the kernel once on a 1x1 frame (a missing C compiler or an unsupported GPU fails
+    here, not in the first batch)."""
+    from types import SimpleNamespace
+
+    def table(*values, dtype=torch.int32):
+        return torch.tensor(values, dtype=dtype, device='cuda')
+
+    index = torch.int64
+    tables = SimpleNamespace(rows=table(0, 0, dtype=index), cols0=table(0, dtype=index),
+                             cols1=table(0, dtype=index), wx0=table(2048), wx1=table(0), wy0=table(2048),
+                             wy1=table(0))
+    box = SimpleNamespace(src_height=1, src_width=1, resized_height=1, resized_width=1, pad_top=0, pad_left=0)
+    out = torch.empty((1, 3, 1, 1), dtype=torch.float32, device='cuda')
+    letterbox_normalize(out, torch.full((1, 1, 1, 3), 255, dtype=torch.uint8, device='cuda'), tables, box,
+                        (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0, 0, 0))
+    if out.cpu().flatten().tolist() != [255.0, 255.0, 255.0]:
+        raise RuntimeError(f'probe gave {out.cpu().flatten().tolist()}, expected [255, 255, 255]')
+
+
 @functools.cache
 def available(device_type: str) -> bool:
-    """True when the fused kernel can run on ``device_type`` (CUDA with Triton importable)."""
-    return kernel_available(device_type, _kernel, 'fused preprocessing kernel')
+    """True when the fused kernel runs on ``device_type`` (CUDA, Triton importable, a probe launch passes)."""
+    return kernel_available(device_type, _probe, 'fused preprocessing kernel')
 
 
 def letterbox_normalize(out: torch.Tensor, images: torch.Tensor, tables, letterbox,
@@ -85,19 +108,27 @@ def letterbox_normalize(out: torch.Tensor, images: torch.Tensor, tables, letterb
     uint8 contiguous on the same device; tables: ``preprocess.ExactTables`` for (h, w) -> the letterbox's
     resized size.
     """
-    n, _, net_h, net_w = out.shape
-    if not out.is_contiguous() or out.dtype != torch.float32:
-        raise ValueError('the output must be a contiguous float32 (n, 3, H, W) tensor')
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[0] != n or not images.is_contiguous():
-        raise ValueError(f'images must be a contiguous ({n}, h, w, 3) uint8 tensor, got '
-                         f'{tuple(images.shape)} {images.dtype}')
+    n, channels, net_h, net_w = out.shape
+    if not out.is_contiguous() or out.dtype != torch.float32 or channels != 3 or out.device.type != 'cuda':
+        raise ValueError('the output must be a contiguous float32 (n, 3, H, W) CUDA tensor')
+    src_hw = (letterbox.src_height, letterbox.src_width)
+    res_h, res_w = letterbox.resized_height, letterbox.resized_width
+    if (images.dtype != torch.uint8 or tuple(images.shape) != (n, *src_hw, 3) or not images.is_contiguous()
+            or images.device != out.device):
+        raise ValueError(f'images must be a contiguous ({n}, {src_hw[0]}, {src_hw[1]}, 3) uint8 tensor on '
+                         f'{out.device}, got {tuple(images.shape)} {images.dtype} on {images.device}')
+    if (letterbox.pad_top + res_h > net_h or letterbox.pad_left + res_w > net_w
+            or tables.rows.numel() != 2 * res_h or tables.cols0.numel() != res_w):
+        raise ValueError(f'letterbox {res_h}x{res_w} at ({letterbox.pad_top}, {letterbox.pad_left}) and its '
+                         f'tables do not fit the {net_h}x{net_w} output')
     total = out.numel()
     if total == 0:
         return
     grid = ((total + _BLOCK - 1) // _BLOCK,)
-    _kernel()[grid](
-        images, out, tables.rows, tables.cols0, tables.cols1, tables.wx0, tables.wx1, tables.wy0, tables.wy1,
-        images.shape[1], images.shape[2], net_h, net_w, letterbox.resized_height, letterbox.resized_width,
-        letterbox.pad_top, letterbox.pad_left, *[float(v) for v in mean_rgb], *[float(v) for v in std_rgb],
-        *[float(v) for v in pad_rgb], total, BLOCK=_BLOCK,
-    )
+    with torch.cuda.device(out.device):  # Triton launches on the current device
+        _kernel()[grid](
+            images, out, tables.rows, tables.cols0, tables.cols1, tables.wx0, tables.wx1, tables.wy0,
+            tables.wy1, src_hw[0], src_hw[1], net_h, net_w, res_h, res_w, letterbox.pad_top,
+            letterbox.pad_left, *[float(v) for v in mean_rgb], *[float(v) for v in std_rgb],
+            *[float(v) for v in pad_rgb], total, BLOCK=_BLOCK,
+        )

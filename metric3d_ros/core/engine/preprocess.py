@@ -26,6 +26,7 @@ Triton, ``'device_exact'`` resizing, padding and normalization run as one kernel
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from metric3d_ros.core.engine.host_memory import is_registered
 from metric3d_ros.core.engine.reference import reference_letterbox_u8
 from metric3d_ros.core.geometry.letterbox import PADDING_RGB_UINT8, Letterbox
 from metric3d_ros.core.parallel_copy import copy_parallel
+
+LOG = logging.getLogger(__name__)
 
 #: OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights are integers scaled by 2 ** 11.
 CV_COEF_SCALE = 2048
@@ -137,6 +140,7 @@ class Preprocessor:
         self._tables: dict[tuple[int, int], ExactTables] = {}
         self._staging: torch.Tensor | None = None  # pinned uint8 (CUDA only)
         self._upload: torch.Tensor | None = None  # device uint8
+        self._fused_failed = False  # a fused-kernel launch failed once: torch kernels from then on
 
     # ----------------------------------------------------------------------------------------------- upload
     def upload(self, stacks: Sequence[Sequence[np.ndarray]]) -> list[torch.Tensor]:
@@ -240,14 +244,20 @@ class Preprocessor:
         Only for ``'device_exact'`` on CUDA with Triton and a contiguous batch; returns False (nothing
         written) otherwise, and the caller uses ``fill`` + ``normalize_``.
         """
-        if (self.mode != 'device_exact' or not fused_preprocess.available(self.device.type)
-                or not batch.is_contiguous()):
+        if (self.mode != 'device_exact' or self._fused_failed or not batch.is_contiguous()
+                or not fused_preprocess.available(self.device.type)):
             return False
-        for (start, stop), stack in zip(groups, staged, strict=True):
-            lb = letterboxes[start]
-            tables = self._exact_tables((lb.src_height, lb.src_width), (lb.resized_height, lb.resized_width))
-            fused_preprocess.letterbox_normalize(batch[start:stop], stack, tables, lb, MEAN_RGB, STD_RGB,
-                                                 PADDING_RGB_UINT8)
+        try:
+            for (start, stop), stack in zip(groups, staged, strict=True):
+                lb = letterboxes[start]
+                out_hw = (lb.resized_height, lb.resized_width)
+                tables = self._exact_tables((lb.src_height, lb.src_width), out_hw)
+                fused_preprocess.letterbox_normalize(batch[start:stop], stack, tables, lb, MEAN_RGB, STD_RGB,
+                                                     PADDING_RGB_UINT8)
+        except Exception:  # noqa: BLE001 - the torch path (which rewrites the whole batch) takes over for good
+            LOG.exception('fused preprocessing failed: using the torch kernels from now on')
+            self._fused_failed = True
+            return False
         return True
 
     def normalize_(self, batch: torch.Tensor) -> torch.Tensor:

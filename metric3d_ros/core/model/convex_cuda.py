@@ -9,9 +9,9 @@ contiguous rows of the output. Same function (the normalization is applied after
 of before it: other rounding, within float32 round-off; ``scripts/gpu/convex_check.py`` compares it with
 the torch function on the GPU).
 
-``convex_upsample_op`` is a ``torch.library`` custom op, so ``torch.compile`` treats it as one opaque call
-and CUDA graphs capture it. ``available(device)`` says whether it can run; the decoder uses the torch
-function otherwise (the CPU, exports, the float32 path).
+``convex_upsample_op`` is a ``torch.library`` custom op (torch >= 2.4), so ``torch.compile`` treats it as one
+opaque call and CUDA graphs capture it. ``available(device)`` says whether it can run (it compiles and runs
+a probe); the decoder uses the torch function otherwise (the CPU, exports, the float32 path).
 """
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def _convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     if total:
         grid = ((total + _LANES - 1) // _LANES,)
         dp = 1 << max(0, (d - 1).bit_length())
-        _kernel()[grid](flow, mask, out, total, h, w, *mask.stride(), D=d, DP=dp, F=factor, LANES=_LANES)
+        with torch.cuda.device(flow.device):  # Triton launches on the current device
+            _kernel()[grid](flow, mask, out, total, h, w, *mask.stride(), D=d, DP=dp, F=factor, LANES=_LANES)
     return out
 
 
@@ -101,4 +102,14 @@ def available(device_type: str) -> bool:
     """True when the kernel can run on ``device_type`` (CUDA, Triton importable, torch >= 2.4)."""
     if convex_upsample_op is None:
         return False
-    return kernel_available(device_type, _kernel, 'convex upsampling kernel')
+    return kernel_available(device_type, _probe, 'convex upsampling kernel')
+
+
+def _probe() -> None:
+    """Compile and run the kernel once on a 1x1 state (a missing C compiler or an unsupported GPU fails here,
+    not in the network's first forward): uniform logits average the zero-padded 3x3 neighbourhood."""
+    flow = torch.ones((1, 1, 1, 1), device='cuda')
+    out = _convex_upsample(flow, torch.zeros((1, 9 * 4, 1, 1), device='cuda'), 2)
+    expected = torch.full((1, 1, 2, 2), 1.0 / 9.0)
+    if not torch.allclose(out.cpu(), expected):
+        raise RuntimeError(f'probe gave {out.cpu().flatten().tolist()}, expected 1/9 everywhere')
