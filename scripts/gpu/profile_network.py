@@ -3,7 +3,8 @@ and a registered-host-memory transfer check (docs/BENCHMARKS.md, 2026-11-22).
 
 Usage: PYTHONPATH=. python3 scripts/gpu/profile_network.py CONFIG [CONFIG ...]
 CONFIG: 'registered', or variant:batch:flags with flags '+'-separated among freezing, mm1x1, cudnnbench,
-unfused (Metric3DNet.set_fused(False)), prof (kernel profile with other flags), none.
+unfused (Metric3DNet.set_fused(False)), mmauto (max_autotune_gemm), prof (kernel profile with other
+flags), none.
 Writes $OUT/prof2.json and $OUT/k_*.txt (kernel tables)."""
 import json
 import os
@@ -116,6 +117,10 @@ def run_config(spec):
     torch.backends.cudnn.benchmark = 'cudnnbench' in flags
     if 'coord' in flags:
         icfg.coordinate_descent_tuning = True
+    icfg.max_autotune_gemm = 'mmauto' in flags  # Triton GEMM templates (epilogue fusion), convs stay cuDNN
+    if 'mmauto' in flags:
+        icfg.max_autotune_gemm_backends = 'ATEN,TRITON'
+
     t = time.time()
     net = load_metric3d(synthetic_state_dict(variant), variant=variant, device='cuda', fused_attention=True)
     be = TorchBackend(net, 'cuda', (616, 1064), precision='bf16', max_batch_size=batch, cuda_graphs=True,
