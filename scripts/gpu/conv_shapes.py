@@ -54,11 +54,11 @@ def record_network():
     orig_conv, orig_tconv = F.conv2d, F.conv_transpose2d
 
     def rec_conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-        calls[('conv', tuple(x.shape), tuple(w.shape), str(stride), str(padding), groups)] += 1
+        calls[('conv', tuple(x.shape), tuple(w.shape), stride, padding, groups)] += 1
         return orig_conv(x, w, b, stride, padding, dilation, groups)
 
     def rec_tconv(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-        calls[('tconv', tuple(x.shape), tuple(w.shape), str(stride), str(padding), groups)] += 1
+        calls[('tconv', tuple(x.shape), tuple(w.shape), stride, padding, groups)] += 1
         return orig_tconv(x, w, b, stride, padding, output_padding, groups, dilation)
 
     F.conv2d, F.conv_transpose2d = rec_conv, rec_tconv
@@ -81,19 +81,17 @@ def main():
         for (kind, xs, ws, stride, padding, groups), count in calls.items():
             x = rand(*xs)
             wt = rand(*ws)
-            st, pd = eval(stride), eval(padding)  # noqa: S307 - our own repr of ints/tuples
             if kind == 'conv':
-                ms = timed(lambda x=x, wt=wt, st=st, pd=pd, g=groups: orig_conv2d(x, wt, None, st, pd, 1, g))
-                cout, cin_g, kh, kw = ws
-                out_hw = (xs[2] + 2 * (pd if isinstance(pd, int) else pd[0]) - kh) // (
-                    st if isinstance(st, int) else st[0]) + 1
-                out_ww = (xs[3] + 2 * (pd if isinstance(pd, int) else pd[1]) - kw) // (
-                    st if isinstance(st, int) else st[1]) + 1
-                flops = 2 * xs[0] * out_hw * out_ww * cout * cin_g * kh * kw
+                def call(x=x, wt=wt, st=stride, pd=padding, g=groups):
+                    return orig_conv2d(x, wt, None, st, pd, 1, g)
             else:
-                ms = timed(lambda x=x, wt=wt, st=st: F.conv_transpose2d(x, wt, None, st))
-                cin, cout_g, kh, kw = ws
-                flops = 2 * xs[0] * xs[2] * xs[3] * cin * cout_g * kh * kw
+                def call(x=x, wt=wt, st=stride):
+                    return F.conv_transpose2d(x, wt, None, st)
+            ms = timed(call)
+            # each output element sums over (input channels per group) x kernel taps; for the transposed
+            # conv the weight's first dimension holds the inputs: the same count per input element
+            taps = ws[1] * ws[2] * ws[3]
+            flops = 2 * taps * (call().numel() if kind == 'conv' else x.numel() // xs[1] * ws[0])
             rows.append({'kind': kind, 'x': xs, 'w': ws, 'stride': stride, 'padding': padding,
                          'groups': groups, 'count': count, 'ms_call': ms, 'ms_total': ms * count,
                          'tflops': flops / ms / 1e9})

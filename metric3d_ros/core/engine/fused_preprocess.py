@@ -23,7 +23,7 @@ from metric3d_ros.core.cuda_kernels import kernel_available
 _BLOCK = 1024
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def _kernel():
     import triton
     import triton.language as tl

@@ -19,11 +19,7 @@ from torch import Tensor, nn
 
 from metric3d_ros.core.model import convex_cuda
 from metric3d_ros.core.model.dpt import DecoderFeature, EncoderFeature
-from metric3d_ros.core.model.gru import (
-    BasicMultiUpdateBlock,
-    ContextFeatureEncoder,
-    convex_upsample,
-)
+from metric3d_ros.core.model.gru import BasicMultiUpdateBlock, ContextFeatureEncoder, convex_upsample
 from metric3d_ros.core.model.merged_convs import conv_aligned, shared_conv
 from metric3d_ros.core.model.specs import VariantSpec
 

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metric3d_ros.core.model.merged_convs import (
-    block_diagonal,
     channel_pad,
-    conv_aligned,
     memory_format_of,
     pad_channels,
     pair_conv,
@@ -167,9 +165,7 @@ class FlowHead(nn.Module):
 
     def forward(self, x: Tensor, fused: bool = False) -> Tensor:
         if fused:  # both first convs in one, both second convs in one block-diagonal conv (8 outputs)
-            y = F.relu(shared_conv(x, self.conv1d, self.conv1n))
-            weight = block_diagonal(self.conv2d.weight, self.conv2n.weight)
-            return conv_aligned(y, weight, torch.cat([self.conv2d.bias, self.conv2n.bias]), padding=1)
+            return pair_conv(F.relu(shared_conv(x, self.conv1d, self.conv1n)), self.conv2d, self.conv2n)
         depth = self.conv2d(F.relu(self.conv1d(x)))
         normal = self.conv2n(F.relu(self.conv1n(x)))
         return torch.cat((depth, normal), dim=1)
@@ -241,4 +237,3 @@ def convex_upsample(flow: Tensor, mask: Tensor, factor: int) -> Tensor:
     patches = torch.stack([padded[:, :, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], dim=2)
     up = torch.sum(weights * patches.view(n, d, 9, 1, 1, h, w), dim=2)
     return up.permute(0, 1, 4, 2, 5, 3).reshape(n, d, factor * h, factor * w)
-

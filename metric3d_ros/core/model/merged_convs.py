@@ -33,14 +33,14 @@ def channel_pad(channels: int, multiple: int = 8) -> int:
     return -channels % multiple
 
 
-def conv_aligned(x: Tensor, weight: Tensor, bias: Tensor, padding: int = 0) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=padding)`` computed with the output channels zero-padded to a
-    multiple of 8, then sliced back (for the few-channel outputs of the heads)."""
+def conv_aligned(x: Tensor, weight: Tensor, bias: Tensor, stride=1, padding=0) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` computed with the output channels zero-padded to a
+    multiple of 8, then sliced back (for the few-channel outputs of the heads; a plain conv when aligned)."""
     out_channels = weight.shape[0]
     pad = channel_pad(out_channels)
     if not pad:
-        return F.conv2d(x, weight, bias, padding=padding)
-    y = F.conv2d(x, F.pad(weight, (0, 0, 0, 0, 0, 0, 0, pad)), F.pad(bias, (0, pad)), padding=padding)
+        return F.conv2d(x, weight, bias, stride, padding)
+    y = F.conv2d(x, F.pad(weight, (0, 0, 0, 0, 0, 0, 0, pad)), F.pad(bias, (0, pad)), stride, padding)
     return y[:, :out_channels]
 
 
@@ -56,9 +56,9 @@ def block_diagonal(first: Tensor, second: Tensor) -> Tensor:
 
 def pair_conv(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
     """``cat([first(x[:, :c]), second(x[:, c:])])`` as one block-diagonal convolution (same kernel size,
-    stride and padding; c = first.in_channels)."""
-    return F.conv2d(x, block_diagonal(first.weight, second.weight), torch.cat([first.bias, second.bias]),
-                    first.stride, first.padding)
+    stride and padding; c = first.in_channels), its outputs aligned as in ``conv_aligned``."""
+    return conv_aligned(x, block_diagonal(first.weight, second.weight), torch.cat([first.bias, second.bias]),
+                        first.stride, first.padding)
 
 
 def shared_conv(x: Tensor, *convs: nn.Conv2d) -> Tensor:
