@@ -3,8 +3,9 @@ and a registered-host-memory transfer check (docs/BENCHMARKS.md, 2026-11-22).
 
 Usage: PYTHONPATH=. python3 scripts/gpu/profile_network.py CONFIG [CONFIG ...]
 CONFIG: 'registered', or variant:batch:flags with flags '+'-separated among freezing, mm1x1, cudnnbench,
-unfused (Metric3DNet.set_fused(False)), mmauto (max_autotune_gemm), prof (kernel profile with other
-flags), none.
+unfused (Metric3DNet.set_fused(False)), nogelu (fused, but fc1 and GELU apart), mmauto (max_autotune_gemm),
+prof (kernel profile with other flags), ops (the aten ops behind the copy kernels, from a profile of one
+compiled call outside the graph, with input shapes), none.
 Writes $OUT/prof2.json and $OUT/k_*.txt (kernel tables)."""
 import json
 import os
@@ -104,6 +105,27 @@ def profile(backend, bucket, name, n=3):
     return total, cats
 
 
+def op_profile(backend, bucket, name):
+    """The CPU-side ops of one compiled call (no graph) with input shapes, ranked by their device time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof_ctx
+    static = backend._static()[:bucket]
+    with torch.inference_mode():
+        backend._fn(static)
+        torch.cuda.synchronize()
+        with prof_ctx(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+            backend._fn(static)
+            torch.cuda.synchronize()
+    rows = prof.key_averages(group_by_input_shape=True).table(sort_by='self_cuda_time_total', row_limit=400,
+                                                               max_name_column_width=60,
+                                                               max_shapes_column_width=160)
+    with open(f'{OUT}/ops_{name}.txt', 'w') as f:
+        f.write(rows)
+    pattern = re.compile(r'aten::(copy_|contiguous|clone|_to_copy|to) ')
+    copies = [line for line in rows.splitlines() if pattern.search(line)]
+    print('\n'.join(copies[:30]), flush=True)
+
+
 def run_config(spec):
     variant, batch, flags = spec.split(':')
     batch = int(batch)
@@ -128,6 +150,8 @@ def run_config(spec):
                       batch_bucket_sizes=(batch,))
     if 'unfused' in flags:
         be.module.net.set_fused(False)
+    if 'nogelu' in flags:
+        be.module.net.depth_model.encoder.set_gelu_epilogue(False)
     be._static().normal_()
     be.warmup([batch])
     ct = time.time() - t
@@ -141,6 +165,8 @@ def run_config(spec):
         total, cats = profile(be, batch, name)
         RES[name].update(kernel_ms=total, categories=cats)
         save()
+    if 'ops' in flags:
+        op_profile(be, batch, name)
     be.close()
     del be, net
     torch.cuda.empty_cache()

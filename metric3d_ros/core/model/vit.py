@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metric3d_ros.core.model import gelu_linear
 from metric3d_ros.core.model.resample import bicubic_pos_grid, is_exporting
 from metric3d_ros.core.model.specs import EncoderSpec
 
@@ -87,8 +88,13 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+        # True: fc1 and a tanh-approximated GELU as one cuBLASLt call on CUDA tensors (``gelu_linear``; a
+        # reduced-precision option of the fused network); the exact GELU otherwise
+        self.gelu_epilogue = False
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gelu_epilogue and x.is_cuda:
+            return self.fc2(gelu_linear.linear_gelu_op(x, self.fc1.weight, self.fc1.bias))
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -151,6 +157,13 @@ class DinoVisionTransformer(nn.Module):
     def set_patch_matmul(self, enabled: bool) -> None:
         """True: the patch embedding as one matmul over unfolded patches (see ``PatchEmbed``)."""
         self.patch_embed.as_matmul = bool(enabled)
+
+    def set_gelu_epilogue(self, enabled: bool) -> None:
+        """True: fc1 + GELU of every GELU MLP as one cuBLASLt call on CUDA (``Mlp``; needs torch >= 2.4)."""
+        enabled = bool(enabled) and gelu_linear.available()
+        for block in self.blocks[0]:
+            if isinstance(block.mlp, Mlp):
+                block.mlp.gelu_epilogue = enabled
 
     def set_fused_attention(self, fused: bool) -> None:
         """Switch every block between plain softmax attention and ``scaled_dot_product_attention``."""
