@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from metric3d_ros.core.model import convex_cuda
 from metric3d_ros.core.model.dpt import DecoderFeature, EncoderFeature
 from metric3d_ros.core.model.gru import BasicMultiUpdateBlock, ContextFeatureEncoder, convex_upsample
-from metric3d_ros.core.model.merged_convs import conv_aligned, shared_conv
+from metric3d_ros.core.model.merged_convs import channel_slice, conv_aligned, shared_conv
 from metric3d_ros.core.model.specs import VariantSpec
 
 _MIN_KAPPA = 0.01
@@ -107,8 +107,8 @@ class RAFTDepthNormalDecoder(nn.Module):
         depth_conv, _, depth_out = self.depth_regressor
         normal_conv, _, normal_1, _, normal_2, _, normal_out = self.normal_predictor
         y = F.relu(shared_conv(shared, depth_conv, normal_conv))
-        logits = depth_out(y[:, :self.depth_bins])
-        normal = F.relu(normal_2(F.relu(normal_1(y[:, self.depth_bins:]))))
+        logits = depth_out(channel_slice(y, 0, self.depth_bins))
+        normal = F.relu(normal_2(F.relu(normal_1(channel_slice(y, self.depth_bins, None)))))
         return logits, conv_aligned(normal, normal_out.weight, normal_out.bias)
 
     def regress_depth(self, logits: Tensor) -> Tensor:
@@ -131,7 +131,7 @@ class RAFTDepthNormalDecoder(nn.Module):
         f14a, f14b, f7, f4 = self.token2feature(tokens)
         fused = self.decoder_mono(f14a, f14b, f7)
 
-        shared = fused[:, :-2]
+        shared = channel_slice(fused, 0, -2) if self.fused else fused[:, :-2]
         depth_confidence = fused[:, -2:-1]
         normal_confidence = fused[:, -1:]
         depth_logits, normal_xyz = self.heads(shared)

@@ -22,6 +22,14 @@ def memory_format_of(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def channel_slice(x: Tensor, start: int, stop: int | None) -> Tensor:
+    """``x[:, start:stop]`` stored densely in ``x``'s memory format. A channel slice of a channels_last
+    tensor is strided; a convolution over it makes cuDNN copy it with a slow generic kernel in every call
+    (H100, ViT-S batch 8: three such copies, 0.40 ms). Written here, the copy is a compiled kernel that
+    Inductor can fuse with the op producing ``x``."""
+    return x[:, start:stop].contiguous(memory_format=memory_format_of(x))
+
+
 def pad_channels(x: Tensor, pad: int) -> Tensor:
     """Append ``pad`` zero channels to an (N, C, H, W) tensor (a no-op for pad 0)."""
     return F.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x
