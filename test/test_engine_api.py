@@ -353,4 +353,5 @@ def test_a_failing_fused_kernel_falls_back_to_the_torch_path_for_good(monkeypatc
     monkeypatch.undo()
     (reference,) = _engine(preprocess='device_exact').infer(frames)
     np.testing.assert_array_equal(first[0].depth_m, reference.depth_m)
-    assert isinstance(engine._pre, Preprocessor) and engine._pre._fused_failed
+    pre = engine._lanes[0].pre
+    assert isinstance(pre, Preprocessor) and pre._fused_failed

@@ -50,7 +50,8 @@ def test_parse_net_size():
     ('precision', 'int8'), ('preprocess', 'gpu'), ('attention', 'flash'), ('compile', 'yes'),
     ('max_batch_size', 0), ('max_batch_size', 2.5), ('warmup_iters', -1), ('canonical_focal_px', 0.0),
     ('min_depth_m', -1.0), ('max_depth_m', 0.0), ('cuda_graphs', 'true'), ('backend', ''),
-    ('autocast_scope', 'decoder'),
+    ('autocast_scope', 'decoder'), ('pipeline_depth', 0), ('pipeline_depth', 5), ('pipeline_depth', True),
+    ('pipeline_depth', 2.0),
 ])
 def test_bad_values_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -168,6 +168,11 @@ class EngineConfig:
     canonical_focal_px: focal length of Metric3D's canonical camera (1000 px).
     min_depth_m, max_depth_m: metric depth is clamped into this range as upstream does ([0, 300] m).
     warmup_iters: network calls per batch-size bucket at warm-up (before CUDA graph capture).
+    pipeline_depth: batches the engine may have in flight at once (``DepthEngine.submit``), 1..4. 1
+        (default): one batch at a time. 2: a batch's upload, pre- and postprocessing and download overlap
+        the network of the batch before it, each batch in flight on its own CUDA stream with its own CUDA
+        graphs and buffers (the network's activation memory once per lane). More throughput, not less
+        latency. Needs a backend with lanes (torch); others run one batch at a time.
     onnx: ONNX Runtime options.
     """
 
@@ -190,6 +195,7 @@ class EngineConfig:
     min_depth_m: float = 0.0
     max_depth_m: float = 300.0
     warmup_iters: int = 2
+    pipeline_depth: int = 1
     onnx: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
 
     def __post_init__(self) -> None:
@@ -220,6 +226,9 @@ class EngineConfig:
         iters = self.warmup_iters
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
             raise ValueError(f'warmup_iters must be an integer >= 0, got {self.warmup_iters!r}')
+        depth = self.pipeline_depth
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 4:
+            raise ValueError(f'pipeline_depth must be an integer in 1..4, got {self.pipeline_depth!r}')
         for name in ('cuda_graphs', 'channels_last'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')

@@ -10,7 +10,10 @@ Modes (``--modes``, any subset, each run for every backend x precision x batch s
               measure: "model forward only").
 ``engine``    the whole DepthEngine: frames in, metric depth at camera resolution out (plus an organized
               cloud at stride 2 with ``--mixed-cameras``), including upload, device pre/post-processing and
-              the device-to-host copies.
+              the device-to-host copies. With ``--pipeline-depth N`` (N > 1) the engine keeps N calls in
+              flight (``DepthEngine.submit``, ``EngineConfig.pipeline_depth``): frames/s is then the
+              frames of all timed calls over the wall time from the first submit to the last result, and
+              the latency of a call runs from its submit to its result.
 
 Frames: ``--image-size HxW`` synthetic frames (default 720x1280), or with ``--mixed-cameras`` the 4-camera
 mix 1920x1080, 2 x 1280x720, 640x480 repeated to fill the batch (batch 4 = one of each), producing depth at
@@ -78,6 +81,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "through the engine's pinned staging buffer) or 'registered': one host block pinned "
                         'with cudaHostRegister, as the engine process holds the frames its camera receivers '
                         'deliver (uploaded by DMA straight from it, no staging copy)')
+    p.add_argument('--pipeline-depth', type=int, default=1,
+                   help='engine calls in flight at once (EngineConfig.pipeline_depth, 1..4; default 1)')
     p.add_argument('--no-cuda-graphs', action='store_true', help='disable CUDA graphs in the torch backend')
     p.add_argument('--no-channels-last', action='store_true', help='disable channels_last on CUDA')
     p.add_argument('--compile', default='none', choices=['none', 'default', 'max-autotune'])
@@ -108,6 +113,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f'--iters must be >= 1, got {args.iters}')
     if args.warmup < 0:
         p.error(f'--warmup must be >= 0, got {args.warmup}')
+    if not 1 <= args.pipeline_depth <= 4:
+        p.error(f'--pipeline-depth must be in 1..4, got {args.pipeline_depth}')
     return args
 
 
@@ -260,20 +267,44 @@ def _sync(torch: Any, device: Any) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- modes
-def _bench_engine(engine: Any, frames: list[Any], request: Any, iters: int, warmup: int) -> dict[str, Any]:
+def _bench_engine(engine: Any, frames: list[Any], request: Any, iters: int, warmup: int,
+                  depth: int = 1) -> dict[str, Any]:
+    """Sequential ``infer`` calls (depth 1), or ``depth`` ``submit`` calls in flight (module docstring)."""
     for _ in range(warmup):
         engine.infer(frames, request)
     lat, stages = [], {s: [] for s in STAGES}
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        results = engine.infer(frames, request)
-        lat.append((time.perf_counter() - t0) * 1e3)
+
+    def check(results: list[Any]) -> None:
         errors = [r.error for r in results if r.error]
         if errors:
             raise RuntimeError(f'engine returned errors: {errors[0]}')
         for s in STAGES:
             stages[s].append(results[0].timings_ms.get(s, 0.0))
-    return {'latency_ms': lat, 'stages_ms': {s: statistics.median(v) for s, v in stages.items()}}
+
+    start = time.perf_counter()
+    in_flight: list[tuple[float, Any]] = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        if depth == 1:
+            results = engine.infer(frames, request)
+            lat.append((time.perf_counter() - t0) * 1e3)
+            check(results)
+            continue
+        in_flight.append((t0, engine.submit(frames, request)))
+        if len(in_flight) >= depth:
+            t_submit, ticket = in_flight.pop(0)
+            results = ticket.result()
+            lat.append((time.perf_counter() - t_submit) * 1e3)
+            check(results)
+    for t_submit, ticket in in_flight:
+        results = ticket.result()
+        lat.append((time.perf_counter() - t_submit) * 1e3)
+        check(results)
+    wall_s = time.perf_counter() - start
+    out = {'latency_ms': lat, 'stages_ms': {s: statistics.median(v) for s, v in stages.items()}}
+    if depth > 1:
+        out['fps'] = len(frames) * iters / wall_s
+    return out
 
 
 def _bench_network(torch: Any, backend: Any, batch: Any, metas: list[Any], iters: int, warmup: int,
@@ -404,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             lat = result['latency_ms']
             med, p95 = statistics.median(lat), _percentile(lat, 95)
-            fps = batch * len(lat) / (sum(lat) / 1e3)
+            fps = result.get('fps', batch * len(lat) / (sum(lat) / 1e3))
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else float('nan')
             rec.update(fps=fps, latency_median_ms=med, latency_p95_ms=p95,
                        stages_median_ms=result['stages_ms'], peak_gpu_memory_gib=peak, latency_ms=lat)
@@ -457,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         channels_last=not args.no_channels_last, compile=args.compile,
                         attention=args.attention,
                         autocast_scope=args.autocast_scope, warmup_iters=2, weights=args.weights,
-                        onnx=OnnxRuntimeOptions(model_path=args.onnx),
+                        onnx=OnnxRuntimeOptions(model_path=args.onnx), pipeline_depth=args.pipeline_depth,
                     )
                     if backend_name == 'torch':
                         fused = args.attention in ('sdpa', 'auto')
@@ -503,8 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f'{type(exc).__name__}: {exc}')
                 if 'engine' in args.modes:
                     try:
-                        res = _bench_engine(engine, frames, request, args.iters, args.warmup)
-                        report('engine', backend_name, precision, batch, res, None)
+                        res = _bench_engine(engine, frames, request, args.iters, args.warmup,
+                                            args.pipeline_depth)
+                        report('engine', backend_name, precision, batch, res, None,
+                               {'pipeline_depth': args.pipeline_depth} if args.pipeline_depth > 1 else None)
                     except Exception as exc:  # noqa: BLE001
                         traceback.print_exc()
                         report('engine', backend_name, precision, batch, None, f'{type(exc).__name__}: {exc}')

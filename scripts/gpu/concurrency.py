@@ -75,7 +75,7 @@ with torch.inference_mode():
         print(f'[{time.time() - T0:.0f}s] {n} stream(s): {ms:.3f} ms per batch, {batch * 1e3 / ms:.1f} fps, '
               f'equal {same}', flush=True)
     be.warmup([big])
-    g, outs = be._graphs[big]
+    g, outs = be._graphs[(0, big)]
     for _ in range(3):
         g.replay()
     torch.cuda.synchronize()

@@ -60,7 +60,7 @@ def dev_time(e):
 
 
 def replay_ms(backend, bucket, iters=30):
-    graph, _ = backend._graphs[bucket]
+    graph, _ = backend._graphs[(0, bucket)]
     for _ in range(3):
         graph.replay()
     times = []
@@ -79,7 +79,7 @@ def replay_ms(backend, bucket, iters=30):
 def profile(backend, bucket, name, n=3):
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof_ctx
-    graph, _ = backend._graphs[bucket]
+    graph, _ = backend._graphs[(0, bucket)]
     with prof_ctx(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
             graph.replay()

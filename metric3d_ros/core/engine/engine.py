@@ -39,10 +39,18 @@ request's [min_depth_m, max_depth_m]. ``confidence``: the network's confidence r
 ``timings_ms``: the chunk's stage times (shared by its frames): upload, preprocess, network, postprocess,
 cloud, download (CUDA events on a GPU, ``perf_counter`` on the CPU) and total (host wall time).
 
+Pipelining: ``submit(frames, request)`` enqueues the work and returns an ``EngineTicket`` whose ``result()``
+waits for it (``infer`` is ``submit(...).result()``). With ``config.pipeline_depth`` n > 1 (and a backend
+with lanes, see ``torch_backend``) up to n batches are in flight, each in its own lane (CUDA stream, CUDA
+graphs, staging and batch buffers): the next batch's upload and preprocessing run while the previous
+batch's network runs. Lanes are used round-robin; submitting to a lane whose batch has not been collected
+first waits for that batch (its results stay in its ticket). Results never alias another batch's buffers.
+
 The engine is safe to call from several threads (calls are serialized); it is not re-entrant.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -75,6 +83,54 @@ def resolve_device(name: str) -> torch.device:
     if device.type == 'cuda' and device.index is None:
         device = torch.device('cuda', torch.cuda.current_device())
     return device
+
+
+@dataclass
+class _Lane:
+    """What one batch in flight owns: the backend (or its lane view), preprocessing staging buffers, stage
+    timer, CUDA stream (None: the current stream) and the chunk it is running, until collected."""
+
+    index: int
+    backend: Backend
+    pre: Preprocessor
+    timer: StageTimer
+    stream: torch.cuda.Stream | None = None
+    batch: torch.Tensor | None = None  # the batch buffer when the backend offers none
+    running: _InFlight | None = None
+
+
+@dataclass
+class _InFlight:
+    """A chunk whose device work is enqueued: what ``_collect`` needs to build its results."""
+
+    ticket: EngineTicket
+    lane: _Lane
+    chunk: list[_Item]
+    ordered: list[_Item]
+    post_groups: list
+    failed: dict[int, str]
+    index: dict[tuple[str, int], int]
+    rgb_index: dict[int, int]
+    download: PendingDownload
+    collected: bool = False
+
+
+class EngineTicket:
+    """The results of one ``DepthEngine.submit`` call: ``result()`` waits for them (module docstring)."""
+
+    def __init__(self, engine: DepthEngine, results: list[FrameResult | None]) -> None:
+        self._engine = engine
+        self._results = results
+        self._chunks: list[_InFlight] = []
+
+    def done(self) -> bool:
+        """True when every chunk has been collected (``result()`` then returns without waiting)."""
+        return all(c.collected for c in self._chunks)
+
+    def result(self) -> list[FrameResult]:
+        """A ``FrameResult`` per submitted frame, same order; waits for the device work of this call."""
+        self._engine._collect_ticket(self)
+        return [r for r in self._results if r is not None]
 
 
 @dataclass
@@ -150,10 +206,23 @@ class DepthEngine:
         if mode == 'auto':
             mode = 'device_exact' if self.device.type == 'cuda' else 'reference'
         self.preprocess_mode = mode
-        self._pre = Preprocessor(config.net_hw, self.device, mode)
-        self._batch: torch.Tensor | None = None
-        self._timer = StageTimer(self.device)
-        self._lock = threading.Lock()
+        depth = config.pipeline_depth
+        set_lanes = getattr(backend, 'set_lanes', None)
+        if depth > 1 and set_lanes is None:
+            LOG.warning('backend %r has no lanes: pipeline_depth %d runs one batch at a time',
+                        getattr(backend, 'name', backend), depth)
+            depth = 1
+        if depth > 1:
+            depth = set_lanes(depth)
+        cuda = self.device.type == 'cuda'
+        self._lanes = [
+            _Lane(i, backend.lane(i) if depth > 1 else backend,
+                  Preprocessor(config.net_hw, self.device, mode), StageTimer(self.device),
+                  torch.cuda.Stream(self.device) if cuda and depth > 1 else None)
+            for i in range(depth)
+        ]
+        self._next_lane = 0
+        self._lock = threading.RLock()
         self._closed = False
         #: where the device-to-host copies land (``transfer.HostAllocator``); None: fresh pinned blocks owned
         #: by the results. With an allocator the results are views of its memory: its owner must not hand
@@ -192,19 +261,24 @@ class DepthEngine:
             image = np.full((int(h), int(w), 3), 128, dtype=np.uint8)
             frame = Frame(image, Intrinsics(0.8 * w, 0.8 * w, w / 2.0, h / 2.0), 'warmup', 0)
             for b in sizes:
-                self.infer([frame] * b, OutputRequest(depth=True, confidence=True, cloud=True))
+                for _ in self._lanes:  # round-robin: each lane once
+                    self.infer([frame] * b, OutputRequest(depth=True, confidence=True, cloud=True))
 
     def close(self) -> None:
         """Release the backend and the engine's device buffers; further calls raise RuntimeError."""
         with self._lock:
             if self._closed:
                 return
+            for lane in self._lanes:  # batches still in flight finish into their tickets
+                if lane.running is not None:
+                    self._collect(lane.running)
             self._closed = True
             try:
                 self.backend.close()
             finally:
-                self._batch = None
-                self._pre = Preprocessor(self.config.net_hw, torch.device('cpu'), 'reference')
+                for lane in self._lanes:
+                    lane.batch = None
+                    lane.pre = Preprocessor(self.config.net_hw, torch.device('cpu'), 'reference')
                 if self.device.type == 'cuda':
                     torch.cuda.empty_cache()
 
@@ -222,6 +296,12 @@ class DepthEngine:
     def infer(self, frames: Sequence[Frame],
               request: OutputRequest | Sequence[OutputRequest] | None = None) -> list[FrameResult]:
         """A ``FrameResult`` per frame, same order (module docstring); ``request`` defaults to depth only."""
+        return self.submit(frames, request).result()
+
+    def submit(self, frames: Sequence[Frame],
+               request: OutputRequest | Sequence[OutputRequest] | None = None) -> EngineTicket:
+        """Enqueue ``frames`` and return at once (module docstring, "Pipelining"); ``ticket.result()``
+        returns what ``infer`` would."""
         frames = list(frames)
         requests = expand_requests(len(frames), request)
         results: list[FrameResult | None] = [None] * len(frames)
@@ -241,29 +321,63 @@ class DepthEngine:
                 results[i] = self._failed(frame, error)
                 continue
             items.append(_Item(i, frame, req, image, intr, letterbox))
+        ticket = EngineTicket(self, results)
         with self._lock:
             self._check_open()
             step = self.config.max_batch_size
             with torch.inference_mode():
                 for begin in range(0, len(items), step):
                     chunk = items[begin:begin + step]
+                    lane = self._lanes[self._next_lane]
+                    self._next_lane = (self._next_lane + 1) % len(self._lanes)
+                    if lane.running is not None:  # the lane's previous batch first (into its ticket)
+                        self._collect(lane.running)
                     try:
-                        for position, result in self._run_chunk(chunk):
-                            results[position] = result
+                        with self._on_stream(lane):
+                            running = self._enqueue(chunk, lane, ticket)
                     except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
                         LOG.exception('depth engine batch of %d frames failed', len(chunk))
-                        self._drain()
+                        self._drain(lane)
                         for item in chunk:
                             results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
-        return [r for r in results if r is not None]
+                        continue
+                    lane.running = running
+                    ticket._chunks.append(running)
+        return ticket
 
-    def _drain(self) -> None:
+    def _on_stream(self, lane: _Lane):
+        return torch.cuda.stream(lane.stream) if lane.stream is not None else contextlib.nullcontext()
+
+    def _collect_ticket(self, ticket: EngineTicket) -> None:
+        with self._lock:
+            for running in ticket._chunks:
+                if not running.collected:
+                    self._collect(running)
+
+    def _collect(self, running: _InFlight) -> None:
+        """Wait for a chunk's device work and store its results in its ticket (errors per frame)."""
+        lane = running.lane
+        if lane.running is running:
+            lane.running = None
+        running.collected = True
+        results = running.ticket._results
+        try:
+            with torch.inference_mode(), self._on_stream(lane):
+                for position, result in self._finish(running):
+                    results[position] = result
+        except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
+            LOG.exception('depth engine batch of %d frames failed', len(running.chunk))
+            self._drain(lane)
+            for item in running.chunk:
+                results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
+
+    def _drain(self, lane: _Lane) -> None:
         """Wait for the copies a failed chunk may have left in flight (they may read the caller's registered
         host memory, which the caller reuses once ``infer`` returns)."""
         if self.device.type != 'cuda':
             return
         try:
-            torch.cuda.current_stream(self.device).synchronize()
+            (lane.stream or torch.cuda.current_stream(self.device)).synchronize()
         except Exception:  # noqa: BLE001 - a broken device already failed the chunk; nothing more to do
             LOG.exception('waiting for the device after a failed batch failed')
 
@@ -277,19 +391,20 @@ class DepthEngine:
             error=error,
         )
 
-    def _batch_tensor(self, size: int) -> torch.Tensor:
-        provider = getattr(self.backend, 'input_buffer', None)
+    def _batch_tensor(self, lane: _Lane, size: int) -> torch.Tensor:
+        provider = getattr(lane.backend, 'input_buffer', None)
         if provider is not None:
             buf = provider(size)
             if buf is not None:
                 return buf
-        if self._batch is None:
+        if lane.batch is None:
             h, w = self.config.net_hw
-            self._batch = torch.empty((self.config.max_batch_size, 3, h, w), dtype=torch.float32,
-                                      device=self.device)
-        return self._batch[:size]
+            lane.batch = torch.empty((self.config.max_batch_size, 3, h, w), dtype=torch.float32,
+                                     device=self.device)
+        return lane.batch[:size]
 
-    def _run_chunk(self, chunk: list[_Item]) -> list[tuple[int, FrameResult]]:
+    def _enqueue(self, chunk: list[_Item], lane: _Lane, ticket: EngineTicket) -> _InFlight:
+        """Enqueue a chunk's device work on the current stream, up to its device-to-host copies."""
         # order the batch so that frames of equal size and request are consecutive (one resize per group)
         keys: dict[tuple, int] = {}
         for item in chunk:
@@ -312,10 +427,12 @@ class DepthEngine:
         ]
         images = [it.image for it in ordered]
         letterboxes = [it.letterbox for it in ordered]
-        timer = self._timer
+        timer = lane.timer
+        pre = lane.pre
+        backend = lane.backend
         timer.start()
-        batch = self._batch_tensor(b)
-        staged = self._pre.stage(images, letterboxes, groups)
+        batch = self._batch_tensor(lane, b)
+        staged = pre.stage(images, letterboxes, groups)
         timer.mark('upload')
         post_groups = []
         for start, stop in groups:
@@ -337,19 +454,19 @@ class DepthEngine:
         rgb_index: dict[int, int] = {}
         rgb_groups = [gi for gi, g in enumerate(post_groups)
                       if g.request.cloud_rgb and g.request.resolution == 'network']
-        normalized = self.backend.input_format == 'normalized'
+        normalized = backend.input_format == 'normalized'
         # one kernel per group where it can (CUDA, device_exact); the colours of a network-resolution cloud
         # are read from the 0..255 batch, so those batches take the unfused path
         if not (normalized and not rgb_groups
-                and self._pre.fill_normalized(batch, staged, letterboxes, groups)):
-            self._pre.fill(batch, staged, letterboxes, groups)
+                and pre.fill_normalized(batch, staged, letterboxes, groups)):
+            pre.fill(batch, staged, letterboxes, groups)
             for gi in rgb_groups:
                 rgb_index[gi] = download.add('rgb', post.decimated_rgb_network(batch, post_groups[gi]))
             if normalized:
-                self._pre.normalize_(batch)
+                pre.normalize_(batch)
         timer.mark('preprocess')
 
-        out = self.backend.run(batch, metas)
+        out = backend.run(batch, metas)
         timer.mark('network')
 
         focal = self.config.canonical_focal_px
@@ -379,9 +496,14 @@ class DepthEngine:
         timer.mark('cloud')
         download.start()
         timer.mark('download')
-        host = download.finish()
-        timings = timer.elapsed_ms()
+        return _InFlight(ticket, lane, chunk, ordered, post_groups, failed, index, rgb_index, download)
 
+    def _finish(self, running: _InFlight) -> list[tuple[int, FrameResult]]:
+        """Wait for a chunk's copies and build its results."""
+        host = running.download.finish()
+        timings = running.lane.timer.elapsed_ms()
+        ordered, post_groups, failed = running.ordered, running.post_groups, running.failed
+        index, rgb_index = running.index, running.rgb_index
         results = []
         for gi, g in enumerate(post_groups):
             req = g.request

@@ -25,6 +25,11 @@ the engine's preprocessing writes straight into the graph's input). A batch of b
 bucket >= b; rows past b hold stale data whose outputs are ignored. If capture fails (a network that syncs
 with the host, an old driver), the backend logs why and stays eager.
 
+Lanes (``set_lanes(n)``, used by the engine's ``pipeline_depth``): lane i is a view of the backend
+(``lane(i)``) with its own static input, its own graphs and memory pool, captured on its own stream (so
+cuBLAS gives it its own workspace): batches of different lanes may run concurrently on different streams.
+One lane (the default) is the backend as described above.
+
 ``channels_last`` (CUDA only): the network's 4-D weights and the input use NHWC, which the cuDNN convolutions
 of the patch embedding and the decoder prefer on tensor-core GPUs. ``compile``: ``torch.compile`` of the
 forward (mode 'default', with Inductor's weight freezing on CUDA, or 'max-autotune-no-cudagraphs'; our own
@@ -177,10 +182,11 @@ class TorchBackend:
             # (CUDA only: measured there; same peak memory, 0.78 / 1.63 GiB)
             options = {'freezing': True} if cuda else {}
             self._fn = torch.compile(self.module, dynamic=False, options=options)
-        self._static_in: torch.Tensor | None = None
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
-        self._pool = None
-        self._side_stream: torch.cuda.Stream | None = None
+        self.lanes = 1
+        self._static_in: dict[int, torch.Tensor] = {}  # per lane
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
+        self._pools: dict[int, object] = {}  # per lane
+        self._side_streams: dict[int, torch.cuda.Stream] = {}  # per lane
         self._warm: set[int] = set()
         self.graph_error: str | None = None  # why graphs were disabled, if they were
 
@@ -215,34 +221,52 @@ class TorchBackend:
                 return size
         raise ValueError(f'batch of {b} frames exceeds max_batch_size={self.max_batch_size}')
 
-    def _static(self) -> torch.Tensor:
-        if self._static_in is None:
+    def _static(self, lane: int = 0) -> torch.Tensor:
+        static = self._static_in.get(lane)
+        if static is None:
             h, w = self.net_hw
             with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
-                self._static_in = torch.zeros((self.max_batch_size, 3, h, w), dtype=torch.float32,
-                                              device=self.device)
-        return self._static_in
+                static = torch.zeros((self.max_batch_size, 3, h, w), dtype=torch.float32, device=self.device)
+            self._static_in[lane] = static
+        return static
 
-    def input_buffer(self, batch_size: int) -> torch.Tensor | None:
-        """With CUDA graphs: a view of the static graph input for the engine to fill in place; else None."""
+    def input_buffer(self, batch_size: int, lane: int = 0) -> torch.Tensor | None:
+        """With CUDA graphs: a view of the lane's static graph input for the engine to fill in place; else
+        None."""
         if not self.use_graphs:
             return None
-        return self._static()[:batch_size]
+        return self._static(lane)[:batch_size]
+
+    # --------------------------------------------------------------------------------------------- lanes
+    def set_lanes(self, count: int) -> int:
+        """Prepare ``count`` lanes (see the module docstring); returns the number of lanes."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f'lane count must be an integer >= 1, got {count!r}')
+        self.lanes = count
+        return count
+
+    def lane(self, index: int) -> TorchBackendLane:
+        """The backend as lane ``index`` sees it (``run`` and ``input_buffer`` bound to that lane)."""
+        if not 0 <= index < self.lanes:
+            raise ValueError(f'lane {index} does not exist ({self.lanes} lane(s); see set_lanes)')
+        return TorchBackendLane(self, index)
 
     # ------------------------------------------------------------------------------------------- warm-up
     def warmup(self, batch_sizes: Sequence[int]) -> None:
-        """Eager passes per bucket (autotuning, lazy caches), then CUDA graph capture per bucket."""
+        """Eager passes per bucket (autotuning, lazy caches), then CUDA graph capture per bucket and lane."""
         buckets = sorted({self._bucket(int(b)) for b in batch_sizes}, reverse=True)
         with torch.inference_mode():
-            for b in buckets:
-                self._ensure(b)
+            for lane in range(self.lanes):
+                for b in buckets:
+                    self._ensure(b, lane)
 
-    def _ensure(self, bucket: int) -> None:
-        # Graphs share one memory pool. That is safe here because replays never overlap and the engine
-        # consumes a graph's outputs before the next replay (a capture may reuse earlier intermediates).
-        if bucket in self._graphs or (not self.use_graphs and bucket in self._warm):
+    def _ensure(self, bucket: int, lane: int = 0) -> None:
+        # A lane's graphs share its memory pool. That is safe because a lane's replays never overlap (the
+        # engine runs one batch per lane at a time, in stream order, and consumes a graph's outputs before
+        # the lane's next replay; a capture may reuse earlier intermediates). Lanes have separate pools.
+        if (lane, bucket) in self._graphs or (not self.use_graphs and bucket in self._warm):
             return
-        static = self._static()[:bucket]
+        static = self._static(lane)[:bucket]
         if not self.use_graphs:
             # eager: one pass fills lazy caches (and runs torch.compile); more buys nothing on the CPU
             iters = self.warmup_iters if self.device.type == 'cuda' else 1
@@ -250,9 +274,9 @@ class TorchBackend:
                 self._fn(static)
             self._warm.add(bucket)
             return
-        if self._side_stream is None:  # one side stream for all captures: cuBLAS keeps a workspace per stream
-            self._side_stream = torch.cuda.Stream(self.device)
-        side = self._side_stream
+        side = self._side_streams.get(lane)
+        if side is None:  # one side stream per lane for its captures: cuBLAS keeps a workspace per stream
+            side = self._side_streams[lane] = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         try:
             with torch.cuda.stream(side):
@@ -260,13 +284,15 @@ class TorchBackend:
                     self._fn(static)
             torch.cuda.current_stream(self.device).wait_stream(side)
             torch.cuda.synchronize(self.device)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
+            pool = self._pools.get(lane)
+            if pool is None:
+                pool = self._pools[lane] = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
+            with torch.cuda.graph(graph, pool=pool, stream=side):
                 outputs = self._fn(static)
-            self._graphs[bucket] = (graph, tuple(outputs))
-            LOG.info('captured a CUDA graph for batch size %d', bucket)
+            torch.cuda.synchronize(self.device)
+            self._graphs[(lane, bucket)] = (graph, tuple(outputs))
+            LOG.info('captured a CUDA graph for batch size %d (lane %d)', bucket, lane)
         except Exception as exc:  # noqa: BLE001 - fall back to eager, which is correct if slower
             self.graph_error = f'{type(exc).__name__}: {exc}'
             LOG.warning('CUDA graph capture failed for batch %d (%s): running eagerly', bucket,
@@ -277,26 +303,29 @@ class TorchBackend:
             self._warm.add(bucket)
 
     # ----------------------------------------------------------------------------------------------- run
-    def run(self, batch: torch.Tensor, metas: Sequence[FrameMeta]) -> NetworkOutput:
-        """Canonical depth, confidence and normal (float32, (B, C, H, W)) for the normalized batch."""
+    def run(self, batch: torch.Tensor, metas: Sequence[FrameMeta], lane: int = 0) -> NetworkOutput:
+        """Canonical depth, confidence and normal (float32, (B, C, H, W)) for the normalized batch, on the
+        current stream (with graphs: the lane's graph; its outputs stay valid until the lane's next run)."""
         b = int(batch.shape[0])
         if b != len(metas) or batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f'batch {tuple(batch.shape)} does not match {len(metas)} frame(s)')
         if tuple(batch.shape[2:]) != self.net_hw:
             raise ValueError(f'batch is {tuple(batch.shape[2:])} but the backend was built for {self.net_hw}')
+        if not 0 <= lane < self.lanes:
+            raise ValueError(f'lane {lane} does not exist ({self.lanes} lane(s); see set_lanes)')
         if not self.use_graphs:
             depth, confidence, normal = self._fn(batch)
             return NetworkOutput(depth, confidence, normal)
         bucket = self._bucket(b)
-        if bucket not in self._graphs:
-            self._ensure(bucket)
+        if (lane, bucket) not in self._graphs:
+            self._ensure(bucket, lane)
             if not self.use_graphs:  # capture failed just now
                 depth, confidence, normal = self._fn(batch)
                 return NetworkOutput(depth, confidence, normal)
-        static = self._static()
+        static = self._static(lane)
         if batch.data_ptr() != static.data_ptr():
             static[:b].copy_(batch)
-        graph, outputs = self._graphs[bucket]
+        graph, outputs = self._graphs[(lane, bucket)]
         graph.replay()
         depth, confidence, normal = (t[:b] for t in outputs)
         return NetworkOutput(depth, confidence, normal)
@@ -304,17 +333,40 @@ class TorchBackend:
     def close(self) -> None:
         """Drop graphs, buffers and the network (device memory is returned to the caching allocator)."""
         self._graphs.clear()
-        self._static_in = None
-        self._pool = None
+        self._static_in.clear()
+        self._pools.clear()
         self.module = None  # type: ignore[assignment]
         self._fn = None  # type: ignore[assignment]
-        self._side_stream = None
+        self._side_streams.clear()
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
             clear_workspaces = getattr(torch._C, '_cuda_clearCublasWorkspaces', None)
             if clear_workspaces is not None:  # cuBLAS workspaces of the capture streams (tens of MiB each)
                 clear_workspaces()
             torch.cuda.empty_cache()
+
+
+class TorchBackendLane:
+    """Lane ``index`` of a ``TorchBackend`` (``TorchBackend.lane``): the backend interface bound to it."""
+
+    def __init__(self, backend: TorchBackend, index: int) -> None:
+        self.backend = backend
+        self.index = index
+        self.name = backend.name
+        self.device = backend.device
+        self.input_format = backend.input_format
+
+    def input_buffer(self, batch_size: int) -> torch.Tensor | None:
+        return self.backend.input_buffer(batch_size, self.index)
+
+    def run(self, batch: torch.Tensor, metas: Sequence[FrameMeta]) -> NetworkOutput:
+        return self.backend.run(batch, metas, self.index)
+
+    def warmup(self, batch_sizes: Sequence[int]) -> None:
+        self.backend.warmup(batch_sizes)
+
+    def close(self) -> None:
+        """Nothing: the backend owns the lane's resources (``TorchBackend.close``)."""
 
 
 def create_backend(config: EngineConfig, device: torch.device) -> TorchBackend:

@@ -1,7 +1,8 @@
 """Device-to-host transfer of the engine's outputs: one copy per output kind.
 
 All groups' tensors of one kind (e.g. every frame's depth) are flattened into one device buffer and copied
-with ONE non-blocking copy into pinned host memory; ``finish`` waits for the stream once and splits the
+with ONE non-blocking copy into pinned host memory; ``finish`` waits for those copies (an event recorded
+after them on the stream that enqueued them) and splits the
 host buffer into per-group numpy views. The pinned blocks come from PyTorch's caching host allocator and
 stay owned by the returned arrays (a numpy view keeps its tensor alive), so results never alias the next
 batch's buffers. An ``allocator`` (``HostAllocator``) may supply the host buffers instead (the engine
@@ -31,6 +32,7 @@ class PendingDownload:
     parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     _host: dict[str, torch.Tensor] = field(default_factory=dict)
     _started: bool = False
+    _done: torch.cuda.Event | None = None  # recorded after the copies, on the stream that enqueued them
 
     def add(self, kind: str, tensor: torch.Tensor) -> int:
         """Queue ``tensor`` under ``kind``; returns its index within the kind."""
@@ -52,6 +54,8 @@ class PendingDownload:
                 host = torch.empty(flat.numel(), dtype=flat.dtype, pin_memory=True)
             host.copy_(flat, non_blocking=True)
             self._host[kind] = host
+        self._done = torch.cuda.Event()
+        self._done.record(torch.cuda.current_stream(self.device))
 
     def finish(self) -> dict[str, list[np.ndarray]]:
         """Wait for the copies and return the host arrays, shaped like the queued tensors."""
@@ -62,7 +66,7 @@ class PendingDownload:
             for kind, items in self.parts.items():
                 out[kind] = [t.detach().contiguous().numpy() for t in items]
             return out
-        torch.cuda.current_stream(self.device).synchronize()
+        self._done.synchronize()  # the stream that enqueued the copies, whichever is current now
         for kind, items in self.parts.items():
             host = self._host[kind].numpy()
             arrays = []
