@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Engine throughput with batches in flight (EngineConfig.pipeline_depth; docs/BENCHMARKS.md, 2026-11-22,
 # third session): bf16 cast + compile default (freezing), synthetic weights, 616x1064, $OUT/*.json.
-# Usage: bench_pipeline.sh PART... with PART = vit_s_p2_reg | vit_s_p2 | vit_s_p1_reg | vit_s_p1 | vit_s_b1 |
+# Usage: bench_pipeline.sh PART... with PART = vit_s_p2_reg | vit_s_p3_reg | vit_s_p2 | vit_s_p1_reg | vit_s_p1 | vit_s_b1 |
 # vit_s_b1_reg | mixed_p2_reg | mixed_p2 | large_p2_reg | large_p2 | large_p1_reg | tests
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -19,6 +19,7 @@ bench() {  # name, arguments...
 for part in "$@"; do
   case $part in
     vit_s_p2_reg) bench "$part" --batch-sizes 8 --modes network engine --pipeline-depth 2 --host-frames registered ;;
+    vit_s_p3_reg) bench "$part" --batch-sizes 8 --modes engine --pipeline-depth 3 --host-frames registered ;;
     vit_s_p2) bench "$part" --batch-sizes 8 --modes engine --pipeline-depth 2 ;;
     vit_s_p1_reg) bench "$part" --batch-sizes 8 --modes engine --host-frames registered ;;
     vit_s_p1) bench "$part" --batch-sizes 8 --modes engine ;;
