@@ -191,3 +191,40 @@ def test_convex_kernel_is_off_without_cuda():
     net = load_metric3d(synthetic_state_dict('small'), variant='small')
     net.set_fused(True)
     assert net.depth_model.decoder.convex_kernel is torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the resize kernel runs on CUDA only '
+                    '(GPU check: scripts/gpu/resize_check.py)')
+@torch.no_grad()
+@pytest.mark.parametrize('shape,size', [((2, 48, 11, 19), (20, 34)), ((1, 3, 1, 5), (4, 9)),
+                                        ((2, 8, 6, 6), (1, 1)), ((3, 16, 9, 13), (5, 7))])
+def test_resize_kernel_matches_interpolate_on_cuda(shape, size):
+    from metric3d_ros.core.model import resize_cuda
+    from metric3d_ros.core.model.resample import resize_like
+
+    assert resize_cuda.available('cuda')
+    ref_like = torch.empty((1, 1, *size))
+    x = torch.randn(shape, device='cuda').contiguous(memory_format=torch.channels_last)
+    out = resize_cuda.resize_like(x, ref_like)
+    expected = resize_like(x, ref_like)
+    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+    bf16 = x.to(torch.bfloat16)
+    ulp = (resize_like(bf16, ref_like).float() - resize_cuda.resize_like(bf16, ref_like).float()).abs()
+    assert ulp.max() <= 2 ** -7 * resize_like(bf16, ref_like).float().abs().max()  # at most one bf16 step
+
+
+def test_resize_kernel_is_off_without_cuda_and_falls_back_to_interpolate():
+    from metric3d_ros.core.model import resize_cuda
+    from metric3d_ros.core.model.resample import resize_like
+
+    assert resize_cuda.available('cpu') is False
+    assert resize_cuda._scale(11, 20) == pytest.approx(10 / 19) and resize_cuda._scale(6, 1) == 0.0
+    x = torch.randn(2, 4, 5, 7).contiguous(memory_format=torch.channels_last)
+    ref = torch.empty(1, 1, 9, 13)
+    assert torch.equal(resize_cuda.resize_like(x, ref), resize_like(x, ref))
+    net = load_metric3d(synthetic_state_dict('small'), variant='small')
+    net.set_fused(True)
+    assert net.depth_model.decoder.update_block.resize_kernel is torch.cuda.is_available()
+    net.set_fused(False)
+    assert net.depth_model.decoder.update_block.resize_kernel is False

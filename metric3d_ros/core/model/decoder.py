@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metric3d_ros.core.model import convex_cuda
+from metric3d_ros.core.model import convex_cuda, resize_cuda
 from metric3d_ros.core.model.dpt import DecoderFeature, EncoderFeature
 from metric3d_ros.core.model.gru import BasicMultiUpdateBlock, ContextFeatureEncoder, convex_upsample
 from metric3d_ros.core.model.merged_convs import channel_slice, conv_aligned, shared_conv
@@ -80,12 +80,13 @@ class RAFTDepthNormalDecoder(nn.Module):
         One gate convolution per ConvGRU update instead of three (``ConvGRU.fused_gates``), GRU inputs padded
         to a multiple of 8 channels, the two first convs of the depth and normal heads merged, the paired
         context heads and flow-head convs merged (``merged_convs``), the DPT 1x1 convs before the
-        upsampling, and on CUDA (with Triton) the convex upsampling as one kernel (``convex_cuda``). Other
-        rounding than upstream's order of operations: the torch backend enables it for bf16/fp16 decoders;
-        False keeps upstream's arithmetic.
+        upsampling, and on CUDA (with Triton) the convex upsampling and the GRU states' bilinear resizes as
+        one kernel each (``convex_cuda``, ``resize_cuda``). Other rounding than upstream's order of
+        operations: the torch backend enables it for bf16/fp16 decoders; False keeps upstream's arithmetic.
         """
         self.fused = bool(fused)
         self.convex_kernel = self.fused and convex_cuda.available('cuda')
+        self.update_block.resize_kernel = self.fused and resize_cuda.available('cuda')
         for block in (self.decoder_mono.upconv_1, self.decoder_mono.upconv_2, self.decoder_mono.upconv_3):
             block.conv_first = self.fused
 

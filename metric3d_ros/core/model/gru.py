@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metric3d_ros.core.model import resize_cuda
 from metric3d_ros.core.model.merged_convs import (
     channel_pad,
     memory_format_of,
@@ -189,6 +190,8 @@ class BasicMultiUpdateBlock(nn.Module):
             nn.ReLU(),
             nn.Conv2d(hidden, upsample_factor ** 2 * 9, kernel_size=1),
         )
+        # True (fused decoder on CUDA): the states' bilinear resizes as one Triton kernel each (resize_cuda)
+        self.resize_kernel = False
 
     def fused_gates(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Fused gate weights of gru08, gru16, gru32 (finest first, like ``net``), see ConvGRU.fused_gates."""
@@ -198,10 +201,14 @@ class BasicMultiUpdateBlock(nn.Module):
         """Update the 1/16 state only."""
         net[2] = self.gru32(net[2], inp[2], pool2x(net[1]), gates=gates and gates[2])
 
+    def _resize_like(self, x: Tensor, ref: Tensor) -> Tensor:
+        return resize_cuda.resize_like(x, ref) if self.resize_kernel else resize_like(x, ref)
+
     def step_mid(self, net: list[Tensor], inp: list[Tensor], gates: list | None = None) -> None:
         """Update the 1/16 then the 1/8 state."""
         self.step_coarse(net, inp, gates)
-        net[1] = self.gru16(net[1], inp[1], resize_like(pool2x(net[0]), net[1]), resize_like(net[2], net[1]),
+        resize = self._resize_like
+        net[1] = self.gru16(net[1], inp[1], resize(pool2x(net[0]), net[1]), resize(net[2], net[1]),
                             gates=gates and gates[1])
 
     def step_full(self, net: list[Tensor], inp: list[Tensor], flow: Tensor,
@@ -212,7 +219,7 @@ class BasicMultiUpdateBlock(nn.Module):
         dtype of its hidden state (a no-op in float32).
         """
         self.step_mid(net, inp, gates)
-        net[0] = self.gru08(net[0], inp[0], flow.to(net[0].dtype), resize_like(net[1], net[0]),
+        net[0] = self.gru08(net[0], inp[0], flow.to(net[0].dtype), self._resize_like(net[1], net[0]),
                             gates=gates and gates[0])
         return self.flow_head(net[0], fused=gates is not None)
 
