@@ -101,9 +101,13 @@ class _Lane:
 
 @dataclass
 class _InFlight:
-    """A chunk whose device work is enqueued: what ``_collect`` needs to build its results."""
+    """A chunk whose device work is enqueued: what ``_collect`` needs to build its results.
 
-    ticket: EngineTicket
+    It refers to its ticket's result list, not to the ticket: no reference cycle, so a dropped ticket frees
+    its host buffers at once instead of at the next garbage collection (pinned blocks kept alive that long
+    made the caching host allocator pin new memory every few batches: stalls of ~100 ms)."""
+
+    results: list[FrameResult | None]
     lane: _Lane
     chunk: list[_Item]
     ordered: list[_Item]
@@ -113,6 +117,11 @@ class _InFlight:
     rgb_index: dict[int, int]
     download: PendingDownload
     collected: bool = False
+
+    def release(self) -> None:
+        """Drop the frames and device/host buffers once the results are built (the ticket may live on)."""
+        self.chunk, self.ordered, self.post_groups = [], [], []
+        self.download = PendingDownload(self.download.device)
 
 
 class EngineTicket:
@@ -334,7 +343,7 @@ class DepthEngine:
                         self._collect(lane.running)
                     try:
                         with self._on_stream(lane):
-                            running = self._enqueue(chunk, lane, ticket)
+                            running = self._enqueue(chunk, lane, results)
                     except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
                         LOG.exception('depth engine batch of %d frames failed', len(chunk))
                         self._drain(lane)
@@ -360,7 +369,7 @@ class DepthEngine:
         if lane.running is running:
             lane.running = None
         running.collected = True
-        results = running.ticket._results
+        results = running.results
         try:
             with torch.inference_mode(), self._on_stream(lane):
                 for position, result in self._finish(running):
@@ -370,6 +379,8 @@ class DepthEngine:
             self._drain(lane)
             for item in running.chunk:
                 results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
+        finally:
+            running.release()
 
     def _drain(self, lane: _Lane) -> None:
         """Wait for the copies a failed chunk may have left in flight (they may read the caller's registered
@@ -403,7 +414,7 @@ class DepthEngine:
                                      device=self.device)
         return lane.batch[:size]
 
-    def _enqueue(self, chunk: list[_Item], lane: _Lane, ticket: EngineTicket) -> _InFlight:
+    def _enqueue(self, chunk: list[_Item], lane: _Lane, results: list[FrameResult | None]) -> _InFlight:
         """Enqueue a chunk's device work on the current stream, up to its device-to-host copies."""
         # order the batch so that frames of equal size and request are consecutive (one resize per group)
         keys: dict[tuple, int] = {}
@@ -496,7 +507,7 @@ class DepthEngine:
         timer.mark('cloud')
         download.start()
         timer.mark('download')
-        return _InFlight(ticket, lane, chunk, ordered, post_groups, failed, index, rgb_index, download)
+        return _InFlight(results, lane, chunk, ordered, post_groups, failed, index, rgb_index, download)
 
     def _finish(self, running: _InFlight) -> list[tuple[int, FrameResult]]:
         """Wait for a chunk's copies and build its results."""
