@@ -2,7 +2,8 @@
 # Engine throughput with batches in flight (EngineConfig.pipeline_depth; docs/BENCHMARKS.md, 2026-11-22,
 # third session): bf16 cast + compile default (freezing), synthetic weights, 616x1064, $OUT/*.json.
 # Usage: [ITERS=150] bench_pipeline.sh PART... with PART = vit_s_p2_reg | vit_s_p3_reg | vit_s_p3 | vit_s_p2 |
-# vit_s_p1_reg | vit_s_p1 | vit_s_b1 | vit_s_b1_reg | mixed_p2_reg | mixed_p3_reg | mixed_p2 | large_p2_reg |
+# vit_s_p1_reg | vit_s_p1 | vit_s_b1 | vit_s_b1_reg | mixed_p2_reg | mixed_p3_reg | mixed_p2 | mixed_p1_reg |
+# mixed_p1 | large_p2_reg |
 # large_p2 | large_p1_reg | large_p1 | tests (each part one metric3d_bench process; its name is the JSON file)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -29,6 +30,8 @@ for part in "$@"; do
     vit_s_b1_reg) bench "$part" --batch-sizes 1 --modes engine --host-frames registered ;;
     mixed_p2_reg) bench "$part" --mixed-cameras --batch-sizes 8 --modes engine --pipeline-depth 2 --host-frames registered ;;
     mixed_p3_reg) bench "$part" --mixed-cameras --batch-sizes 8 --modes engine --pipeline-depth 3 --host-frames registered ;;
+    mixed_p1_reg) bench "$part" --mixed-cameras --batch-sizes 8 --modes engine --host-frames registered ;;
+    mixed_p1) bench "$part" --mixed-cameras --batch-sizes 8 --modes engine ;;
     mixed_p2) bench "$part" --mixed-cameras --batch-sizes 8 --modes engine --pipeline-depth 2 ;;
     large_p2_reg) bench "$part" --variant large --batch-sizes 4 --modes network engine --pipeline-depth 2 --host-frames registered --iters 40 --warmup 2 ;;
     large_p2) bench "$part" --variant large --batch-sizes 4 --modes engine --pipeline-depth 2 --iters 40 --warmup 2 ;;
