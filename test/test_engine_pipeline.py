@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
+import time
 import weakref
 
 import numpy as np
@@ -16,6 +18,7 @@ from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine.engine import DepthEngine
 from metric3d_ros.core.engine.test_backends import FakeBackend
 from metric3d_ros.core.engine.torch_backend import TorchBackend
+from metric3d_ros.core.engine.transfer import PendingDownload
 from metric3d_ros.core.engine.types import Frame, OutputRequest
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 
@@ -84,7 +87,7 @@ def test_pipelined_submits_give_what_infer_gives_one_batch_at_a_time():
         for a, b in zip(got, expected, strict=True):
             _same(a, b)
     assert 'image' in tickets[2].result()[1].error
-    assert tickets[0].result()[0].depth_m is not tickets[1].result()[0].depth_m
+    assert not np.shares_memory(tickets[0].result()[0].depth_m, tickets[1].result()[0].depth_m)
 
 
 def test_a_call_longer_than_max_batch_size_spans_lanes_in_order():
@@ -110,7 +113,7 @@ def test_a_failing_batch_fails_only_its_own_frames(monkeypatch, caplog):
     monkeypatch.setattr(TorchBackend, 'run', flaky)
     tickets = [engine.submit(_frames(seed), ALL) for seed in (1, 2, 3)]
     first, second, third = (t.result() for t in tickets)
-    assert runs == [0, 1, 0]
+    assert runs == [0, 1, 1]  # the failed batch left lane 1 idle: the third batch takes it (lane 0 is busy)
     assert all(r.ok for r in first + third)
     assert all('device fell over' in r.error for r in second)
     assert 'depth engine batch of 3 frames failed' in caplog.text
@@ -148,6 +151,45 @@ def test_a_dropped_ticket_frees_its_buffers_without_the_garbage_collector():
         assert ticket_ref() is None and depth_ref() is None
     finally:
         gc.enable()
+
+
+def test_a_waiting_result_does_not_block_a_submit_to_an_idle_lane(monkeypatch):
+    # result() waits for the device without the engine lock: another thread can keep the GPU fed meanwhile
+    engine = _engine(2)
+    first = engine.submit(_frames(1), ALL)
+    release, waiting = threading.Event(), threading.Event()
+    real_wait = PendingDownload.wait
+
+    def slow_wait(self):
+        if not waiting.is_set():
+            waiting.set()
+            release.wait(10)
+        real_wait(self)
+
+    monkeypatch.setattr(PendingDownload, 'wait', slow_wait)
+    consumer = threading.Thread(target=first.result)
+    consumer.start()
+    assert waiting.wait(10)
+    started = time.perf_counter()
+    second = engine.submit(_frames(2), ALL)  # lane 1 is idle
+    took_s = time.perf_counter() - started
+    release.set()
+    consumer.join(10)
+    assert took_s < 5 and not consumer.is_alive()
+    assert first.done() and all(r.ok for r in first.result() + second.result())
+
+
+def test_camera_resolution_cloud_colours_are_taken_at_submit():
+    # the caller may reuse its image buffers once the results are in; colours must not come from later
+    engine = _engine(2)
+    frames = _frames(1)
+    request = OutputRequest(depth=True, cloud=True, cloud_rgb=True, cloud_stride=2)
+    expected = [f.image_rgb[::2, ::2].copy() for f in frames]
+    ticket = engine.submit(frames, request)
+    for frame in frames:
+        frame.image_rgb[:] = 0  # overwritten before result()
+    for result, colours in zip(ticket.result(), expected, strict=True):
+        np.testing.assert_array_equal(result.points_rgb, colours)
 
 
 def test_torch_backend_lanes_are_checked():

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metric3d_ros.core.engine.torch_backend import TorchBackend
 from metric3d_ros.core.model import load_metric3d
@@ -228,3 +229,26 @@ def test_resize_kernel_is_off_without_cuda_and_falls_back_to_interpolate():
     assert net.depth_model.decoder.update_block.resize_kernel is torch.cuda.is_available()
     net.set_fused(False)
     assert net.depth_model.decoder.update_block.resize_kernel is False
+
+
+def test_linear_gelu_op_is_fc1_with_the_tanh_gelu_and_only_replaces_bf16_cuda_calls():
+    from metric3d_ros.core.model import gelu_linear
+    from metric3d_ros.core.model.vit import Mlp
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 5, 8), torch.randn(16, 8), torch.randn(16)
+    out = gelu_linear.linear_gelu_op(x, weight, bias)
+    assert out.shape == (2, 5, 16)
+    assert torch.allclose(out, F.gelu(x @ weight.T + bias, approximate='tanh'), atol=1e-6)
+    assert not torch.allclose(out, F.gelu(x @ weight.T + bias), atol=1e-6)  # it is the approximation
+    with pytest.raises(ValueError, match='do not match'):
+        gelu_linear.linear_gelu_op(x, weight[:, :4], bias)
+    mlp = Mlp(8, 16)
+    plain = mlp(x)
+    mlp.gelu_epilogue = True
+    assert torch.equal(mlp(x), plain)  # CPU and float32: the exact GELU
+    net = load_metric3d(synthetic_state_dict('small'), variant='small')
+    net.set_fused(True)
+    assert all(block.mlp.gelu_epilogue for block in net.depth_model.encoder.blocks[0])
+    net.set_fused(False)
+    assert not any(block.mlp.gelu_epilogue for block in net.depth_model.encoder.blocks[0])

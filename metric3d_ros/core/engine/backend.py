@@ -22,6 +22,9 @@ Contract of ``Backend.run(batch, metas)``:
 
 Optional: ``input_buffer(batch_size)`` returns a (batch_size, 3, H, W) tensor the engine should fill in
 place (e.g. a CUDA graph's static input); ``run`` then skips its copy when handed that very tensor.
+Optional, for ``EngineConfig.pipeline_depth`` > 1: ``set_lanes(n)`` (returns the number of lanes) and
+``lane(i)``, a backend view whose ``run`` and ``input_buffer`` may be used on its own CUDA stream while other
+lanes run (see ``torch_backend``); backends without them run one batch at a time.
 
 Backends are created by name through a registry of factories ``factory(config, device) -> Backend``;
 built-in names import their module lazily (so 'onnxruntime' costs nothing unless used). Register your own

@@ -43,8 +43,10 @@ Pipelining: ``submit(frames, request)`` enqueues the work and returns an ``Engin
 waits for it (``infer`` is ``submit(...).result()``). With ``config.pipeline_depth`` n > 1 (and a backend
 with lanes, see ``torch_backend``) up to n batches are in flight, each in its own lane (CUDA stream, CUDA
 graphs, staging and batch buffers): the next batch's upload and preprocessing run while the previous
-batch's network runs. Lanes are used round-robin; submitting to a lane whose batch has not been collected
-first waits for that batch (its results stay in its ticket). Results never alias another batch's buffers.
+batch's network runs. An idle lane is used first (round-robin); with none idle, the next lane's batch is
+collected first (its results stay in its ticket). Results never alias another batch's buffers. The frames'
+arrays must stay unchanged until ``result()`` returns (registered host memory is uploaded by DMA while the
+batch is in flight). On the CPU lanes run one after the other and buy nothing.
 
 The engine is safe to call from several threads (calls are serialized); it is not re-entrant.
 """
@@ -116,11 +118,14 @@ class _InFlight:
     index: dict[tuple[str, int], int]
     rgb_index: dict[int, int]
     download: PendingDownload
+    #: camera-resolution cloud colours, copied from the frames at enqueue time (the caller may reuse its
+    #: image buffers once the results are in, not later than that), by (group, row in group)
+    colours: dict[tuple[int, int], np.ndarray]
     collected: bool = False
 
     def release(self) -> None:
         """Drop the frames and device/host buffers once the results are built (the ticket may live on)."""
-        self.chunk, self.ordered, self.post_groups = [], [], []
+        self.chunk, self.ordered, self.post_groups, self.colours = [], [], [], {}
         self.download = PendingDownload(self.download.device)
 
 
@@ -231,7 +236,7 @@ class DepthEngine:
             for i in range(depth)
         ]
         self._next_lane = 0
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._closed = False
         #: where the device-to-host copies land (``transfer.HostAllocator``); None: fresh pinned blocks owned
         #: by the results. With an allocator the results are views of its memory: its owner must not hand
@@ -270,7 +275,9 @@ class DepthEngine:
             image = np.full((int(h), int(w), 3), 128, dtype=np.uint8)
             frame = Frame(image, Intrinsics(0.8 * w, 0.8 * w, w / 2.0, h / 2.0), 'warmup', 0)
             for b in sizes:
-                for _ in self._lanes:  # round-robin: each lane once
+                # each lane once on CUDA (round-robin; lanes have their own graphs and buffers); on the CPU
+                # lanes hold nothing to warm
+                for _ in self._lanes if self.device.type == 'cuda' else self._lanes[:1]:
                     self.infer([frame] * b, OutputRequest(depth=True, confidence=True, cloud=True))
 
     def close(self) -> None:
@@ -337,8 +344,7 @@ class DepthEngine:
             with torch.inference_mode():
                 for begin in range(0, len(items), step):
                     chunk = items[begin:begin + step]
-                    lane = self._lanes[self._next_lane]
-                    self._next_lane = (self._next_lane + 1) % len(self._lanes)
+                    lane = self._pick_lane()
                     if lane.running is not None:  # the lane's previous batch first (into its ticket)
                         self._collect(lane.running)
                     try:
@@ -354,10 +360,23 @@ class DepthEngine:
                     ticket._chunks.append(running)
         return ticket
 
+    def _pick_lane(self) -> _Lane:
+        """The next idle lane in round-robin order, else the next lane (its batch is collected first)."""
+        count = len(self._lanes)
+        order = [self._lanes[(self._next_lane + k) % count] for k in range(count)]
+        lane = next((candidate for candidate in order if candidate.running is None), order[0])
+        self._next_lane = (lane.index + 1) % count
+        return lane
+
     def _on_stream(self, lane: _Lane):
         return torch.cuda.stream(lane.stream) if lane.stream is not None else contextlib.nullcontext()
 
     def _collect_ticket(self, ticket: EngineTicket) -> None:
+        # wait for the device without the lock (another thread may submit to an idle lane meanwhile), then
+        # build the results under it
+        for running in list(ticket._chunks):
+            if not running.collected:
+                running.download.wait()
         with self._lock:
             for running in ticket._chunks:
                 if not running.collected:
@@ -368,7 +387,6 @@ class DepthEngine:
         lane = running.lane
         if lane.running is running:
             lane.running = None
-        running.collected = True
         results = running.results
         try:
             with torch.inference_mode(), self._on_stream(lane):
@@ -381,6 +399,7 @@ class DepthEngine:
                 results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
         finally:
             running.release()
+            running.collected = True  # after the results are stored: done() is True only then
 
     def _drain(self, lane: _Lane) -> None:
         """Wait for the copies a failed chunk may have left in flight (they may read the caller's registered
@@ -507,7 +526,14 @@ class DepthEngine:
         timer.mark('cloud')
         download.start()
         timer.mark('download')
-        return _InFlight(results, lane, chunk, ordered, post_groups, failed, index, rgb_index, download)
+        colours = {
+            (gi, k): ordered[row].image[::g.request.cloud_stride, ::g.request.cloud_stride].copy()
+            for gi, g in enumerate(post_groups)
+            if g.request.cloud and g.request.cloud_rgb and g.request.resolution != 'network'
+            for k, row in enumerate(range(g.start, g.stop))
+        }
+        return _InFlight(results, lane, chunk, ordered, post_groups, failed, index, rgb_index, download,
+                         colours)
 
     def _finish(self, running: _InFlight) -> list[tuple[int, FrameResult]]:
         """Wait for a chunk's copies and build its results."""
@@ -541,7 +567,6 @@ class DepthEngine:
                         if req.resolution == 'network':
                             res.points_rgb = host['rgb'][rgb_index[gi]][k]
                         else:
-                            s = req.cloud_stride
-                            res.points_rgb = item.image[::s, ::s].copy()
+                            res.points_rgb = running.colours[(gi, k)]
                 results.append((item.position, res))
         return results

@@ -123,8 +123,8 @@ def resize_float(images: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
 class Preprocessor:
     """Fills a (B, 3, H, W) float32 batch tensor from uint8 frames (see module docstring for the modes).
 
-    Not thread-safe: the pinned staging buffer is reused by the next call (the engine serializes calls and
-    waits for its copies before returning).
+    Not thread-safe: the pinned staging buffer is reused by the next call (the engine gives each batch in
+    flight its own Preprocessor and reuses it only after that batch's copies have completed).
     """
 
     def __init__(self, net_hw: tuple[int, int], device: torch.device, mode: str = 'device_exact') -> None:
@@ -181,7 +181,8 @@ class Preprocessor:
     def _upload_direct(self, stacks: Sequence[Sequence[np.ndarray]], total: int) -> list[torch.Tensor]:
         """Every array lies in CUDA-registered host memory (``host_memory``): one DMA copy per array
         straight from it, no staging copy. The caller keeps the arrays unchanged until its stream is
-        synchronized (``DepthEngine.infer`` synchronizes before it returns, also after a failed batch)."""
+        synchronized (``DepthEngine.infer`` and ``EngineTicket.result`` wait for it before they return, also
+        after a failed batch)."""
         if self._upload is None or self._upload.numel() < total:
             self._upload = torch.empty(total, dtype=torch.uint8, device=self.device)
         out = []

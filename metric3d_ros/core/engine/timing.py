@@ -6,9 +6,10 @@ timer.mark('network')`` and, after the stream has been synchronized, ``timer.ela
 twice accumulates).
 
 On CUDA the marks are events recorded on the current stream, so a stage's time is the GPU timeline between
-two marks (it includes the GPU waiting for the host to enqueue work, which is exactly what a stage costs in
-a pipeline that never overlaps batches). Reading them needs no extra synchronization once the engine has
-waited for its device-to-host copies.
+two marks (it includes the GPU waiting for the host to enqueue work, which is exactly what a stage costs
+when batches do not overlap; with batches in flight, ``EngineConfig.pipeline_depth``, it includes the time
+its kernels share the GPU with the other batch's). Reading them needs no extra synchronization once the
+engine has waited for its device-to-host copies. ``total`` is host wall time from the start to the read.
 """
 from __future__ import annotations
 

@@ -57,6 +57,11 @@ class PendingDownload:
         self._done = torch.cuda.Event()
         self._done.record(torch.cuda.current_stream(self.device))
 
+    def wait(self) -> None:
+        """Wait for the copies (if they were started on CUDA); ``finish`` does it too."""
+        if self._done is not None:
+            self._done.synchronize()
+
     def finish(self) -> dict[str, list[np.ndarray]]:
         """Wait for the copies and return the host arrays, shaped like the queued tensors."""
         if not self._started:

@@ -62,8 +62,8 @@ class Metric3DNet(nn.Module):
 
     def set_fused(self, fused: bool) -> None:
         """True: the same function with fewer, wider kernels (a reduced-precision option, other rounding):
-        the patch embedding as a matmul (``PatchEmbed``), on CUDA the MLPs' first linear layer with a
-        tanh-approximated GELU in its epilogue (``gelu_linear``), and the fused decoder
+        the patch embedding as a matmul (``PatchEmbed``), for bf16 on CUDA the MLPs' first linear layer
+        with a tanh-approximated GELU in its epilogue (``gelu_linear``), and the fused decoder
         (``RAFTDepthNormalDecoder.set_fused``); False (default): upstream's arithmetic."""
         self.depth_model.encoder.set_patch_matmul(fused)
         self.depth_model.encoder.set_gelu_epilogue(fused)

@@ -13,8 +13,8 @@ tensor's dtype); the order of the multiply-adds may differ (float32 round-off).
 
 ``resize_op`` is a ``torch.library`` custom op (torch >= 2.4), so ``torch.compile`` keeps it as one opaque
 call and CUDA graphs capture it. ``available(device)`` says whether it can run (it compiles and runs a probe);
-``resize_like`` uses it for channels_last CUDA tensors of fewer than 2**31 elements and
-``resample.resize_like`` otherwise.
+``resize_like`` uses it for non-empty channels_last CUDA tensors whose input and output offsets fit in
+int32, and ``resample.resize_like`` otherwise.
 """
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def _kernel():
     return resize_bilinear_nhwc_kernel
 
 
+def _fits(x: Tensor, out_h: int, out_w: int) -> bool:
+    """Non-empty input, and input and output offsets (plus a block of lanes) within int32."""
+    n, c, h, w = x.shape
+    limit = 2 ** 31 - _BLOCK
+    return h > 0 and w > 0 and x.numel() <= limit and n * c * out_h * out_w <= limit
+
+
 def _scale(size_in: int, size_out: int) -> float:
     """PyTorch's align_corners scale: (in - 1) / (out - 1) divided in float32, 0 for a 1-pixel output."""
     return float(np.float32(size_in - 1) / np.float32(size_out - 1)) if size_out > 1 else 0.0
@@ -78,8 +85,9 @@ def _resize(x: Tensor, out_h: int, out_w: int) -> Tensor:
     out = torch.empty((n, c, out_h, out_w), dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last)
     total = out.numel()
-    if total >= 2 ** 31:
-        raise ValueError(f'resize_op: {total} output elements do not fit the kernel\'s int32 indexing')
+    if not _fits(x, out_h, out_w):
+        raise ValueError(f'resize_op: {tuple(x.shape)} -> ({out_h}, {out_w}) has an empty input or does not '
+                         "fit the kernel's int32 indexing")
     if total:
         with torch.cuda.device(x.device):  # Triton launches on the current device
             _kernel()[((total + _BLOCK - 1) // _BLOCK,)](
@@ -104,8 +112,7 @@ def resize_like(x: Tensor, ref: Tensor) -> Tensor:
     """``resample.resize_like`` (bilinear, align_corners=True, to ``ref``'s spatial size) with the kernel
     where it applies (see the module docstring)."""
     out_h, out_w = ref.shape[-2:]
-    if (resize_op is None or x.dim() != 4 or not x.is_cuda
-            or x.shape[0] * x.shape[1] * out_h * out_w >= 2 ** 31
+    if (resize_op is None or x.dim() != 4 or not x.is_cuda or not _fits(x, out_h, out_w)
             or not x.is_contiguous(memory_format=torch.channels_last)):
         return resize_like_torch(x, ref)
     return resize_op(x, int(out_h), int(out_w))

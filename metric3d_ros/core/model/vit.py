@@ -88,12 +88,13 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
-        # True: fc1 and a tanh-approximated GELU as one cuBLASLt call on CUDA tensors (``gelu_linear``; a
-        # reduced-precision option of the fused network); the exact GELU otherwise
+        # True: fc1 and a tanh-approximated GELU as one cuBLASLt call for bf16 CUDA tensors with bf16
+        # weights (``gelu_linear``; the 'cast' scope of the fused network); the exact GELU otherwise
         self.gelu_epilogue = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.gelu_epilogue and x.is_cuda:
+        if (self.gelu_epilogue and x.is_cuda and x.dtype == torch.bfloat16
+                and self.fc1.weight.dtype == torch.bfloat16):
             return self.fc2(gelu_linear.linear_gelu_op(x, self.fc1.weight, self.fc1.bias))
         return self.fc2(self.act(self.fc1(x)))
 
@@ -159,7 +160,7 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed.as_matmul = bool(enabled)
 
     def set_gelu_epilogue(self, enabled: bool) -> None:
-        """True: fc1 + GELU of every GELU MLP as one cuBLASLt call on CUDA (``Mlp``; needs torch >= 2.4)."""
+        """True: fc1 + GELU of every GELU MLP as one cuBLASLt call for bf16 on CUDA (``Mlp``, torch 2.4+)."""
         enabled = bool(enabled) and gelu_linear.available()
         for block in self.blocks[0]:
             if isinstance(block.mlp, Mlp):
