@@ -7,9 +7,11 @@ from the memory bandwidth: 75 us alone, 100 us inside the network, for a batch o
 154x266 states on an H100 (PyTorch's own CUDA kernel: 143 us; ``scripts/gpu/resize_check.py``), where reading
 and writing the data takes ~14 us. The kernel here gives each lane one output element of the NHWC tensor,
 so neighbouring lanes load neighbouring channels of the same four source pixels and store contiguously.
-Same arithmetic as PyTorch's kernel (float32 source index ``scale * dst`` with ``scale = (in - 1) /
+The arithmetic follows PyTorch's kernel (float32 source index ``scale * dst`` with ``scale = (in - 1) /
 (out - 1)`` in float32, truncated to the top-left tap, the weighted sum in float32, then rounded to the
-tensor's dtype); the order of the multiply-adds may differ (float32 round-off).
+tensor's dtype). Measured on the H100: at most 4.6e-5 from PyTorch's CUDA kernel on float32 values of unit
+scale (more than the few ulps the formula alone explains; a replay of the formula in numpy matches the CPU
+kernel within 1.4e-7 relative), and at most one bf16 step apart on bf16 tensors, as Inductor's version is.
 
 ``resize_op`` is a ``torch.library`` custom op (torch >= 2.4), so ``torch.compile`` keeps it as one opaque
 call and CUDA graphs capture it. ``available(device)`` says whether it can run (it compiles and runs a probe);
