@@ -1,5 +1,6 @@
-"""Whether a hand-written Triton kernel can run here (used by the fused preprocessing and the convex
-upsampling kernels; everything else falls back to the torch code, which also serves the CPU)."""
+"""Whether a hand-written Triton kernel can run here (used by the fused preprocessing, the convex
+upsampling and the bilinear resize kernels; everything else falls back to the torch code, which also
+serves the CPU)."""
 from __future__ import annotations
 
 import logging

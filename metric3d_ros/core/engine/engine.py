@@ -351,10 +351,7 @@ class DepthEngine:
                         with self._on_stream(lane):
                             running = self._enqueue(chunk, lane, results)
                     except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
-                        LOG.exception('depth engine batch of %d frames failed', len(chunk))
-                        self._drain(lane)
-                        for item in chunk:
-                            results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
+                        self._fail_chunk(lane, chunk, results, exc)
                         continue
                     lane.running = running
                     ticket._chunks.append(running)
@@ -393,13 +390,18 @@ class DepthEngine:
                 for position, result in self._finish(running):
                     results[position] = result
         except Exception as exc:  # noqa: BLE001 - reported per frame, logged with traceback
-            LOG.exception('depth engine batch of %d frames failed', len(running.chunk))
-            self._drain(lane)
-            for item in running.chunk:
-                results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
+            self._fail_chunk(lane, running.chunk, results, exc)
         finally:
             running.release()
             running.collected = True  # after the results are stored: done() is True only then
+
+    def _fail_chunk(self, lane: _Lane, chunk: list[_Item], results: list[FrameResult | None],
+                    exc: Exception) -> None:
+        """Log a chunk's failure (with traceback), wait for its copies, and fail each of its frames."""
+        LOG.exception('depth engine batch of %d frames failed', len(chunk))
+        self._drain(lane)
+        for item in chunk:
+            results[item.position] = self._failed(item.frame, f'{type(exc).__name__}: {exc}')
 
     def _drain(self, lane: _Lane) -> None:
         """Wait for the copies a failed chunk may have left in flight (they may read the caller's registered

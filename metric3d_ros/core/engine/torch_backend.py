@@ -174,13 +174,13 @@ class TorchBackend:
         self.use_graphs = bool(cuda_graphs and cuda)
         self.channels_last = bool(channels_last and cuda)
         self.warmup_iters = max(1, int(warmup_iters))
-        # reduced precision with graphs: cuDNN times its algorithms for every convolution shape in the eager
-        # warm-up passes and the capture records the fastest (H100, ViT-S bf16 cast batch 8: network
-        # 20.13-20.28 -> 19.71 ms); fp32 keeps cuDNN's heuristics (the conformant path)
-        self.cudnn_benchmark = _DTYPES[precision] != torch.float32
         self.buckets = batch_buckets(self.max_batch_size, batch_bucket_sizes)
         net = net.to(self.device).eval()
         reduced = _DTYPES[precision] != torch.float32
+        # reduced precision with graphs: cuDNN times its algorithms for every convolution shape in the eager
+        # warm-up passes and the capture records the fastest (H100, ViT-S bf16 cast batch 8: network
+        # 20.13-20.28 -> 19.71 ms); fp32 keeps cuDNN's heuristics (the conformant path)
+        self.cudnn_benchmark = reduced
         if reduced and autocast_scope == 'cast':
             net = net.to(_DTYPES[precision])
         if reduced and autocast_scope != 'encoder' and hasattr(net, 'set_fused'):
@@ -264,9 +264,12 @@ class TorchBackend:
 
     def lane(self, index: int) -> TorchBackendLane:
         """The backend as lane ``index`` sees it (``run`` and ``input_buffer`` bound to that lane)."""
+        self._check_lane(index)
+        return TorchBackendLane(self, index)
+
+    def _check_lane(self, index: int) -> None:
         if not 0 <= index < self.lanes:
             raise ValueError(f'lane {index} does not exist ({self.lanes} lane(s); see set_lanes)')
-        return TorchBackendLane(self, index)
 
     # ------------------------------------------------------------------------------------------- warm-up
     def warmup(self, batch_sizes: Sequence[int]) -> None:
@@ -328,8 +331,7 @@ class TorchBackend:
             raise ValueError(f'batch {tuple(batch.shape)} does not match {len(metas)} frame(s)')
         if tuple(batch.shape[2:]) != self.net_hw:
             raise ValueError(f'batch is {tuple(batch.shape[2:])} but the backend was built for {self.net_hw}')
-        if not 0 <= lane < self.lanes:
-            raise ValueError(f'lane {lane} does not exist ({self.lanes} lane(s); see set_lanes)')
+        self._check_lane(lane)
         if not self.use_graphs:
             depth, confidence, normal = self._fn(batch)
             return NetworkOutput(depth, confidence, normal)

@@ -1,14 +1,13 @@
 """Device-to-host transfer of the engine's outputs: one copy per output kind.
 
 All groups' tensors of one kind (e.g. every frame's depth) are flattened into one device buffer and copied
-with ONE non-blocking copy into pinned host memory; ``finish`` waits for those copies (an event recorded
-after them on the stream that enqueued them) and splits the
-host buffer into per-group numpy views. The pinned blocks come from PyTorch's caching host allocator and
-stay owned by the returned arrays (a numpy view keeps its tensor alive), so results never alias the next
-batch's buffers. An ``allocator`` (``HostAllocator``) may supply the host buffers instead (the engine
-process hands out pieces of its CUDA-registered output arena, so outputs land where they are published
-from; it reuses the arena for a later batch only once these results are consumed); where it returns None
-the pinned block is used. On the CPU nothing is copied: the numpy arrays are
+with ONE non-blocking copy into pinned host memory; ``finish`` waits for those copies (an event recorded after
+them on the stream that enqueued them) and splits the host buffer into per-group numpy views. The pinned
+blocks come from PyTorch's caching host allocator and stay owned by the returned arrays (a numpy view keeps
+its tensor alive), so results never alias the next batch's buffers. An ``allocator`` (``HostAllocator``) may
+supply the host buffers instead (the engine process hands out pieces of its CUDA-registered output arena, so
+outputs land where they are published from; it reuses the arena for a later batch only once these results are
+consumed); where it returns None the pinned block is used. On the CPU nothing is copied: the numpy arrays are
 views of the result tensors.
 """
 from __future__ import annotations
@@ -71,7 +70,7 @@ class PendingDownload:
             for kind, items in self.parts.items():
                 out[kind] = [t.detach().contiguous().numpy() for t in items]
             return out
-        self._done.synchronize()  # the stream that enqueued the copies, whichever is current now
+        self.wait()  # the stream that enqueued the copies, whichever is current now
         for kind, items in self.parts.items():
             host = self._host[kind].numpy()
             arrays = []
