@@ -14,6 +14,22 @@ def shared_root() -> Path:
     return Path(os.environ.get('METRIC3D_SHARED', REPO_ROOT.parent / 'shared')).resolve()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` when torch sees no CUDA device (torch is imported only if one is
+    collected)."""
+    cuda_items = [item for item in items if item.get_closest_marker('cuda') is not None]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA device (torch.cuda.is_available() is False); run on a GPU '
+                                   'machine with: python -m pytest -m cuda')
+    for item in cuda_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope='session')
 def shared_dir() -> Path:
     root = shared_root()

@@ -145,38 +145,3 @@ def test_end_to_end_raw_images_to_metric_depth(shared_dir):
             assert res.ok, res.error
             fraction, ratio = agreement(res.depth_m, ref.arrays['metric_depth_0'])
             assert meets_criterion(fraction, ratio), f'{mode} {ref.name}: {fraction=} {ratio=}'
-
-
-def test_fused_preprocessing_is_cuda_only_and_the_cpu_keeps_the_torch_path():
-    from metric3d_ros.core.engine import fused_preprocess
-    from metric3d_ros.core.geometry.letterbox import compute_letterbox
-
-    assert fused_preprocess.available('cpu') is False
-    pre = Preprocessor((56, 84), torch.device('cpu'), 'device_exact')
-    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    lb = compute_letterbox(30, 40, 56, 84)
-    staged = pre.stage([image], [lb], [(0, 1)])
-    batch = torch.full((1, 3, 56, 84), 7.0)
-    assert pre.fill_normalized(batch, staged, [lb], [(0, 1)]) is False
-    assert torch.all(batch == 7.0)  # nothing written: the engine then runs fill + normalize_
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='the fused kernel runs on CUDA only (GPU check: '
-                    'scripts/gpu/fused_preprocess_check.py)')
-def test_fused_preprocessing_is_bit_identical_on_cuda():
-    from metric3d_ros.core.geometry.letterbox import compute_letterbox
-
-    dev = torch.device('cuda')
-    pre = Preprocessor((616, 1064), dev, 'device_exact')
-    rng = np.random.default_rng(1)
-    sizes = ((720, 1280), (720, 1280), (123, 457))
-    images = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in sizes]
-    lbs = [compute_letterbox(im.shape[0], im.shape[1], 616, 1064) for im in images]
-    groups = [(0, 2), (2, 3)]
-    staged = pre.stage(images, lbs, groups)
-    ref = torch.empty((3, 3, 616, 1064), device=dev)
-    pre.fill(ref, staged, lbs, groups)
-    pre.normalize_(ref)
-    fused = torch.full_like(ref, float('nan'))
-    assert pre.fill_normalized(fused, staged, lbs, groups)
-    assert torch.equal(fused, ref)

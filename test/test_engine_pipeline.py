@@ -207,7 +207,7 @@ def test_torch_backend_lanes_are_checked():
     assert lane.input_buffer(1) is None  # no graphs on the CPU
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA lanes: own streams and CUDA graphs')
+@pytest.mark.cuda
 def test_cuda_lanes_with_graphs_give_the_sequential_results():
     calls = [_frames(seed) for seed in range(1, 7)]
     sequential = _engine(1, device='cuda')

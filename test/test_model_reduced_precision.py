@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from metric3d_ros.core.engine.torch_backend import TorchBackend
 from metric3d_ros.core.model import load_metric3d
@@ -169,86 +168,3 @@ def test_patch_embedding_as_matmul_is_the_conv(channels_last):
     out = embed(x)
     assert out.shape == ref.shape == (2, 6, 32)
     assert _rel(out, ref) < 1e-6
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='the convex-upsampling kernel runs on CUDA only '
-                    '(GPU check: scripts/gpu/convex_check.py)')
-@torch.no_grad()
-def test_convex_kernel_matches_the_torch_function_on_cuda():
-    from metric3d_ros.core.model import convex_cuda
-    from metric3d_ros.core.model.gru import convex_upsample
-
-    assert convex_cuda.available('cuda')
-    flow = torch.randn(2, 6, 7, 10, device='cuda')
-    mask = torch.randn(2, 144, 7, 10, device='cuda').to(torch.bfloat16)
-    mask = mask.contiguous(memory_format=torch.channels_last)
-    assert _rel(convex_cuda.convex_upsample_op(flow, mask, 4), convex_upsample(flow, mask, 4)) < 1e-6
-
-
-def test_convex_kernel_is_off_without_cuda():
-    from metric3d_ros.core.model import convex_cuda
-
-    assert convex_cuda.available('cpu') is False
-    net = load_metric3d(synthetic_state_dict('small'), variant='small')
-    net.set_fused(True)
-    assert net.depth_model.decoder.convex_kernel is torch.cuda.is_available()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='the resize kernel runs on CUDA only '
-                    '(GPU check: scripts/gpu/resize_check.py)')
-@torch.no_grad()
-@pytest.mark.parametrize('shape,size', [((2, 48, 11, 19), (20, 34)), ((1, 3, 1, 5), (4, 9)),
-                                        ((2, 8, 6, 6), (1, 1)), ((3, 16, 9, 13), (5, 7))])
-def test_resize_kernel_matches_interpolate_on_cuda(shape, size):
-    from metric3d_ros.core.model import resize_cuda
-    from metric3d_ros.core.model.resample import resize_like
-
-    assert resize_cuda.available('cuda')
-    ref_like = torch.empty((1, 1, *size))
-    x = torch.randn(shape, device='cuda').contiguous(memory_format=torch.channels_last)
-    out = resize_cuda.resize_like(x, ref_like)
-    expected = resize_like(x, ref_like)
-    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
-    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
-    bf16 = x.to(torch.bfloat16)
-    ulp = (resize_like(bf16, ref_like).float() - resize_cuda.resize_like(bf16, ref_like).float()).abs()
-    assert ulp.max() <= 2 ** -7 * resize_like(bf16, ref_like).float().abs().max()  # at most one bf16 step
-
-
-def test_resize_kernel_is_off_without_cuda_and_falls_back_to_interpolate():
-    from metric3d_ros.core.model import resize_cuda
-    from metric3d_ros.core.model.resample import resize_like
-
-    assert resize_cuda.available('cpu') is False
-    assert resize_cuda._scale(11, 20) == pytest.approx(10 / 19) and resize_cuda._scale(6, 1) == 0.0
-    x = torch.randn(2, 4, 5, 7).contiguous(memory_format=torch.channels_last)
-    ref = torch.empty(1, 1, 9, 13)
-    assert torch.equal(resize_cuda.resize_like(x, ref), resize_like(x, ref))
-    net = load_metric3d(synthetic_state_dict('small'), variant='small')
-    net.set_fused(True)
-    assert net.depth_model.decoder.update_block.resize_kernel is torch.cuda.is_available()
-    net.set_fused(False)
-    assert net.depth_model.decoder.update_block.resize_kernel is False
-
-
-def test_linear_gelu_op_is_fc1_with_the_tanh_gelu_and_only_replaces_bf16_cuda_calls():
-    from metric3d_ros.core.model import gelu_linear
-    from metric3d_ros.core.model.vit import Mlp
-
-    torch.manual_seed(0)
-    x, weight, bias = torch.randn(2, 5, 8), torch.randn(16, 8), torch.randn(16)
-    out = gelu_linear.linear_gelu_op(x, weight, bias)
-    assert out.shape == (2, 5, 16)
-    assert torch.allclose(out, F.gelu(x @ weight.T + bias, approximate='tanh'), atol=1e-6)
-    assert not torch.allclose(out, F.gelu(x @ weight.T + bias), atol=1e-6)  # it is the approximation
-    with pytest.raises(ValueError, match='do not match'):
-        gelu_linear.linear_gelu_op(x, weight[:, :4], bias)
-    mlp = Mlp(8, 16)
-    plain = mlp(x)
-    mlp.gelu_epilogue = True
-    assert torch.equal(mlp(x), plain)  # CPU and float32: the exact GELU
-    net = load_metric3d(synthetic_state_dict('small'), variant='small')
-    net.set_fused(True)
-    assert all(block.mlp.gelu_epilogue for block in net.depth_model.encoder.blocks[0])
-    net.set_fused(False)
-    assert not any(block.mlp.gelu_epilogue for block in net.depth_model.encoder.blocks[0])

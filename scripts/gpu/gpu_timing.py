@@ -1,4 +1,4 @@
-"""Shared by the GPU check scripts beside it: CUDA-event timing and the one-JSON-line report."""
+"""Shared by the GPU timing scripts beside it: CUDA-event timing and the one-JSON-line report."""
 import json
 import os
 

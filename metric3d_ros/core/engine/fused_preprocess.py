@@ -6,8 +6,8 @@ on an H100 that costs ~1.5 ms for eight 720p frames. The kernel here computes th
 that writes every batch element once: for each output pixel it reads the four uint8 source taps through the
 same tap tables (``preprocess.ExactTables``), applies OpenCV's fixed-point INTER_LINEAR arithmetic of
 ``preprocess.resize_u8_exact`` and normalizes in float32 as ``(x - mean) / std``; padding pixels get the
-normalized mean colour. The result is bit-identical to the torch path (checked on the GPU by
-``scripts/gpu/fused_preprocess_check.py``; the tests run the torch path, CI has no GPU).
+normalized mean colour. The result is bit-identical to the torch path (checked by
+test/core/engine/test_fused_preprocess.py, marked ``cuda``: it runs on a GPU machine; CI has none).
 
 CUDA only: ``available(device)`` says whether Triton can run it (it compiles and runs a probe); otherwise,
 or if a launch fails later, the engine keeps the torch path.

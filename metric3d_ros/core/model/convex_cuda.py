@@ -6,8 +6,8 @@ the coarse layout (N, D, fy, fx, H, W) and are transposed into the fine image: 1
 616x1064 outputs on an H100, 4 % of the whole ViT-S network. The kernel here gives each lane one fine
 pixel (all D channels): it reads the 9 logits of its sub-pixel and the 3x3 neighbourhood, and its stores are
 contiguous rows of the output. Same function (the normalization is applied after the weighted sum instead
-of before it: other rounding, within float32 round-off; ``scripts/gpu/convex_check.py`` compares it with
-the torch function on the GPU).
+of before it: other rounding, within float32 round-off; test/core/model/test_convex_cuda.py compares it
+with the torch function on the GPU).
 
 ``convex_upsample_op`` is a ``torch.library`` custom op (torch >= 2.4), so ``torch.compile`` treats it as one
 opaque call and CUDA graphs capture it. ``available(device)`` says whether it can run (it compiles and runs

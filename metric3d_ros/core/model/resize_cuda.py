@@ -4,7 +4,7 @@ decoder only).
 The ConvGRU passes its hidden states between scales with ``F.interpolate(..., mode='bilinear',
 align_corners=True)`` (``resample.resize_like``). Compiled by Inductor this is an index-gather kernel far
 from the memory bandwidth: 75 us alone, 100 us inside the network, for a batch of eight 48-channel 88x152 ->
-154x266 states on an H100 (PyTorch's own CUDA kernel: 143 us; ``scripts/gpu/resize_check.py``), where reading
+154x266 states on an H100 (PyTorch's own CUDA kernel: 143 us; docs/BENCHMARKS.md, 2026-11-22), where reading
 and writing the data takes ~14 us. The kernel here gives each lane one output element of the NHWC tensor,
 so neighbouring lanes load neighbouring channels of the same four source pixels and store contiguously.
 The arithmetic follows PyTorch's kernel (float32 source index ``scale * dst`` with ``scale = (in - 1) /
