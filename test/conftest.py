@@ -24,8 +24,8 @@ def pytest_collection_modifyitems(config, items):
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason='needs a CUDA device (torch.cuda.is_available() is False); run on a GPU '
-                                   'machine with: python -m pytest -m cuda')
+    skip = pytest.mark.skip(reason='needs a CUDA device (torch.cuda.is_available() is False); on a GPU '
+                                   'machine: python -m pytest -m cuda')
     for item in cuda_items:
         item.add_marker(skip)
 
