@@ -3,7 +3,7 @@
 Records each F.conv2d / F.conv_transpose2d call of one eager forward of the network (input/weight shapes,
 stride, padding, groups, calls per forward), then times each distinct call with cuDNN (bf16, channels_last,
 median of CUDA-event-timed loops) and prints time per forward and TFLOP/s, worst first. Then times
-alternatives for the shapes the decoder's fast path rewrites (docs/BENCHMARKS.md, 2026-11-22).
+alternatives for the shapes the decoder's fast path rewrites (CHANGELOG.md, 2026-11-22, second session).
 
 Usage: PYTHONPATH=. python3 scripts/gpu/conv_shapes.py [small|large] [batch]   (writes $OUT/conv_shapes.json)
 """
