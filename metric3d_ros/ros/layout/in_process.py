@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.ros.layout.group import CameraGroup, CameraTopics, GroupReport
 from metric3d_ros.ros.params import NodeConfig
@@ -18,6 +19,7 @@ class InProcessLayout:
                         for group in config.groups]
 
     def configure(self) -> None:
+        keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)
         for group in self._groups:
             try:
                 group.configure()

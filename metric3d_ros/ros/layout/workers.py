@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.ros.layout.group import CameraTopics, GroupReport
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
@@ -69,6 +70,7 @@ def _serve(spec: WorkerSpec, conn) -> None:
     except ImportError:  # pragma: no cover - older rclpy
         rclpy.init()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)
     from metric3d_ros.ros.layout.group import CameraGroup
 
     node = rclpy.create_node(f'{spec.node_name}_{spec.group.name}', namespace=spec.namespace,
