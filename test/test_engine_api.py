@@ -127,11 +127,9 @@ def test_mixed_resolutions_and_requests_equal_single_runs():
         (alone,) = engine.infer([frame], req)
         assert got.ok and alone.ok
         assert got.intrinsics == alone.intrinsics
-        for name in ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb'):
-            a, b = getattr(got, name), getattr(alone, name)
-            assert (a is None) == (b is None), name
-            if a is not None:
-                np.testing.assert_array_equal(a, b, err_msg=name)
+        assert set(got.arrays) == set(alone.arrays)
+        for name, a in got.arrays.items():
+            np.testing.assert_array_equal(a, alone.arrays[name], err_msg=name)
 
 
 def test_per_frame_intrinsics_scale_the_right_frame():

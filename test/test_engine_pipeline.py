@@ -68,8 +68,9 @@ def _same(a, b) -> None:
     if a.error:
         return
     assert a.intrinsics == b.intrinsics
-    for name in ('depth_m', 'confidence', 'normals', 'points_xyz'):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert set(a.arrays) == set(b.arrays)
+    for name, array in a.arrays.items():
+        np.testing.assert_array_equal(array, b.arrays[name], err_msg=name)
 
 
 def test_pipelined_submits_give_what_infer_gives_one_batch_at_a_time():
