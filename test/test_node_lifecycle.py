@@ -11,6 +11,7 @@ import time
 
 import pytest
 from test_node_support import (
+    group_of,
     FAST_NODE,
     REPO_ROOT,
     Harness,
@@ -96,7 +97,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _state(harness, path) == 'active'
     harness.subscribe(Image, f'{sub_ns}/cam/depth/image')
     assert wait_until(lambda: image_pub.get_subscription_count() == 1, 10.0)
-    assert wait_until(lambda: node._outputs['cam'].wanted_request() is not None, 10.0)
+    assert wait_until(lambda: group_of(node).outputs('cam').wanted_request() is not None, 10.0)
     stamp = node.get_clock().now().nanoseconds
     harness.publish_frame(f'{sub_ns}/cam', rgb_image(64, 48), stamp)
     depth_topic = f'{sub_ns}/cam/depth/image'
@@ -105,7 +106,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _change(harness, path, Transition.TRANSITION_DEACTIVATE)
     assert _state(harness, path) == 'inactive'
     assert wait_until(lambda: image_pub.get_subscription_count() == 0, 10.0)
-    assert node._scheduler is None and node._outputs == {}
+    assert group_of(node).scheduler is None and node._outputs == {}
     engine = node.engine
     assert _change(harness, path, Transition.TRANSITION_CLEANUP)
     assert _state(harness, path) == 'unconfigured'
@@ -115,7 +116,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _change(harness, path, Transition.TRANSITION_ACTIVATE)
     assert _change(harness, path, Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert _state(harness, path) == 'finalized'
-    assert node.engine is None and node._scheduler is None
+    assert node.engine is None and group_of(node).scheduler is None
 
 
 def test_startup_values_rclpy_refuses_fail_configure_not_the_constructor(harness):

@@ -25,6 +25,8 @@ class CameraExtras:
     skipped_no_subscriber: int = 0
     last_error: str = ''
     info_warnings: tuple[str, ...] = ()
+    subscribed: tuple[str, ...] = ()
+    """Output keys ('depth', 'points', 'depth_info', ...) with at least one subscriber."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) ->
     values = list(snap.key_values())
     values.append(('skipped_no_subscriber', str(extras.skipped_no_subscriber)))
     values.append(('idle', str(extras.idle).lower()))
+    values.append(('subscribed_outputs', ','.join(extras.subscribed)))
     if extras.last_error:
         values.append(('last_error', extras.last_error))
     status.values = [KeyValue(key=k, value=v) for k, v in values]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -38,6 +38,7 @@ OUTPUT_RESOLUTIONS = ('camera', 'network')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 CAMERA_INFO_SOURCES = ('auto', 'rectified', 'raw')
 INPUT_TRANSPORTS = ('raw', 'compressed')
+PROCESS_LAYOUTS = ('in_process', 'group_workers')
 _NAME_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 
@@ -114,22 +115,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
        'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
        int_range=(0, 256, 1), **_RO),
-    _p('engine_process', False, 'run the engine in a child process fed through shared memory: the GPU '
-       'worker then never waits for the interpreter lock held by the ROS threads (recommended on a GPU '
-       'with several cameras; the node process then does not import torch)', **_RO),
-    _p('publisher_processes', 0, 'publish the outputs from this many helper processes (cameras assigned '
-       'round-robin; each has its own interpreter lock) reading the engine process\'s shared memory; '
-       '0: publish from this process. Needs engine_process', int_range=(0, 16, 1), **_RO),
-    _p('input_processes', 0, 'receive the images in this many helper processes (cameras assigned '
-       'round-robin; raw subscriptions, pixels copied once into shared memory), so that the node process '
-       "takes no large image under its interpreter lock; 0: receive in this process. Needs input_transport "
-       "'raw'", int_range=(0, 16, 1), **_RO),
-    _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
-       'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
-       'page-fault on every allocation', **_RO),
-    _p('gil_switch_interval_ms', 0.0, "Python's thread switch interval in ms (sys.setswitchinterval, "
-       "process-wide); 0 keeps Python's default (5 ms). Smaller values let the executor, worker and "
-       'publisher threads hand the GIL over sooner', float_range=(0.0, 100.0), **_RO),
     _p('warmup_iters', 2, 'network calls per batch size at configure (0: no warm-up)',
        int_range=(0, 100, 1), **_RO),
     _p('onnx.model_path', '', 'exported .onnx file (backend onnxruntime)', **_RO),
@@ -168,7 +153,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.0, 1000.0)),
     _p('cloud_stride', 1, 'point cloud decimation: every Nth row and column', int_range=(1, 64, 1)),
     _p('cloud_rgb', False, 'point cloud with the rgb field (xyzrgb) instead of xyz'),
-    _p('publish_thread', True, 'publish from a second thread (the next inference overlaps publishing)'),
+    # --- process layout
+    _p('process_layout', 'in_process', "'in_process': every camera group in the node process (CPU, small "
+       "rigs); 'group_workers': each camera group in its own worker process that receives, infers and "
+       'publishes its cameras (many cameras, several GPUs)', choices=PROCESS_LAYOUTS, **_RO),
+    _p('camera_groups', [''], "camera groups, one entry per group listing its cameras (spaces or commas); "
+       "[''] = one group of every camera. Each group batches and infers on its own", **_RO),
+    _p('group_devices', [''], "device of each camera group ('cuda:0', 'cuda:1', 'cpu'), one entry per "
+       "group; [''] = every group on the 'device' parameter", **_RO),
     # --- QoS
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
@@ -217,6 +209,49 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """One camera group: its cameras batch together on one engine on ``device``."""
+
+    name: str
+    cameras: tuple[str, ...]
+    device: str
+
+
+def camera_groups(cameras: Sequence[str], groups: Sequence[str], devices: Sequence[str],
+                  default_device: str) -> tuple[tuple[GroupConfig, ...], list[str]]:
+    """The ``GroupConfig``s of the ``camera_groups`` / ``group_devices`` parameters, and their problems."""
+    problems = []
+    entries = [g for g in groups if g.strip()]
+    lists = [tuple(t for t in re.split(r'[\s,]+', g.strip()) if t) for g in entries] or [tuple(cameras)]
+    seen: dict[str, int] = {}
+    for index, members in enumerate(lists):
+        for cam in members:
+            if cam not in cameras:
+                problems.append(f'camera_groups: group {index} names {cam!r}, which is not in cameras '
+                                f'{list(cameras)}; list only configured cameras')
+            elif cam in seen:
+                problems.append(f'camera_groups: camera {cam!r} is in groups {seen[cam]} and {index}; put every '
+                                'camera in exactly one group')
+            else:
+                seen[cam] = index
+    missing = [cam for cam in cameras if cam not in seen]
+    if missing and entries:
+        problems.append(f'camera_groups: cameras {missing} are in no group; add them to one')
+    device_list = [d.strip() for d in devices if d.strip()]
+    if device_list and len(device_list) != len(lists):
+        problems.append(f'group_devices: {len(device_list)} device(s) for {len(lists)} camera group(s); give one '
+                        "device per group, or [''] to put every group on 'device'")
+    for device in device_list:
+        if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', device):
+            problems.append(f"group_devices: {device!r} is not a device; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    if not device_list or len(device_list) != len(lists):
+        device_list = [default_device] * len(lists)
+    groups_out = tuple(GroupConfig(f'group{i}', members, device)
+                       for i, (members, device) in enumerate(zip(lists, device_list, strict=True)))
+    return groups_out, problems
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything the node reads from its parameters at configure."""
 
@@ -234,13 +269,13 @@ class NodeConfig:
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
-    publish_thread: bool = True
     torch_threads: int = 0
-    gil_switch_interval_ms: float = 0.0
-    engine_process: bool = False
-    malloc_tuning: bool = True
-    publisher_processes: int = 0
-    input_processes: int = 0
+    process_layout: str = 'in_process'
+    groups: tuple[GroupConfig, ...] = ()
+
+    def engine_for(self, group: GroupConfig) -> EngineConfig:
+        """The engine configuration of ``group`` (the engine options on the group's device)."""
+        return replace(self.engine, device=group.device)
 
 
 def declare_parameters(node) -> list[str]:
@@ -390,19 +425,10 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
     period_s = r.get('diagnostics.period_s')
-    publish_thread = r.get('publish_thread')
     torch_threads = r.get('torch_threads')
-    gil_switch_interval_ms = r.get('gil_switch_interval_ms')
-    engine_process = r.get('engine_process')
-    malloc_tuning = r.get('malloc_tuning')
-    publisher_processes = r.get('publisher_processes')
-    if isinstance(publisher_processes, int) and publisher_processes > 0 and engine_process is not True:
-        r.problems.append('publisher_processes: publishing from helper processes reads the engine '
-                          "process's shared memory; set engine_process: true (or publisher_processes: 0)")
-    input_processes = r.get('input_processes')
-    if isinstance(input_processes, int) and input_processes > 0 and transport == 'compressed':
-        r.problems.append("input_processes: receiver processes take raw images; set input_transport: 'raw' "
-                          '(or input_processes: 0)')
+    groups, group_problems = camera_groups(cameras, r.get('camera_groups'), r.get('group_devices'),
+                                           engine.device if engine is not None else 'cpu')
+    r.problems.extend(group_problems)
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -411,9 +437,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, camera_info_source=source,
         info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
         log_throttle_s=log_throttle_s, autostart=autostart,
-        publish_thread=publish_thread, torch_threads=torch_threads,
-        gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
-        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes, input_processes=input_processes,
+        torch_threads=torch_threads, process_layout=r.get('process_layout'), groups=groups,
     )
 
 

@@ -46,7 +46,7 @@ from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsStats
 from metric3d_ros.ros.diagnostics import CameraExtras
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
-from metric3d_ros.ros.publishers import CameraOutputs, Job
+from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job
 from metric3d_ros.ros.timing import TimingStats
 
 # Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
@@ -163,7 +163,23 @@ class CameraGroup:
 
     @property
     def engine(self):
+        """The group's engine (None before configure)."""
         return self._engine
+
+    @property
+    def stats(self) -> DiagnosticsStats | None:
+        """The group's counters (None while inactive)."""
+        return self._stats
+
+    @property
+    def scheduler(self) -> BatchScheduler | None:
+        """The group's batching scheduler (None while inactive)."""
+        return self._scheduler
+
+    def outputs(self, camera_id: str) -> CameraOutputs | None:
+        """The output publishers of ``camera_id`` (None while inactive)."""
+        cam = self._cameras.get(camera_id)
+        return None if cam is None else cam.outputs
 
     # --------------------------------------------------------------------------------------- lifecycle
     def configure(self) -> None:
@@ -438,8 +454,10 @@ class CameraGroup:
         for name in self.group.cameras:
             cam = self._cameras.get(name)
             outputs = cam.outputs if cam is not None else None
+            subscribed = outputs.subscribed() if outputs is not None else {}
             extras = CameraExtras(
-                idle=outputs is not None and outputs.wanted_request() is None,
+                subscribed=tuple(key for key, yes in subscribed.items() if yes),
+                idle=outputs is not None and not any(yes for key, yes in subscribed.items() if key != DEPTH_INFO),
                 skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
                 last_error=cam.last_error if cam else '',
                 info_warnings=cam.info_warnings if cam else (),

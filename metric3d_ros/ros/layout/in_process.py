@@ -15,12 +15,12 @@ class InProcessLayout:
 
     def __init__(self, node, config: NodeConfig, topics: Mapping[str, CameraTopics],
                  catalogue: Mapping[str, OutputSpec]) -> None:
-        self._groups = [CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue)
+        self.groups = [CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue)
                         for group in config.groups]
 
     def configure(self) -> None:
         keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)
-        for group in self._groups:
+        for group in self.groups:
             try:
                 group.configure()
             except Exception as exc:
@@ -29,19 +29,19 @@ class InProcessLayout:
                                    f'building the engine raised: {exc}') from exc
 
     def activate(self) -> None:
-        for group in self._groups:
+        for group in self.groups:
             group.activate()
 
     def deactivate(self) -> None:
-        for group in self._groups:
+        for group in self.groups:
             group.deactivate()
 
     def close(self) -> None:
-        for group in self._groups:
+        for group in self.groups:
             group.close()
 
     def reports(self) -> list[GroupReport]:
-        return [group.report() for group in self._groups]
+        return [group.report() for group in self.groups]
 
     def engines(self) -> list:
-        return [group.engine for group in self._groups if group.engine is not None]
+        return [group.engine for group in self.groups if group.engine is not None]

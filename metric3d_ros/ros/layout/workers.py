@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from metric3d_ros.core.malloc_tuning import keep_large_allocations
-from metric3d_ros.core.outputs import OutputSpec
+from metric3d_ros.core.outputs import OUTPUTS, OutputSpec, register_output
 from metric3d_ros.ros.layout.group import CameraTopics, GroupReport
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
 
@@ -72,6 +72,10 @@ def _serve(spec: WorkerSpec, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)
     from metric3d_ros.ros.layout.group import CameraGroup
+
+    for output in spec.catalogue.values():  # the node's catalogue, outputs registered at run time included
+        if output.name not in OUTPUTS:
+            register_output(output)
 
     node = rclpy.create_node(f'{spec.node_name}_{spec.group.name}', namespace=spec.namespace,
                              parameter_overrides=[Parameter('use_sim_time', value=spec.use_sim_time)])
