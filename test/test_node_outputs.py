@@ -346,9 +346,9 @@ def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
     victim.process.join(10.0)
     assert wait_until(lambda: any(r.name == 'group0' and r.state in ('failed', 'starting')
                                   or r.restarts for r in node.layout.reports()), 10.0)
-    diag = node.diagnostics_message()
-    names = [s.name for s in diag.status]
-    assert any(name.endswith('group0') for name in names), names
+    diag = {s.name.rsplit(' ', 2)[-2]: s for s in node.diagnostics_message().status if s.name.endswith(': engine')}
+    assert diag['group0:'].level == bytes([2]) and 'group0' not in diag['group1:'].message
+    assert 'worker process died' in diag['group0:'].message or 'restart' in diag['group0:'].message
     before_two = len(harness.messages(f'{sub_ns}/two/depth/image'))
     before_one = len(harness.messages(f'{sub_ns}/one/depth/image'))
     publish_until(harness, node, sub_ns, cams,
