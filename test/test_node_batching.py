@@ -10,8 +10,8 @@ import time
 
 import pytest
 from test_node_support import (
-    group_of,
     Harness,
+    group_of,
     ros_env,
     stamp_ns_of,
     start_node,
@@ -130,9 +130,9 @@ def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
         time.sleep(0.05)
 
     def settled():
+        stats = group_of(node).stats
         return group_of(node).scheduler.idle() and all(
-            sum(group_of(node).stats.drop_counts(c).values()) + group_of(node).stats.counts(c)[1] == group_of(node).stats.counts(c)[0]
-            for c in cams)
+            sum(stats.drop_counts(c).values()) + stats.counts(c)[1] == stats.counts(c)[0] for c in cams)
 
     assert wait_until(settled, 10.0)
     for cam in cams:
@@ -184,7 +184,8 @@ def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_fli
     # The next frame of the first loop is in inference (300 ms) when the bag loops.
     in_flight_ns = first_loop_ns + 200_000_000
     _send(harness, node, sub_ns, ['cam'], stamp_ns=in_flight_ns)
-    assert wait_until(lambda: not group_of(node).scheduler.idle() and group_of(node).scheduler.pending_count() == 0, 5.0)
+    scheduler = group_of(node).scheduler
+    assert wait_until(lambda: not scheduler.idle() and scheduler.pending_count() == 0, 5.0)
     second_loop_ns = 10 * 10**9
     set_clock(second_loop_ns)
     assert wait_until(lambda: node.get_clock().now().nanoseconds == second_loop_ns, 5.0)

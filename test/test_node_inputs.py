@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 from test_node_support import (
-    group_of,
     Harness,
     camera_info_msg,
+    group_of,
     image_msg,
     rgb_image,
     ros_env,

@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 from test_node_support import (
-    group_of,
     Harness,
     camera_info_msg,
+    group_of,
     publish_ticks,
     publish_until,
     ros_env,
-    stamp_ns_of,
     snapshots,
+    stamp_ns_of,
     start_node,
     unique_namespace,
     wait_until,
@@ -264,7 +264,8 @@ def _intrinsics_caches():
     from metric3d_ros.ros.publishers import CameraOutputs, output_topics
 
     fake_node = SimpleNamespace(create_publisher=lambda *a, **k: None)
-    outputs = CameraOutputs(fake_node, 'cam', CATALOGUE, output_topics('cam', CATALOGUE), OutputConfig(), None)
+    topics = output_topics('cam', CATALOGUE)
+    outputs = CameraOutputs(fake_node, 'cam', CATALOGUE, topics, OutputConfig(), None)
     config = config_from_values({'cameras': ['cam'], 'backend': 'fake', 'device': 'cpu'})
     stub = SimpleNamespace(_config=config,
                            _node=SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None)))

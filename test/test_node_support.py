@@ -336,8 +336,10 @@ def node_sees_subscribers(node, subscribe: dict[str, tuple[str, ...]]) -> bool:
     layout = node.layout
     if layout is None:
         return False
-    seen = {snap.camera_id: set(extras.subscribed) for report in layout.reports() for snap, extras in report.cameras}
-    return all(cam in seen and {_OUTPUT_KEYS[o] for o in outputs} <= seen[cam] for cam, outputs in subscribe.items())
+    seen = {snap.camera_id: set(extras.subscribed)
+            for report in layout.reports() for snap, extras in report.cameras}
+    return all(cam in seen and {_OUTPUT_KEYS[o] for o in outputs} <= seen[cam]
+               for cam, outputs in subscribe.items())
 
 
 def publish_ticks(harness, node, sub_ns: str, cameras: dict, ticks: int, period_s: float = 0.06) -> list[int]:

@@ -219,7 +219,8 @@ class DepthNode(LifecycleNode):
                 'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
                 'worker_restarts': str(report.restarts), 'drops_worker_died': str(report.lost),
                 **report.timing})
-            statuses.append(engine_status(title, report.batch, list(report.cameras), extras, failed=report.error))
+            statuses.append(engine_status(title, report.batch, list(report.cameras), extras,
+                                          failed=report.error))
         for report in reports:
             statuses.extend(camera_status(name, snap, extras) for snap, extras in report.cameras)
         return diagnostic_array(self.get_clock().now().to_msg(), statuses)

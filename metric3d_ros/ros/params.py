@@ -230,8 +230,8 @@ def camera_groups(cameras: Sequence[str], groups: Sequence[str], devices: Sequen
                 problems.append(f'camera_groups: group {index} names {cam!r}, which is not in cameras '
                                 f'{list(cameras)}; list only configured cameras')
             elif cam in seen:
-                problems.append(f'camera_groups: camera {cam!r} is in groups {seen[cam]} and {index}; put every '
-                                'camera in exactly one group')
+                problems.append(f'camera_groups: camera {cam!r} is in groups {seen[cam]} and {index}; '
+                                'put every camera in exactly one group')
             else:
                 seen[cam] = index
     missing = [cam for cam in cameras if cam not in seen]
@@ -239,11 +239,12 @@ def camera_groups(cameras: Sequence[str], groups: Sequence[str], devices: Sequen
         problems.append(f'camera_groups: cameras {missing} are in no group; add them to one')
     device_list = [d.strip() for d in devices if d.strip()]
     if device_list and len(device_list) != len(lists):
-        problems.append(f'group_devices: {len(device_list)} device(s) for {len(lists)} camera group(s); give one '
-                        "device per group, or [''] to put every group on 'device'")
+        problems.append(f'group_devices: {len(device_list)} device(s) for {len(lists)} camera group(s); '
+                        "give one device per group, or [''] to put every group on 'device'")
     for device in device_list:
         if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', device):
-            problems.append(f"group_devices: {device!r} is not a device; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+            problems.append(f"group_devices: {device!r} is not a device; use 'cpu', 'cuda', 'cuda:N' "
+                            "or 'auto'")
     if not device_list or len(device_list) != len(lists):
         device_list = [default_device] * len(lists)
     groups_out = tuple(GroupConfig(f'group{i}', members, device)

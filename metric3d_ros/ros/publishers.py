@@ -31,7 +31,8 @@ DEPTH_INFO = 'depth_info'
 
 
 def output_topics(camera_id: str, catalogue: Mapping[str, OutputSpec]) -> dict[str, str]:
-    """Output key -> topic relative to the node's namespace (``<cam>/<suffix>``), depth CameraInfo included."""
+    """Output key -> topic relative to the node's namespace (``<cam>/<suffix>``), depth CameraInfo
+    included."""
     topics = {name: f'{camera_id}/{spec.topic}' for name, spec in catalogue.items()}
     topics[DEPTH_INFO] = f'{camera_id}/{DEPTH_INFO_TOPIC}'
     return topics
@@ -68,8 +69,9 @@ class CameraOutputs:
         self._node = node
         self._catalogue = dict(catalogue)
         self._settings = settings
-        self.publishers = {name: node.create_publisher(_MESSAGE_TYPES[spec.message], topics[name], qos_profile)
-                           for name, spec in self._catalogue.items()}
+        self.publishers = {
+            name: node.create_publisher(_MESSAGE_TYPES[spec.message], topics[name], qos_profile)
+            for name, spec in self._catalogue.items()}
         self.publishers[DEPTH_INFO] = node.create_publisher(CameraInfo, topics[DEPTH_INFO], qos_profile)
         self._info_cache: tuple[CameraInfoFields, int, int, CameraInfoFields] | None = None
 

@@ -1,8 +1,8 @@
 """One camera group's whole path in one process: ``CameraGroup``.
 
-A group owns, for its cameras: the raw subscriptions (image or compressed image, CameraInfo), pairing and
-holding (``core.batching.camera_input.CameraInput``), intrinsics, the batching scheduler and its worker thread,
-its own engine (on the group's device) and the output publishers. A frame's path inside the group::
+A group owns, for its cameras: the raw subscriptions (image or compressed image, CameraInfo), pairing
+and holding (``core.batching.camera_input.CameraInput``), intrinsics, the batching scheduler and its worker
+thread, its own engine (on the group's device) and the output publishers. A frame's path inside the group::
 
     DDS sample --(rmw copy into Python bytes, executor thread)--> read_image_cdr (view, no copy)
       --> image_to_rgb8 (view for rgb8; one conversion otherwise) --> CameraInput.add_image --> scheduler
@@ -207,14 +207,16 @@ class CameraGroup:
             for name in self.group.cameras:
                 cam, topics = self._cameras[name], self._topics[name]
                 cam.subscriptions.append(node.create_subscription(
-                    CameraInfo, topics.camera_info, lambda raw, c=cam: self._on_info(c, raw), in_qos, raw=True))
+                    CameraInfo, topics.camera_info, lambda raw, c=cam: self._on_info(c, raw), in_qos,
+                    raw=True))
                 if config.input_transport == 'compressed':
                     cam.subscriptions.append(node.create_subscription(
                         CompressedImage, topics.compressed, lambda raw, c=cam: self._on_image(c, raw, True),
                         in_qos, raw=True))
                 else:
                     cam.subscriptions.append(node.create_subscription(
-                        Image, topics.image, lambda raw, c=cam: self._on_image(c, raw, False), in_qos, raw=True))
+                        Image, topics.image, lambda raw, c=cam: self._on_image(c, raw, False), in_qos,
+                        raw=True))
             period_s = max(0.005, min(config.info_wait_ms / 4e3, 0.1))
             self._timer = node.create_timer(period_s, self._expire_held)
             self._add_jump_handler()
@@ -280,8 +282,8 @@ class CameraGroup:
             scheduler.reject(cam.name, reason)
         self._note(cam, reason, detail, stamp_ns)
 
-    def _note(self, cam: _Camera, reason: str, detail: str, stamp_ns: int | None, what: str = 'frame dropped') \
-            -> None:
+    def _note(self, cam: _Camera, reason: str, detail: str, stamp_ns: int | None,
+              what: str = 'frame dropped') -> None:
         cam.last_error = f'{reason}: {detail}'
         suppressed = self._throttle.poll((reason, cam.name))
         if suppressed is None:
@@ -297,7 +299,8 @@ class CameraGroup:
                 stamp_ns, _frame_id, fields = read_camera_info_cdr(raw)
                 info = _Info(fields)
             except CdrError as exc:
-                self._note(cam, INVALID_CAMERA_INFO, f'unreadable CameraInfo: {exc}', None, 'CameraInfo ignored')
+                self._note(cam, INVALID_CAMERA_INFO, f'unreadable CameraInfo: {exc}', None,
+                           'CameraInfo ignored')
                 return
             except (CalibrationError, ValueError) as exc:
                 from metric3d_ros.codec.cdr import read_header
@@ -362,7 +365,8 @@ class CameraGroup:
     def _handle(self, cam: _Camera, outcomes: list) -> None:
         for outcome in outcomes:
             if isinstance(outcome, Dropped):
-                self._reject(cam, outcome.reason, self._pairing_detail(outcome.reason), outcome.image.stamp_ns)
+                detail = self._pairing_detail(outcome.reason)
+                self._reject(cam, outcome.reason, detail, outcome.image.stamp_ns)
             else:
                 self._submit(cam, outcome.image, outcome.info)
 
@@ -391,7 +395,8 @@ class CameraGroup:
         if outcome is not None and outcome not in (PAUSED, STOPPED):
             self._note(cam, outcome, _stamp_detail(outcome, scheduler), image.stamp_ns)
 
-    def _intrinsics(self, cam: _Camera, fields: CameraInfoFields, width: int, height: int) -> CameraIntrinsics:
+    def _intrinsics(self, cam: _Camera, fields: CameraInfoFields, width: int,
+                    height: int) -> CameraIntrinsics:
         # Keyed by the object itself (held, compared with `is`): an id() of a freed CameraInfo can be reused.
         cached = cam.intrinsics_cache
         if cached is not None and cached[0] is fields and cached[1:3] == (width, height):
@@ -457,7 +462,8 @@ class CameraGroup:
             subscribed = outputs.subscribed() if outputs is not None else {}
             extras = CameraExtras(
                 subscribed=tuple(key for key, yes in subscribed.items() if yes),
-                idle=outputs is not None and not any(yes for key, yes in subscribed.items() if key != DEPTH_INFO),
+                idle=outputs is not None and not any(yes for key, yes in subscribed.items()
+                                                     if key != DEPTH_INFO),
                 skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
                 last_error=cam.last_error if cam else '',
                 info_warnings=cam.info_warnings if cam else (),

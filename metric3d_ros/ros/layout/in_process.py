@@ -15,8 +15,9 @@ class InProcessLayout:
 
     def __init__(self, node, config: NodeConfig, topics: Mapping[str, CameraTopics],
                  catalogue: Mapping[str, OutputSpec]) -> None:
-        self.groups = [CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue)
-                        for group in config.groups]
+        self.groups = [
+            CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue)
+            for group in config.groups]
 
     def configure(self) -> None:
         keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)

@@ -161,7 +161,8 @@ class _Worker:
         self.process = ctx.Process(target=_serve, args=(spec, child), name=f'metric3d-{spec.group.name}')
         self.process.start()
         child.close()
-        self._reader = threading.Thread(target=self._read, name=f'metric3d-{spec.group.name}-reader', daemon=True)
+        self._reader = threading.Thread(target=self._read, name=f'metric3d-{spec.group.name}-reader',
+                                        daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
@@ -307,8 +308,8 @@ class GroupWorkersLayout:
             self._lost[name] = self._lost.get(name, 0) + lost
             self._failed[name] = f'worker process died (exit code {worker.process.exitcode}); restarting'
         self._node.get_logger().error(
-            f'camera group {name}: worker process died (exit code {worker.process.exitcode}); {lost} frame(s) '
-            f'in flight counted as worker_died; restarting it')
+            f'camera group {name}: worker process died (exit code {worker.process.exitcode}); '
+            f'{lost} frame(s) in flight counted as worker_died; restarting it')
         threading.Thread(target=self._restart, args=(worker,), name=f'metric3d-{name}-restart',
                          daemon=True).start()
 
