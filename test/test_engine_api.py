@@ -44,7 +44,7 @@ def _engine(backend=None, **cfg):
     return DepthEngine(EngineConfig(**params), backend or FakeBackend())
 
 
-ALL = OutputRequest(depth=True, confidence=True, normals=True, cloud=True, cloud_rgb=True, cloud_stride=3)
+ALL = OutputRequest(outputs={'depth', 'confidence', 'normals', 'points'}, cloud_rgb=True, cloud_stride=3)
 
 
 def test_one_result_per_frame_in_order_with_ids():
@@ -53,8 +53,9 @@ def test_one_result_per_frame_in_order_with_ids():
     results = engine.infer(frames)
     assert [r.camera_id for r in results] == [f'c{i}' for i in range(6)]
     assert [r.stamp_ns for r in results] == [1000 + i for i in range(6)]
-    assert all(r.ok and r.depth_m.shape == (120, 160) and r.depth_m.dtype == np.float32 for r in results)
-    assert all(r.confidence is None and r.points_xyz is None for r in results)
+    assert all(r.ok and r.arrays['depth_m'].shape == (120, 160) and r.arrays['depth_m'].dtype == np.float32
+               for r in results)
+    assert all('confidence' not in r.arrays and 'points_xyz' not in r.arrays for r in results)
 
 
 def test_chunks_follow_max_batch_size():
@@ -91,18 +92,19 @@ def test_a_bad_frame_fails_alone(kind):
     engine = _engine()
     results = engine.infer(frames, ALL)
     assert [r.camera_id for r in results] == ['a', 'bad', 'b']
-    assert results[1].error and results[1].depth_m is None and results[1].points_xyz is None
+    assert results[1].error and 'depth_m' not in results[1].arrays and 'points_xyz' not in results[1].arrays
     alone = [engine.infer([f], ALL)[0] for f in (frames[0], frames[2])]
     for got, ref in zip((results[0], results[2]), alone, strict=True):
         assert got.ok, got.error
-        np.testing.assert_array_equal(got.depth_m, ref.depth_m)
-        np.testing.assert_array_equal(got.points_xyz, ref.points_xyz)
+        np.testing.assert_array_equal(got.arrays['depth_m'], ref.arrays['depth_m'])
+        np.testing.assert_array_equal(got.arrays['points_xyz'], ref.arrays['points_xyz'])
 
 
 def test_a_bad_request_fails_its_frame_only():
     engine = _engine()
     frames = [_frame(90, 120, 1), _frame(90, 120, 2)]
-    results = engine.infer(frames, [OutputRequest(cloud=True, cloud_stride=0), OutputRequest()])
+    results = engine.infer(frames, [OutputRequest(outputs={'depth', 'points'}, cloud_stride=0),
+                                    OutputRequest()])
     assert 'cloud_stride' in results[0].error
     assert results[1].ok
 
@@ -116,18 +118,18 @@ def test_mixed_resolutions_and_requests_equal_single_runs():
     engine = _engine(max_batch_size=8)
     frames = [_frame(1080 // 4, 1920 // 4, 0), _frame(720 // 4, 1280 // 4, 1), _frame(480 // 4, 640 // 4, 2),
               _frame(720 // 4, 1280 // 4, 3), _frame(200, 100, 4)]
-    requests = [ALL, OutputRequest(resolution='network', confidence=True, cloud=True, cloud_rgb=True),
-                ALL, OutputRequest(depth=True, normals=True), ALL]
+    requests = [ALL,
+                OutputRequest(outputs={'depth', 'confidence', 'points'}, resolution='network',
+                              cloud_rgb=True),
+                ALL, OutputRequest(outputs={'depth', 'normals'}), ALL]
     batched = engine.infer(frames, requests)
     for frame, req, got in zip(frames, requests, batched, strict=True):
         (alone,) = engine.infer([frame], req)
         assert got.ok and alone.ok
         assert got.intrinsics == alone.intrinsics
-        for name in ('depth_m', 'confidence', 'normals', 'points_xyz', 'points_rgb'):
-            a, b = getattr(got, name), getattr(alone, name)
-            assert (a is None) == (b is None), name
-            if a is not None:
-                np.testing.assert_array_equal(a, b, err_msg=name)
+        assert set(got.arrays) == set(alone.arrays)
+        for name, a in got.arrays.items():
+            np.testing.assert_array_equal(a, alone.arrays[name], err_msg=name)
 
 
 def test_per_frame_intrinsics_scale_the_right_frame():
@@ -136,7 +138,7 @@ def test_per_frame_intrinsics_scale_the_right_frame():
     k = f.intrinsics
     frames = [f, Frame(f.image_rgb, Intrinsics(2.5 * k.fx_px, k.fy_px, k.cx_px, k.cy_px), 'double', 2),
               Frame(f.image_rgb, Intrinsics(0.5 * k.fx_px, k.fy_px, k.cx_px, k.cy_px), 'half', 3)]
-    d0, d1, d2 = (r.depth_m for r in engine.infer(frames))
+    d0, d1, d2 = (r.arrays['depth_m'] for r in engine.infer(frames))
     np.testing.assert_allclose(d1 / d0, 2.5, rtol=1e-6)
     np.testing.assert_allclose(d2 / d0, 0.5, rtol=1e-6)
 
@@ -146,22 +148,25 @@ def test_outputs_geometry_camera_resolution():
     frame = _frame(90, 121, 3)
     (r,) = engine.infer([frame], ALL)
     assert r.intrinsics == frame.intrinsics
-    assert r.confidence.shape == (90, 121) and np.all((r.confidence > 0) & (r.confidence < 1))
-    np.testing.assert_allclose(np.linalg.norm(r.normals, axis=-1), 1.0, atol=1e-5)
-    assert r.points_xyz.shape == (30, 41, 3) and r.points_rgb.shape == (30, 41, 3)
-    np.testing.assert_array_equal(r.points_rgb, frame.image_rgb[::3, ::3])
-    expected = unproject_organized(r.depth_m, r.intrinsics, stride=3)
-    np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
+    conf = r.arrays['confidence']
+    assert conf.shape == (90, 121) and np.all((conf > 0) & (conf < 1))
+    np.testing.assert_allclose(np.linalg.norm(r.arrays['normals'], axis=-1), 1.0, atol=1e-5)
+    assert r.arrays['points_xyz'].shape == (30, 41, 3) and r.arrays['points_rgb'].shape == (30, 41, 3)
+    np.testing.assert_array_equal(r.arrays['points_rgb'], frame.image_rgb[::3, ::3])
+    expected = unproject_organized(r.arrays['depth_m'], r.intrinsics, stride=3)
+    np.testing.assert_allclose(r.arrays['points_xyz'], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_outputs_geometry_network_resolution():
     engine = _engine()
     frame = _frame(90, 120, 3)
-    req = OutputRequest(resolution='network', confidence=True, normals=True, cloud=True, cloud_rgb=True)
+    req = OutputRequest(outputs={'depth', 'confidence', 'normals', 'points'}, resolution='network',
+                        cloud_rgb=True)
     (r,) = engine.infer([frame], req)
     scale = min(140 / 90, 196 / 120)
     rh, rw = int(90 * scale), int(120 * scale)
-    assert r.depth_m.shape == r.confidence.shape == (rh, rw) and r.normals.shape == (rh, rw, 3)
+    assert r.arrays['depth_m'].shape == r.arrays['confidence'].shape == (rh, rw)
+    assert r.arrays['normals'].shape == (rh, rw, 3)
     k = frame.intrinsics
     # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), which is
     # also how the node scales the CameraInfo it publishes for this image.
@@ -174,31 +179,33 @@ def test_outputs_geometry_network_resolution():
                             p=(k.fx_px, 0.0, k.cx_px, 0.0, 0.0, k.fy_px, k.cy_px, 0.0, 0.0, 0.0, 1.0, 0.0))
     published = intrinsics_from_camera_info(scale_camera_info(info, rw, rh), rw, rh).intrinsics
     np.testing.assert_allclose(published.as_tuple(), r.intrinsics.as_tuple(), rtol=1e-12)
-    expected = unproject_organized(r.depth_m, r.intrinsics)
-    np.testing.assert_allclose(r.points_xyz, expected, rtol=1e-5, atol=1e-6)
-    assert r.points_rgb.shape == (rh, rw, 3) and r.points_rgb.dtype == np.uint8
+    expected = unproject_organized(r.arrays['depth_m'], r.intrinsics)
+    np.testing.assert_allclose(r.arrays['points_xyz'], expected, rtol=1e-5, atol=1e-6)
+    assert r.arrays['points_rgb'].shape == (rh, rw, 3) and r.arrays['points_rgb'].dtype == np.uint8
     # the colours are the pixels the network saw: the frame resized like upstream (cv2 INTER_LINEAR on uint8)
     resized = cv2.resize(frame.image_rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    assert np.abs(r.points_rgb.astype(int) - resized.astype(int)).max() == 0  # CPU: the cv2 reference path
+    # CPU: the cv2 reference path
+    assert np.abs(r.arrays['points_rgb'].astype(int) - resized.astype(int)).max() == 0
 
 
 def test_depth_range_limits_give_nan():
     engine = _engine()
     frame = _frame(90, 120, 5)
     (full,) = engine.infer([frame])
-    lo, hi = np.nanpercentile(full.depth_m, [25, 75])
-    (r,) = engine.infer([frame], OutputRequest(cloud=True, min_depth_m=float(lo), max_depth_m=float(hi)))
-    inside = (full.depth_m >= lo) & (full.depth_m <= hi)
-    np.testing.assert_array_equal(np.isnan(r.depth_m), ~inside)
-    assert np.all(np.isnan(r.points_xyz[~inside]))
-    assert np.all(np.isfinite(r.points_xyz[inside]))
+    lo, hi = np.nanpercentile(full.arrays['depth_m'], [25, 75])
+    (r,) = engine.infer([frame], OutputRequest(outputs={'depth', 'points'}, min_depth_m=float(lo),
+                                               max_depth_m=float(hi)))
+    inside = (full.arrays['depth_m'] >= lo) & (full.arrays['depth_m'] <= hi)
+    np.testing.assert_array_equal(np.isnan(r.arrays['depth_m']), ~inside)
+    assert np.all(np.isnan(r.arrays['points_xyz'][~inside]))
+    assert np.all(np.isfinite(r.arrays['points_xyz'][inside]))
 
 
 def test_config_clamp_matches_upstream_clamp():
     engine = _engine(backend=FakeBackend(depth_offset=150.0), max_depth_m=300.0)
     frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x 3 -> clamped at 300 m
     (r,) = engine.infer([frame])
-    assert np.nanmax(r.depth_m) == pytest.approx(300.0)
+    assert np.nanmax(r.arrays['depth_m']) == pytest.approx(300.0)
 
 
 def test_timings_and_rgb255_input_format():
@@ -206,7 +213,7 @@ def test_timings_and_rgb255_input_format():
     engine = _engine(backend)
     (r,) = engine.infer([_frame(90, 120, 1)])
     (n,) = _engine(FakeBackend()).infer([_frame(90, 120, 1)])
-    np.testing.assert_allclose(r.depth_m, n.depth_m, rtol=1e-5)
+    np.testing.assert_allclose(r.arrays['depth_m'], n.arrays['depth_m'], rtol=1e-5)
     stages = {'upload', 'preprocess', 'network', 'postprocess', 'cloud', 'download', 'total'}
     assert stages <= set(r.timings_ms)
 
@@ -214,7 +221,7 @@ def test_timings_and_rgb255_input_format():
 @pytest.mark.parametrize('mode', ['device', 'device_exact', 'reference'])
 def test_every_preprocess_mode_runs(mode):
     (r,) = _engine(preprocess=mode).infer([_frame(90, 120, 1)])
-    assert r.ok and r.depth_m.shape == (90, 120)
+    assert r.ok and r.arrays['depth_m'].shape == (90, 120)
 
 
 def test_backend_failure_marks_the_chunk():
@@ -232,7 +239,7 @@ def test_missing_confidence_fails_only_the_frames_that_want_it():
             return NetworkOutput(super().run(batch, metas).depth)
 
     results = _engine(DepthOnly()).infer([_frame(90, 120, 1), _frame(90, 120, 2)],
-                                         [OutputRequest(confidence=True), OutputRequest()])
+                                         [OutputRequest(outputs={'depth', 'confidence'}), OutputRequest()])
     assert 'confidence' in results[0].error and results[1].ok
 
 
@@ -294,7 +301,7 @@ def test_de_canonical_focal_is_each_frames_own_in_a_mixed_batch(resolution):
         s = min(140 / h, 196 / w)
         expected = np.float32(canonical) * np.float32(fx * s / 1000.0)
         assert r.ok, r.error
-        np.testing.assert_allclose(r.depth_m, expected, rtol=1e-6)
+        np.testing.assert_allclose(r.arrays['depth_m'], expected, rtol=1e-6)
 
 
 def test_fused_preprocessing_branch_replaces_fill_and_normalize(monkeypatch):
@@ -318,18 +325,18 @@ def test_fused_preprocessing_branch_replaces_fill_and_normalize(monkeypatch):
     monkeypatch.setattr(Preprocessor, 'fill_normalized', fused)
     monkeypatch.setattr(Preprocessor, 'fill', fill)
     frames = [_frame(90, 120, 1), _frame(60, 80, 2)]
-    results = _engine(preprocess='device_exact').infer(frames, OutputRequest(depth=True))
+    results = _engine(preprocess='device_exact').infer(frames, OutputRequest())
     assert calls == ['fused']
     monkeypatch.undo()
-    reference = _engine(preprocess='device_exact').infer(frames, OutputRequest(depth=True))
+    reference = _engine(preprocess='device_exact').infer(frames, OutputRequest())
     for got, ref in zip(results, reference, strict=True):
-        np.testing.assert_array_equal(got.depth_m, ref.depth_m)
+        np.testing.assert_array_equal(got.arrays['depth_m'], ref.arrays['depth_m'])
     monkeypatch.setattr(Preprocessor, 'fill_normalized', fused)
     monkeypatch.setattr(Preprocessor, 'fill', fill)
     calls.clear()
-    request = OutputRequest(depth=True, cloud=True, cloud_rgb=True, resolution='network')
+    request = OutputRequest(outputs={'depth', 'points'}, cloud_rgb=True, resolution='network')
     (r,) = _engine(preprocess='device_exact').infer([_frame(90, 120, 1)], request)
-    assert r.ok and r.points_rgb is not None and calls == ['fill']
+    assert r.ok and 'points_rgb' in r.arrays and calls == ['fill']
 
 
 def test_a_failing_fused_kernel_falls_back_to_the_torch_path_for_good(monkeypatch, caplog):
@@ -352,6 +359,6 @@ def test_a_failing_fused_kernel_falls_back_to_the_torch_path_for_good(monkeypatc
     assert 'fused preprocessing failed' in caplog.text
     monkeypatch.undo()
     (reference,) = _engine(preprocess='device_exact').infer(frames)
-    np.testing.assert_array_equal(first[0].depth_m, reference.depth_m)
+    np.testing.assert_array_equal(first[0].arrays['depth_m'], reference.arrays['depth_m'])
     pre = engine._lanes[0].pre
     assert isinstance(pre, Preprocessor) and pre._fused_failed

@@ -111,12 +111,12 @@ def test_postprocessing_reproduces_metric_depth(shared_dir, name):
 
     backend = ReplayBackend(ref.arrays['depth'][:1])
     engine = DepthEngine(EngineConfig(net_height_px=h, net_width_px=w, max_batch_size=1), backend)
-    (res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(depth=True))
+    (res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest())
     assert res.ok, res.error
     assert res.intrinsics == intr
-    np.testing.assert_allclose(res.depth_m, expected, rtol=1e-4, atol=0)
+    np.testing.assert_allclose(res.arrays['depth_m'], expected, rtol=1e-4, atol=0)
     (net_res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(resolution='network'))
-    assert net_res.depth_m.shape == (lb.resized_height, lb.resized_width)
+    assert net_res.arrays['depth_m'].shape == (lb.resized_height, lb.resized_width)
     # Upstream's scaled intrinsics drive the de-canonical transform (checked through expected_net below);
     # the image's own intrinsics are the exact resampling factors.
     np.testing.assert_allclose(lb.scale_intrinsics(intr).as_tuple(), fr['scaled_intrinsics'], rtol=1e-12)
@@ -124,7 +124,7 @@ def test_postprocessing_reproduces_metric_depth(shared_dir, name):
     np.testing.assert_allclose(net_res.intrinsics.as_tuple(), intr.scaled(sx, sy).as_tuple(), rtol=1e-12)
     rows, cols = lb.unpad_slices
     expected_net = ref.arrays['depth'][0, 0][rows, cols] * np.float32(fr['scaled_intrinsics'][0] / 1000.0)
-    np.testing.assert_allclose(net_res.depth_m, expected_net, rtol=1e-6)
+    np.testing.assert_allclose(net_res.arrays['depth_m'], expected_net, rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -139,9 +139,9 @@ def test_end_to_end_raw_images_to_metric_depth(shared_dir):
     for mode in ('reference', 'device_exact'):
         engine = DepthEngine.from_config(EngineConfig(variant='small', weights='synthetic', preprocess=mode,
                                                       max_batch_size=2))
-        results = engine.infer(frames, OutputRequest(depth=True))
+        results = engine.infer(frames, OutputRequest())
         engine.close()
         for ref, res in zip(refs, results, strict=True):
             assert res.ok, res.error
-            fraction, ratio = agreement(res.depth_m, ref.arrays['metric_depth_0'])
+            fraction, ratio = agreement(res.arrays['depth_m'], ref.arrays['metric_depth_0'])
             assert meets_criterion(fraction, ratio), f'{mode} {ref.name}: {fraction=} {ratio=}'

@@ -23,7 +23,7 @@ from metric3d_ros.core.engine.types import Frame, OutputRequest
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 
 NET_HW = (56, 84)
-ALL = OutputRequest(depth=True, confidence=True, normals=True, cloud=True, cloud_stride=2)
+ALL = OutputRequest(outputs={'depth', 'confidence', 'normals', 'points'}, cloud_stride=2)
 
 
 class _ToyNet(nn.Module):
@@ -68,8 +68,9 @@ def _same(a, b) -> None:
     if a.error:
         return
     assert a.intrinsics == b.intrinsics
-    for name in ('depth_m', 'confidence', 'normals', 'points_xyz'):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert set(a.arrays) == set(b.arrays)
+    for name, array in a.arrays.items():
+        np.testing.assert_array_equal(array, b.arrays[name], err_msg=name)
 
 
 def test_pipelined_submits_give_what_infer_gives_one_batch_at_a_time():
@@ -87,7 +88,8 @@ def test_pipelined_submits_give_what_infer_gives_one_batch_at_a_time():
         for a, b in zip(got, expected, strict=True):
             _same(a, b)
     assert 'image' in tickets[2].result()[1].error
-    assert not np.shares_memory(tickets[0].result()[0].depth_m, tickets[1].result()[0].depth_m)
+    first, second = tickets[0].result()[0], tickets[1].result()[0]
+    assert not np.shares_memory(first.arrays['depth_m'], second.arrays['depth_m'])
 
 
 def test_a_call_longer_than_max_batch_size_spans_lanes_in_order():
@@ -146,7 +148,7 @@ def test_a_dropped_ticket_frees_its_buffers_without_the_garbage_collector():
     try:
         ticket = engine.submit(_frames(1), ALL)
         results = ticket.result()
-        ticket_ref, depth_ref = weakref.ref(ticket), weakref.ref(results[0].depth_m)
+        ticket_ref, depth_ref = weakref.ref(ticket), weakref.ref(results[0].arrays['depth_m'])
         del ticket, results
         assert ticket_ref() is None and depth_ref() is None
     finally:
@@ -183,13 +185,13 @@ def test_camera_resolution_cloud_colours_are_taken_at_submit():
     # the caller may reuse its image buffers once the results are in; colours must not come from later
     engine = _engine(2)
     frames = _frames(1)
-    request = OutputRequest(depth=True, cloud=True, cloud_rgb=True, cloud_stride=2)
+    request = OutputRequest(outputs={'depth', 'points'}, cloud_rgb=True, cloud_stride=2)
     expected = [f.image_rgb[::2, ::2].copy() for f in frames]
     ticket = engine.submit(frames, request)
     for frame in frames:
         frame.image_rgb[:] = 0  # overwritten before result()
     for result, colours in zip(ticket.result(), expected, strict=True):
-        np.testing.assert_array_equal(result.points_rgb, colours)
+        np.testing.assert_array_equal(result.arrays['points_rgb'], colours)
 
 
 def test_torch_backend_lanes_are_checked():

@@ -135,9 +135,9 @@ def test_engine_with_torch_backend_batches_and_warms_up():
     sizes = [(40, 60), (90, 120), (40, 60), (30, 200)]
     frames = [Frame(rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
                     Intrinsics(60.0, 60.0, w / 2, h / 2), 'c', i) for i, (h, w) in enumerate(sizes)]
-    batched = engine.infer(frames, OutputRequest(confidence=True, normals=True))
-    single = [engine.infer([f], OutputRequest(confidence=True, normals=True))[0] for f in frames]
+    batched = engine.infer(frames, OutputRequest(outputs={'depth', 'confidence', 'normals'}))
+    single = [engine.infer([f], OutputRequest(outputs={'depth', 'confidence', 'normals'}))[0] for f in frames]
     for a, b in zip(batched, single, strict=True):
-        np.testing.assert_allclose(a.depth_m, b.depth_m, rtol=1e-5)
-        np.testing.assert_allclose(a.normals, b.normals, atol=1e-5)
+        np.testing.assert_allclose(a.arrays['depth_m'], b.arrays['depth_m'], rtol=1e-5)
+        np.testing.assert_allclose(a.arrays['normals'], b.arrays['normals'], atol=1e-5)
     engine.close()

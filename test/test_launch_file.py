@@ -231,24 +231,3 @@ def test_node_docs_document_every_parameter_and_topic():
                   'fastdds_shm.xml'):
         assert topic in text, topic
 
-
-def test_publisher_processes_need_the_engine_process():
-    from metric3d_ros.ros.params import SPECS, ConfigError, config_from_values
-
-    values = {name: spec.default for name, spec in SPECS.items()}
-    values.update(publisher_processes=2, engine_process=False)
-    with pytest.raises(ConfigError, match='publisher_processes: .*engine_process: true'):
-        config_from_values(values)
-    values['engine_process'] = True
-    assert config_from_values(values).publisher_processes == 2
-
-
-def test_input_processes_take_raw_images_only():
-    from metric3d_ros.ros.params import SPECS, ConfigError, config_from_values
-
-    values = {name: spec.default for name, spec in SPECS.items()}
-    values.update(input_processes=2, input_transport='compressed')
-    with pytest.raises(ConfigError, match="input_processes: .*input_transport: 'raw'"):
-        config_from_values(values)
-    values['input_transport'] = 'raw'
-    assert config_from_values(values).input_processes == 2

@@ -11,6 +11,7 @@ import time
 import pytest
 from test_node_support import (
     Harness,
+    group_of,
     ros_env,
     stamp_ns_of,
     start_node,
@@ -110,7 +111,7 @@ def test_max_batch_size_and_batch_statistics(harness):
         return [len(harness.messages(f'{sub_ns}/{c}/depth/image')) for c in cams]
 
     assert wait_until(lambda: min(counts()) >= 3, 15.0), counts()
-    snap = node.stats.batch_snapshot()
+    snap = group_of(node).stats.batch_snapshot()
     assert max(snap.batch_size_histogram) == 2
     assert snap.batches_total >= 4
     values = {kv.key: kv.value for kv in node.diagnostics_message().status[0].values}
@@ -129,20 +130,20 @@ def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
         time.sleep(0.05)
 
     def settled():
-        return node._scheduler.idle() and all(
-            sum(node.stats.drop_counts(c).values()) + node.stats.counts(c)[1] == node.stats.counts(c)[0]
-            for c in cams)
+        stats = group_of(node).stats
+        return group_of(node).scheduler.idle() and all(
+            sum(stats.drop_counts(c).values()) + stats.counts(c)[1] == stats.counts(c)[0] for c in cams)
 
     assert wait_until(settled, 10.0)
     for cam in cams:
-        inputs, outputs = node.stats.counts(cam)
-        drops = node.stats.drop_counts(cam)
+        inputs, outputs = group_of(node).stats.counts(cam)
+        drops = group_of(node).stats.drop_counts(cam)
         assert inputs >= 25, inputs  # best effort, in process: nearly every frame arrives
         assert drops.get('queue_overflow', 0) >= inputs // 2, drops
         assert 3 <= outputs <= 12, outputs
         got = [stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/depth/image')]
         assert got == sorted(got) and set(got) <= set(sent)
-    snap = {s.camera_id: s for s in node.stats.snapshots()}
+    snap = {s.camera_id: s for s in group_of(node).stats.snapshots()}
     assert snap['s1'].inference_mean_ms >= 290.0
     status = next(s for s in node.diagnostics_message().status if s.hardware_id == 's1')
     assert status.level == b'\x01' and 'dropped' in status.message  # WARN: most inputs dropped
@@ -183,7 +184,8 @@ def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_fli
     # The next frame of the first loop is in inference (300 ms) when the bag loops.
     in_flight_ns = first_loop_ns + 200_000_000
     _send(harness, node, sub_ns, ['cam'], stamp_ns=in_flight_ns)
-    assert wait_until(lambda: not node._scheduler.idle() and node._scheduler.pending_count() == 0, 5.0)
+    scheduler = group_of(node).scheduler
+    assert wait_until(lambda: not scheduler.idle() and scheduler.pending_count() == 0, 5.0)
     second_loop_ns = 10 * 10**9
     set_clock(second_loop_ns)
     assert wait_until(lambda: node.get_clock().now().nanoseconds == second_loop_ns, 5.0)
@@ -194,8 +196,8 @@ def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_fli
         _send(harness, node, sub_ns, ['cam'], stamp_ns=new_stamps[-1])
         time.sleep(0.4)
     assert wait_until(lambda: len(set(new_stamps) & set(published())) >= 3, 10.0), \
-        (published(), node.stats.drop_counts('cam'))
+        (published(), group_of(node).stats.drop_counts('cam'))
     got = published()
     assert got[0] == first_loop_ns + 100_000_000 and in_flight_ns not in got, got
-    assert node.stats.drop_counts('cam').get('out_of_order_result', 0) <= 1
+    assert group_of(node).stats.drop_counts('cam').get('out_of_order_result', 0) <= 1
     harness.on_executor(lambda: harness.helper.destroy_publisher(clock_pub))

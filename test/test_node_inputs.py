@@ -9,6 +9,7 @@ import pytest
 from test_node_support import (
     Harness,
     camera_info_msg,
+    group_of,
     image_msg,
     rgb_image,
     ros_env,
@@ -70,7 +71,7 @@ class Cam:
         return found[0] if found else None
 
     def drops(self) -> dict[str, int]:
-        return self.node.stats.drop_counts(self.name)
+        return group_of(self.node).stats.drop_counts(self.name)
 
     def status_values(self) -> dict[str, str]:
         msg = self.node.diagnostics_message()

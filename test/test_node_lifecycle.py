@@ -14,6 +14,7 @@ from test_node_support import (
     FAST_NODE,
     REPO_ROOT,
     Harness,
+    group_of,
     node_overrides,
     rgb_image,
     ros_env,
@@ -96,7 +97,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _state(harness, path) == 'active'
     harness.subscribe(Image, f'{sub_ns}/cam/depth/image')
     assert wait_until(lambda: image_pub.get_subscription_count() == 1, 10.0)
-    assert wait_until(lambda: node._outputs['cam'].wanted_request() is not None, 10.0)
+    assert wait_until(lambda: group_of(node).outputs('cam').wanted_request() is not None, 10.0)
     stamp = node.get_clock().now().nanoseconds
     harness.publish_frame(f'{sub_ns}/cam', rgb_image(64, 48), stamp)
     depth_topic = f'{sub_ns}/cam/depth/image'
@@ -105,7 +106,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _change(harness, path, Transition.TRANSITION_DEACTIVATE)
     assert _state(harness, path) == 'inactive'
     assert wait_until(lambda: image_pub.get_subscription_count() == 0, 10.0)
-    assert node._scheduler is None and node._outputs == {}
+    assert group_of(node).scheduler is None and group_of(node).outputs('cam') is None
     engine = node.engine
     assert _change(harness, path, Transition.TRANSITION_CLEANUP)
     assert _state(harness, path) == 'unconfigured'
@@ -115,7 +116,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     assert _change(harness, path, Transition.TRANSITION_ACTIVATE)
     assert _change(harness, path, Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert _state(harness, path) == 'finalized'
-    assert node.engine is None and node._scheduler is None
+    assert node.engine is None and node.layout is None
 
 
 def test_startup_values_rclpy_refuses_fail_configure_not_the_constructor(harness):
@@ -152,24 +153,6 @@ def test_every_autocast_scope_of_the_engine_configures(harness, scope):
         config = read_node_config(node, list(node._startup_problems.values()))
         assert config.engine.autocast_scope == scope and config.engine.precision == 'bf16'
     finally:
-        node.destroy_node()
-
-def test_gil_switch_interval_is_applied_at_configure(harness):
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    from metric3d_ros.ros.node import DepthNode
-
-    before = sys.getswitchinterval()
-    node = DepthNode(namespace=f'{harness.namespace}/gil', context=harness.context,
-                     parameter_overrides=node_overrides(
-                         **{**FAST_NODE, 'autostart': False, 'gil_switch_interval_ms': 0.5}))
-    try:
-        assert sys.getswitchinterval() == before  # nothing before configure
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
-    finally:
-        sys.setswitchinterval(before)
-        node.release()
         node.destroy_node()
 
 def _node_process(*ros_args: str) -> subprocess.Popen:
@@ -217,7 +200,8 @@ def _interrupt_after(proc: subprocess.Popen, marker: str, timeout_s: float) -> t
 def test_depth_node_executable_runs_with_the_params_file_and_exits_cleanly_on_ctrl_c():
     proc = _node_process(*_fast_args())
     lines, out = _interrupt_after(proc, 'active: 2 camera(s)', timeout_s=30.0)
-    assert any("cameras ['front', 'left'], backend fake" in line for line in lines), ''.join(lines)
+    started = "groups group0 ['front', 'left'] on cpu, backend fake"
+    assert any(started in line for line in lines), ''.join(lines)
     assert proc.returncode == 0, ''.join(lines) + out
     assert 'Traceback' not in out, out
 

@@ -10,9 +10,11 @@ import pytest
 from test_node_support import (
     Harness,
     camera_info_msg,
+    group_of,
     publish_ticks,
     publish_until,
     ros_env,
+    snapshots,
     stamp_ns_of,
     start_node,
     unique_namespace,
@@ -33,25 +35,34 @@ def harness():
     h.close()
 
 
-@pytest.mark.parametrize('engine_process,publishers,receivers', [(False, 0, 0), (True, 0, 0), (True, 2, 0),
-                                                                 (True, 2, 2)],
-                         ids=['in_process', 'engine_process', 'publisher_processes', 'input_processes'])
-def test_three_cameras_of_different_resolutions(harness, engine_process, publishers, receivers):
-    sub_ns = f'three_{int(engine_process)}{publishers}{receivers}'
+LAYOUTS = {
+    'in_process': dict(process_layout='in_process'),
+    'in_process_two_groups': dict(process_layout='in_process', camera_groups=['front rear', 'left']),
+    'group_workers': dict(process_layout='group_workers'),
+    'group_workers_two_groups': dict(process_layout='group_workers', camera_groups=['front', 'left, rear'],
+                                     group_devices=['cpu', 'cpu']),
+}
+
+
+@pytest.mark.parametrize('layout', list(LAYOUTS))
+def test_three_cameras_of_different_resolutions(harness, layout):
+    sub_ns = f'three_{layout}'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
-    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True,
-                      engine_process=engine_process, publisher_processes=publishers,
-                      input_processes=receivers)
-    assert type(node.engine).__name__ == ('ProcessEngine' if engine_process else 'DepthEngine')
-    assert (node._output_pool is not None) == (publishers > 0)
-    assert (node._input_pool is not None) == (receivers > 0)
+    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True, **LAYOUTS[layout])
+    groups = len(node.config.groups)
+    assert groups == (2 if 'two_groups' in layout else 1)
+    if layout.startswith('in_process'):
+        assert type(node.engine).__name__ == 'DepthEngine'
+    else:
+        assert node.engine is None and node.layout.engines() == []  # nothing infers in the node process
+
     def complete():
         return all(len(harness.messages(f'{sub_ns}/{cam}/{out}')) >= 3 for cam in CAMERAS for out in OUTPUTS)
 
     stamps = publish_until(harness, node, sub_ns, CAMERAS, complete, timeout_s=60.0)
     wait_until(complete, 10.0)
     counts = {f'{c}/{o}': len(harness.messages(f'{sub_ns}/{c}/{o}')) for c in CAMERAS for o in OUTPUTS}
-    assert complete(), f'{counts}; drops {[node.stats.drop_counts(c) for c in CAMERAS]}'
+    assert complete(), f'{counts}; drops {[s.drops_total for s in snapshots(node).values()]}'
     for cam, (w, h) in CAMERAS.items():
         frame_id = f'{sub_ns}/{cam}_optical_frame'
         by_out = {out: harness.messages(f'{sub_ns}/{cam}/{out}') for out in OUTPUTS}
@@ -88,10 +99,10 @@ def test_three_cameras_of_different_resolutions(harness, engine_process, publish
         np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-4)
         conf = by_out['confidence/image'][-1]
         assert (conf.encoding, conf.width, conf.height) == ('32FC1', w, h)
-    snap = {s.camera_id: s for s in node.stats.snapshots()}
-    assert all(snap[c].outputs_total >= 2 for c in CAMERAS)
-    # One inference served several cameras (cross-camera batching).
-    assert max(node.stats.batch_snapshot().batch_size_histogram) >= 2
+    assert wait_until(lambda: all(s.outputs_total >= 2 for s in snapshots(node).values()), 5.0)
+    assert set(snapshots(node)) == set(CAMERAS)
+    # One inference served several cameras (cross-camera batching) in the group with two cameras.
+    assert max(max(r.batch.batch_size_histogram) for r in node.layout.reports()) >= 2
 
 
 def test_network_resolution_and_16uc1(harness):
@@ -139,7 +150,7 @@ def test_outputs_without_subscribers_are_not_computed(harness):
     time.sleep(0.3)
     assert requests and {cam for cam, _ in requests} == {'busy'}, 'the idle camera must cost no inference'
     for _, req in requests:
-        assert req.depth and not (req.cloud or req.normals or req.confidence)
+        assert req.outputs == frozenset({'depth'})
     for out in ('points', 'normals/image', 'confidence/image', 'depth/camera_info'):
         assert harness.messages(f'{sub_ns}/busy/{out}') == []
     diag = {s.hardware_id: s for s in node.diagnostics_message().status}
@@ -148,7 +159,7 @@ def test_outputs_without_subscribers_are_not_computed(harness):
     assert int(values['skipped_no_subscriber']) >= 3 and values['outputs_total'] == '0'
     # With no subscriber at all, no inference runs.
     harness.unsubscribe(f'{sub_ns}/busy/depth/image')
-    assert wait_until(lambda: node._outputs['busy'].wanted_request() is None, 10.0)
+    assert wait_until(lambda: group_of(node).outputs('busy').wanted_request() is None, 10.0)
     requests.clear()
     publish_ticks(harness, node, sub_ns, cams, ticks=3)
     time.sleep(0.3)
@@ -227,7 +238,7 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
     while not done() and time.monotonic() < deadline:
         publish(node.get_clock().now().nanoseconds)
         time.sleep(0.2)
-    assert wait_until(done, 10.0), {c: node.stats.drop_counts(c) for c in cams}
+    assert wait_until(done, 10.0), {c: group_of(node).stats.drop_counts(c) for c in cams}
     for cam in cams:
         depth = harness.messages(f'{sub_ns}/{cam}/depth/image')[-1]
         stamp = stamp_ns_of(depth)
@@ -247,17 +258,21 @@ def _intrinsics_caches():
     """The two per-camera calibration caches (CameraInfo -> intrinsics, CameraInfo -> depth CameraInfo)."""
     from types import SimpleNamespace
 
-    from metric3d_ros.ros.node import DepthNode, _CameraInput
-    from metric3d_ros.ros.params import OutputConfig
-    from metric3d_ros.ros.publishers import CameraOutputs
+    from metric3d_ros.core.outputs import OUTPUTS as CATALOGUE
+    from metric3d_ros.ros.layout.group import CameraGroup, _Camera
+    from metric3d_ros.ros.params import OutputConfig, config_from_values
+    from metric3d_ros.ros.publishers import CameraOutputs, output_topics
 
     fake_node = SimpleNamespace(create_publisher=lambda *a, **k: None)
-    outputs = CameraOutputs(fake_node, 'cam', OutputConfig(), None)
-    stub = SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None))
-    cam = _CameraInput('cam', None)
+    topics = output_topics('cam', CATALOGUE)
+    outputs = CameraOutputs(fake_node, 'cam', CATALOGUE, topics, OutputConfig(), None)
+    config = config_from_values({'cameras': ['cam'], 'backend': 'fake', 'device': 'cpu'})
+    stub = SimpleNamespace(_config=config,
+                           _node=SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None)))
+    cam = _Camera('cam', config)
 
     def node_intrinsics(fields, width, height):
-        return DepthNode._intrinsics(stub, cam, fields, width, height, 'auto').intrinsics.fx_px
+        return CameraGroup._intrinsics(stub, cam, fields, width, height).intrinsics.fx_px
 
     def depth_info(fields, width, height):
         return outputs.depth_camera_info(fields, width, height).k[0]
@@ -310,59 +325,65 @@ def test_onnxruntime_backend_by_configuration_alone(harness, tmp_path):
     assert np.isfinite(values).all() and (values > 0).all()
 
 
-def test_a_killed_publisher_process_is_replaced_and_outputs_go_on(harness):
+def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
+    """A group worker that dies is restarted off the other groups' path: the other group keeps publishing
+    meanwhile, the dead group's frames in flight are counted (worker_died), /diagnostics names the group,
+    and its outputs come back."""
     import os
     import signal
 
-    sub_ns = 'pubkill'
-    cams = {'solo': (160, 120)}
-    wanted = {'solo': ('depth/image', 'points')}
-    node = start_node(harness, sub_ns, cams, wanted, engine_process=True, publisher_processes=2)
-    pool = node._output_pool
-
-    def got(n):
-        return lambda: (len(harness.messages(f'{sub_ns}/solo/depth/image')) >= n
-                        and len(harness.messages(f'{sub_ns}/solo/points')) >= n)
-
-    publish_until(harness, node, sub_ns, cams, got(2), timeout_s=60.0)
-    victim = pool.workers[1]  # publishes the cloud
-    os.kill(victim.proc.pid, signal.SIGKILL)
-    victim.proc.join(10.0)
-    before = len(harness.messages(f'{sub_ns}/solo/points'))
-    def more():
-        return len(harness.messages(f'{sub_ns}/solo/points')) >= before + 2
-
-    publish_until(harness, node, sub_ns, cams, more, timeout_s=60.0)
-    assert victim.restarts == 1 and victim.alive
-
-
-def test_receiver_processes_hand_their_slots_back_and_a_killed_one_is_replaced(harness):
-    """With input_processes the node takes no image itself: many more frames than a receiver has slots per
-    camera go through (slots come back once the node drops its views), and a killed receiver is restarted."""
-    import os
-    import signal
-
-
-    sub_ns = 'receivers'
-    cams = {'left': (160, 120), 'right': (96, 64)}
+    sub_ns = 'workerkill'
+    cams = {'one': (160, 120), 'two': (96, 64)}
     wanted = {cam: ('depth/image',) for cam in cams}
-    node = start_node(harness, sub_ns, cams, wanted, input_processes=1)
-    subscribed = [sub.topic_name for cam in node._inputs.values() for sub in cam.subscriptions]
-    assert subscribed and not any(topic.endswith('/image') for topic in subscribed)
-    frames = 3 * (1 + 3)  # three times the slots per camera (queue_depth 1 + 3)
+    node = start_node(harness, sub_ns, cams, wanted, process_layout='group_workers',
+                      camera_groups=['one', 'two'])
 
-    def got(n):
-        return lambda: all(len(harness.messages(f'{sub_ns}/{cam}/depth/image')) >= n for cam in cams)
+    def got(cam, n):
+        return lambda: len(harness.messages(f'{sub_ns}/{cam}/depth/image')) >= n
 
-    publish_until(harness, node, sub_ns, cams, got(frames), timeout_s=90.0, period_s=0.05, min_ticks=frames)
-    assert got(frames)(), {cam: node.stats.drop_counts(cam) for cam in cams}
-    receiver = node._input_pool.receivers[0]
-    os.kill(receiver.proc.pid, signal.SIGKILL)
-    before = len(harness.messages(f'{sub_ns}/left/depth/image'))
+    publish_until(harness, node, sub_ns, cams, lambda: got('one', 2)() and got('two', 2)(), timeout_s=60.0)
+    victim = node.layout._workers['group0']
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.join(10.0)
+    assert wait_until(lambda: any(r.name == 'group0' and r.state in ('failed', 'starting')
+                                  or r.restarts for r in node.layout.reports()), 10.0)
+    diag = {s.name.rsplit(' ', 2)[-2]: s for s in node.diagnostics_message().status if s.name.endswith(': engine')}
+    assert diag['group0:'].level == bytes([2]) and 'group0' not in diag['group1:'].message
+    assert 'worker process died' in diag['group0:'].message or 'restart' in diag['group0:'].message
+    before_two = len(harness.messages(f'{sub_ns}/two/depth/image'))
+    before_one = len(harness.messages(f'{sub_ns}/one/depth/image'))
+    publish_until(harness, node, sub_ns, cams,
+                  lambda: got('two', before_two + 3)() and got('one', before_one + 2)(), timeout_s=90.0)
+    assert got('one', before_one + 2)(), 'the restarted group publishes again'
+    report = {r.name: r for r in node.layout.reports()}
+    assert report['group0'].restarts == 1 and report['group1'].restarts == 0
+    assert report['group0'].state == 'active' and not report['group0'].error
 
-    def more():
-        return len(harness.messages(f'{sub_ns}/left/depth/image')) >= before + 3
 
-    publish_until(harness, node, sub_ns, cams, more, timeout_s=60.0)
-    assert more() and receiver.restarts == 1
-    assert node._inputs['left'].receiver_deaths == 1 and node._inputs['right'].receiver_deaths == 1
+def test_a_registered_output_is_published_in_every_layout(harness):
+    """A new output is one catalogue entry and its postprocess function: it is computed, published on
+    <cam>/<topic> with the input header, in process and in group workers."""
+    from node_test_outputs import register_inverse_depth
+    from sensor_msgs.msg import Image
+
+    register_inverse_depth()
+    cams = {'cam': (160, 120)}
+    for layout in ('in_process', 'group_workers'):
+        sub_ns = f'extra_{layout}'
+        harness.subscribe(Image, f'{sub_ns}/cam/inverse_depth/image')
+        node = start_node(harness, sub_ns, cams, {'cam': ('depth/image',)}, process_layout=layout)
+
+        def done(sub_ns=sub_ns):
+            return len(harness.messages(f'{sub_ns}/cam/inverse_depth/image')) >= 2 and \
+                len(harness.messages(f'{sub_ns}/cam/depth/image')) >= 2
+
+        stamps = publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
+        assert wait_until(done, 10.0), layout
+        inv = harness.messages(f'{sub_ns}/cam/inverse_depth/image')[-1]
+        depth = next(m for m in harness.messages(f'{sub_ns}/cam/depth/image')
+                     if stamp_ns_of(m) == stamp_ns_of(inv))
+        assert stamp_ns_of(inv) in stamps and inv.header.frame_id == f'{sub_ns}/cam_optical_frame'
+        assert (inv.encoding, inv.width, inv.height) == ('32FC1', 160, 120)
+        d = np.frombuffer(bytes(depth.data), dtype='<f4')
+        i = np.frombuffer(bytes(inv.data), dtype='<f4')
+        np.testing.assert_allclose(i, 1.0 / d, rtol=1e-5)

@@ -86,14 +86,13 @@ def camera_info_msg(width: int, height: int, stamp_ns: int, frame_id: str, *, fo
 
 def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
     """An Image holding ``array`` (through the package's conversion)."""
-    from std_msgs.msg import Header
 
-    from metric3d_ros.ros.conversions import array_to_image
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
 
-    header = Header()
-    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    header.frame_id = frame_id
-    return array_to_image(array, encoding, header)
+    from metric3d_ros.codec.image import image_cdr
+
+    return deserialize_message(image_cdr(array, encoding, stamp_ns, frame_id), Image)
 
 
 def stamp_ns_of(msg) -> int:
@@ -280,7 +279,7 @@ def node_overrides(**values):
 FAST_NODE = dict(
     backend='fake', device='cpu', net_height_px=112, net_width_px=140, warmup_iters=0,
     preprocess='reference', max_wait_ms=30.0, max_input_age_ms=-1.0, info_tolerance_ms=50.0,
-    torch_threads=1,
+    torch_threads=1, **{'diagnostics.period_s': 0.2},
 )
 """Parameters for a quick node with the deterministic fake backend at a tiny network size."""
 
@@ -305,6 +304,7 @@ def start_node(harness, sub_ns: str, cameras, subscribe: dict[str, tuple[str, ..
     harness.add_node(node)
     types = _msg_types()
     for cam, outputs in subscribe.items():
+        outputs = [o for o in outputs if o in types]
         for out in outputs:
             harness.subscribe(types[out], f'{sub_ns}/{cam}/{out}')
     for cam in cameras:
@@ -312,17 +312,34 @@ def start_node(harness, sub_ns: str, cameras, subscribe: dict[str, tuple[str, ..
         harness.publisher(CameraInfo, f'{sub_ns}/{cam}/camera_info')
     assert harness.wait_matched([f'{sub_ns}/{cam}/image' for cam in cameras])
 
-    def node_sees_subscribers():
-        for cam, outputs in subscribe.items():
-            subs = node._outputs[cam].subscribed()
-            keys = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',
-                    'normals/image': 'normals', 'confidence/image': 'confidence'}
-            if not all(subs[keys[o]] for o in outputs):
-                return False
-        return True
-
-    assert wait_until(node_sees_subscribers, 10.0)
+    assert wait_until(lambda: node_sees_subscribers(node, subscribe), 20.0)
     return node
+
+
+def group_of(node, index: int = 0):
+    """The node's ``index``-th camera group (in_process layout): its stats, scheduler, outputs."""
+    return node.layout.groups[index]
+
+
+def snapshots(node) -> dict:
+    """Camera id -> ``CameraSnapshot`` from every camera group of the node (any layout)."""
+    return {snap.camera_id: snap for report in node.layout.reports() for snap, _ in report.cameras}
+
+
+_OUTPUT_KEYS = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',
+                'normals/image': 'normals', 'confidence/image': 'confidence'}
+
+
+def node_sees_subscribers(node, subscribe: dict[str, tuple[str, ...]]) -> bool:
+    """True when the node's camera groups report a subscriber on every output in ``subscribe`` (group workers
+    report every ``diagnostics.period_s``)."""
+    layout = node.layout
+    if layout is None:
+        return False
+    seen = {snap.camera_id: set(extras.subscribed)
+            for report in layout.reports() for snap, extras in report.cameras}
+    return all(cam in seen and {_OUTPUT_KEYS[o] for o in outputs} <= seen[cam]
+               for cam, outputs in subscribe.items())
 
 
 def publish_ticks(harness, node, sub_ns: str, cameras: dict, ticks: int, period_s: float = 0.06) -> list[int]:

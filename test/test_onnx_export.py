@@ -222,7 +222,7 @@ def test_engine_runs_on_onnxruntime_by_configuration(files, shared_dir, tmp_path
         np.load(shared_dir / 'reference/metric3d/ref_vit_small_b2_280x392.npz')['input_u8'][0])
     k = Intrinsics(300.0, 300.0, 196.0, 140.0)
     frame = Frame(image, k, 'cam', 1)
-    request = OutputRequest(confidence=True, normals=True)
+    request = OutputRequest(outputs={'depth', 'confidence', 'normals'})
     common = dict(variant='small', net_height_px=280, net_width_px=392, max_batch_size=2, device='cpu')
     onnx_config = EngineConfig.from_mapping({**common, 'backend': 'onnxruntime',
                                              'onnx': {'model_path': str(copy), 'providers': ['cpu']}})
@@ -232,7 +232,7 @@ def test_engine_runs_on_onnxruntime_by_configuration(files, shared_dir, tmp_path
     with DepthEngine.from_config(EngineConfig(**common, backend='torch', weights='synthetic')) as engine:
         (theirs,) = engine.infer([frame], request)
     assert ours.ok and theirs.ok, (ours.error, theirs.error)
-    assert ours.depth_m.shape == (280, 392)
+    assert ours.arrays['depth_m'].shape == (280, 392)
     for name in ('depth_m', 'confidence', 'normals'):
-        fraction, ratio = agreement(getattr(ours, name), getattr(theirs, name))
+        fraction, ratio = agreement(ours.arrays[name], theirs.arrays[name])
         assert meets_criterion(fraction, ratio), f'{name}: {fraction=:.5f} {ratio=:.2e}'

@@ -22,10 +22,13 @@ therefore refuses such sizes instead of producing subtly shifted depth.
 """
 from __future__ import annotations
 
+import argparse
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+from metric3d_ros.core.model.specs import resolve_variant, variant_names
 
 Precision = Literal['fp32', 'tf32', 'bf16', 'fp16']
 Preprocess = Literal['auto', 'device_exact', 'device', 'reference']
@@ -39,27 +42,99 @@ NET_SIZE_MULTIPLE_PX = 28
 DEFAULT_NET_HEIGHT_PX = 616
 DEFAULT_NET_WIDTH_PX = 1064
 
-#: Variant names accepted, mapped to the model package's names ('small', 'large', 'giant2').
-VARIANT_ALIASES: Mapping[str, str] = {
-    'small': 'small', 'vit_small': 'small', 'metric3d_vit_small': 'small', 'vit-s': 'small', 's': 'small',
-    'large': 'large', 'vit_large': 'large', 'metric3d_vit_large': 'large', 'vit-l': 'large', 'l': 'large',
-    'giant2': 'giant2', 'vit_giant2': 'giant2', 'metric3d_vit_giant2': 'giant2', 'vit-g2': 'giant2',
-}
 PRECISIONS: tuple[str, ...] = ('fp32', 'tf32', 'bf16', 'fp16')
 PREPROCESS_MODES: tuple[str, ...] = ('auto', 'device_exact', 'device', 'reference')
 ATTENTION_MODES: tuple[str, ...] = ('auto', 'sdpa', 'math')
 COMPILE_MODES: tuple[str, ...] = ('none', 'default', 'max-autotune')
 AUTOCAST_SCOPES: tuple[str, ...] = ('encoder', 'all', 'cast')
+GRAPH_OPTIMIZATIONS: tuple[str, ...] = ('disable', 'basic', 'extended', 'all')
+#: Most batches in flight (``EngineConfig.pipeline_depth``).
+MAX_PIPELINE_DEPTH = 4
 
 
 def normalize_variant(variant: str) -> str:
-    """The model package's variant name ('small', 'large', 'giant2') for any accepted alias."""
-    key = str(variant).strip().lower()
-    if key not in VARIANT_ALIASES:
-        raise ValueError(
-            f'unknown Metric3D variant {variant!r}: use small, large or giant2 (vit_small, ... also accepted)'
-        )
-    return VARIANT_ALIASES[key]
+    """The canonical variant name for any name or alias of the variant table
+    (``metric3d_ros.core.model.specs``); ``ValueError`` naming the choices."""
+    return resolve_variant(variant)
+
+
+# ---------------------------------------------------------------------------------- option declarations
+OPTION = 'metric3d_option'
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """How an ``EngineConfig`` / ``OnnxRuntimeOptions`` field is offered: the one declaration from which the
+    node's ROS parameters (``metric3d_ros.ros.params``) and the tools' command-line flags
+    (``add_engine_arguments``) are derived.
+
+    description: one line, what the option does and its values.
+    choices: allowed strings (after ``normalize``); int_range: (from, to, step) inclusive; float_range:
+        (from, to) inclusive.
+    normalize: maps accepted spellings to the canonical value (variant aliases) before ``choices``.
+    node: exposed as a node parameter (under the field's name; 'onnx.<field>' for ONNX options).
+    node_default: the node's default where it differs from the field's (None: the same).
+    read_only: the node parameter can only be set at start-up (what configure loads).
+    cli: offered as a command-line flag by ``add_engine_arguments``.
+    """
+
+    description: str
+    choices: tuple[str, ...] = ()
+    int_range: tuple[int, int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    normalize: Callable[[str], str] | None = None
+    node: bool = True
+    node_default: Any = None
+    read_only: bool = True
+    cli: bool = True
+
+
+def _option(default: Any, description: str, **info: Any) -> Any:
+    """A dataclass field with ``default`` and its ``OptionInfo``."""
+    return field(default=default, metadata={OPTION: OptionInfo(description, **info)})
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """One declared option, flattened: ``name`` is the field name ('onnx.model_path' for ONNX options)."""
+
+    name: str
+    default: Any
+    type: type
+    info: OptionInfo
+
+    @property
+    def node_default(self) -> Any:
+        return self.default if self.info.node_default is None else self.info.node_default
+
+    @property
+    def flag(self) -> str:
+        return '--' + self.name.replace('.', '-').replace('_', '-')
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace('.', '_')
+
+    def check(self, value: Any) -> str | None:
+        """What is wrong with ``value`` against choices and ranges (None when fine), saying what to use."""
+        info = self.info
+        if info.normalize is not None and isinstance(value, str):
+            try:
+                value = info.normalize(value)
+            except ValueError as exc:
+                return str(exc)
+        if info.choices and value not in info.choices:
+            return f'got {value!r}; use one of {", ".join(info.choices)}'
+        if info.int_range is not None and isinstance(value, int):
+            lo, hi, step = info.int_range
+            if not lo <= value <= hi or (step > 1 and (value - lo) % step):
+                return (f'got {value!r}; use an integer in [{lo}, {hi}]'
+                        + (f' that is a multiple of {step}' if step > 1 else ''))
+        if info.float_range is not None and isinstance(value, (int, float)):
+            lo, hi = info.float_range
+            if not lo <= value <= hi:
+                return f'got {value!r}; use a number in [{lo:g}, {hi:g}]'
+        return None
 
 
 def check_net_size(net_height_px: int, net_width_px: int) -> tuple[int, int]:
@@ -95,24 +170,23 @@ def parse_net_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
-    """Options of the ONNX Runtime backend (used only when ``EngineConfig.backend == 'onnxruntime'``).
+    """Options of the ONNX Runtime backend (used only when ``EngineConfig.backend == 'onnxruntime'``); each
+    field's ``OptionInfo`` says what it does."""
 
-    model_path: the exported .onnx file (``metric3d_export``).
-    providers: execution providers in order of preference; unavailable ones are skipped with a log line.
-    trt_cache_dir: TensorRT engine cache directory ('' = no cache).
-    graph_optimization: 'disable' | 'basic' | 'extended' | 'all'.
-    """
-
-    model_path: str = ''
-    providers: tuple[str, ...] = ('CUDAExecutionProvider', 'CPUExecutionProvider')
-    trt_cache_dir: str = ''
-    trt_fp16: bool = False
-    graph_optimization: str = 'all'
-    cudnn_exhaustive_search: bool = False
+    model_path: str = _option('', 'exported .onnx file (metric3d_export), for backend onnxruntime')
+    providers: tuple[str, ...] = _option(
+        ('CUDAExecutionProvider', 'CPUExecutionProvider'),
+        'ONNX Runtime execution providers in order of preference; unavailable ones are skipped')
+    trt_cache_dir: str = _option('', 'TensorRT engine cache directory (empty: none)')
+    trt_fp16: bool = _option(False, 'TensorRT fp16')
+    graph_optimization: str = _option('all', 'ONNX Runtime graph optimization level',
+                                      choices=GRAPH_OPTIMIZATIONS, node=False)
+    cudnn_exhaustive_search: bool = _option(False, 'cuDNN exhaustive algorithm search (CUDA provider)',
+                                            node=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'providers', tuple(str(p) for p in self.providers))
-        if self.graph_optimization not in ('disable', 'basic', 'extended', 'all'):
+        if self.graph_optimization not in GRAPH_OPTIMIZATIONS:
             raise ValueError(
                 f"onnx.graph_optimization must be 'disable', 'basic', 'extended' or 'all', "
                 f'got {self.graph_optimization!r}'
@@ -137,7 +211,11 @@ def batch_buckets(max_batch_size: int, explicit: Sequence[int] = ()) -> list[int
 class EngineConfig:
     """What the depth engine runs and how.
 
-    variant: 'small' | 'large' | 'giant2' (aliases like 'vit_small' are normalized).
+    Every field is declared with an ``OptionInfo`` (description, choices, range, node/CLI exposure):
+    ``engine_options()`` lists them, the node's parameters and the tools' flags derive from it.
+
+    variant: a name of the variant table (``metric3d_ros.core.model.specs``: 'small' | 'large' | 'giant2');
+        aliases like 'vit_small' are normalized.
     backend: 'torch' | 'onnxruntime' | a test backend ('fake') | any name registered with
         ``metric3d_ros.core.engine.backend.register_backend``.
     precision: 'fp32' (strict, conformant) | 'tf32' | 'bf16' | 'fp16' network arithmetic (see
@@ -176,26 +254,46 @@ class EngineConfig:
     onnx: ONNX Runtime options.
     """
 
-    variant: str = 'small'
-    backend: str = 'torch'
-    precision: Precision = 'fp32'
-    autocast_scope: AutocastScope = 'encoder'
-    device: str = 'cpu'
-    net_height_px: int = DEFAULT_NET_HEIGHT_PX
-    net_width_px: int = DEFAULT_NET_WIDTH_PX
-    max_batch_size: int = 8
-    batch_buckets: tuple[int, ...] = ()
-    preprocess: Preprocess = 'auto'
-    cuda_graphs: bool = True
-    channels_last: bool = True
-    compile: CompileMode = 'none'
-    attention: Attention = 'auto'
-    weights: str = ''
-    canonical_focal_px: float = 1000.0
-    min_depth_m: float = 0.0
-    max_depth_m: float = 300.0
-    warmup_iters: int = 2
-    pipeline_depth: int = 1
+    variant: str = _option('small', 'Metric3D v2 variant (aliases such as vit_small are accepted)',
+                           choices=variant_names(), normalize=normalize_variant)
+    backend: str = _option('torch', 'inference backend: torch, onnxruntime, or a registered test backend')
+    precision: Precision = _option('fp32', 'network arithmetic (bf16/fp16: reduced precision, see '
+                                   'autocast_scope)', choices=PRECISIONS)
+    autocast_scope: AutocastScope = _option(
+        'encoder', "reduced precision for the ViT 'encoder' only, 'all' (autocast of the whole network) or "
+        "'cast' (weights cast once; fastest)", choices=AUTOCAST_SCOPES)
+    device: str = _option('cpu', "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'",
+                          node_default='auto')
+    net_height_px: int = _option(DEFAULT_NET_HEIGHT_PX, 'network input height (multiple of 28; 616 is the '
+                                 'training size)', int_range=(28, 2828, 28), cli=False)
+    net_width_px: int = _option(DEFAULT_NET_WIDTH_PX, 'network input width (multiple of 28; 1064 is the '
+                                'training size)', int_range=(28, 2828, 28), cli=False)
+    max_batch_size: int = _option(8, 'most frames per network call (the node: per batch)',
+                                  int_range=(1, 64, 1), node_default=4, read_only=False)
+    batch_buckets: tuple[int, ...] = _option(
+        (), 'batch sizes with their own CUDA graph / torch.compile specialization (max_batch_size always '
+        'is one; empty: the powers of two below it)', node=False)
+    preprocess: Preprocess = _option(
+        'auto', "resize and pad: on the engine's device ('device', 'device_exact') or cv2 ('reference'); "
+        "'auto' lets the engine choose", choices=PREPROCESS_MODES)
+    cuda_graphs: bool = _option(True, 'capture CUDA graphs per batch size (CUDA only)')
+    channels_last: bool = _option(True, 'NHWC convolutions (CUDA only)')
+    compile: CompileMode = _option('none', 'torch.compile mode', choices=COMPILE_MODES)
+    attention: Attention = _option('auto', 'attention kernel', choices=ATTENTION_MODES)
+    weights: str = _option('', "checkpoint path; '' resolves the official checkpoint (cache, download); "
+                           "'synthetic' = deterministic fake weights (meaningless depth, for tests)")
+    canonical_focal_px: float = _option(1000.0, "focal length of Metric3D's canonical camera", node=False,
+                                        cli=False)
+    min_depth_m: float = _option(0.0, 'metric depth is clamped into [min_depth_m, max_depth_m] as upstream '
+                                 'does', node=False, cli=False)
+    max_depth_m: float = _option(300.0, 'metric depth is clamped into [min_depth_m, max_depth_m] as '
+                                 'upstream does', node=False, cli=False)
+    warmup_iters: int = _option(2, 'network calls per batch size at warm-up (0: no warm-up)',
+                                int_range=(0, 100, 1))
+    pipeline_depth: int = _option(
+        1, 'batches in flight at once (1..4): with 2 a batch\'s upload, pre- and postprocessing and download '
+        'overlap the network of the batch before it (torch backend; more throughput, not less latency)',
+        int_range=(1, MAX_PIPELINE_DEPTH, 1))
     onnx: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
 
     def __post_init__(self) -> None:
@@ -227,8 +325,9 @@ class EngineConfig:
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
             raise ValueError(f'warmup_iters must be an integer >= 0, got {self.warmup_iters!r}')
         depth = self.pipeline_depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 4:
-            raise ValueError(f'pipeline_depth must be an integer in 1..4, got {self.pipeline_depth!r}')
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_PIPELINE_DEPTH:
+            raise ValueError(f'pipeline_depth must be an integer in 1..{MAX_PIPELINE_DEPTH}, '
+                             f'got {self.pipeline_depth!r}')
         for name in ('cuda_graphs', 'channels_last'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
@@ -286,6 +385,118 @@ class EngineConfig:
                 onnx['providers'] = tuple(onnx['providers'])
             data['onnx'] = OnnxRuntimeOptions(**onnx)
         return cls(**data)
+
+
+def engine_options() -> tuple[EngineOption, ...]:
+    """Every declared option of ``EngineConfig``, the ONNX Runtime ones flattened as 'onnx.<field>'."""
+    out = []
+    for f in fields(EngineConfig):
+        if f.name == 'onnx':
+            for g in fields(OnnxRuntimeOptions):
+                info = g.metadata[OPTION]
+                out.append(EngineOption(f'onnx.{g.name}', g.default, _field_type(g.default), info))
+            continue
+        out.append(EngineOption(f.name, f.default, _field_type(f.default), f.metadata[OPTION]))
+    return tuple(out)
+
+
+def _field_type(default: Any) -> type:
+    return tuple if isinstance(default, tuple) else type(default)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, exclude: Sequence[str] = (),
+                         defaults: Mapping[str, Any] | None = None, multi: Sequence[str] = ()) -> None:
+    """Add a flag per declared engine option with ``cli`` (``--<name>``, dashes for '_' and '.'; booleans as
+    ``--x`` / ``--no-x``; tuples as lists) plus ``--net-size HxW`` for the network input size, in a group
+    'engine options'. ``exclude``: options a tool sets itself; ``defaults``: the tool's own defaults;
+    ``multi``: options given as lists of values (a benchmark's sweep). Read them back with
+    ``engine_values_from_args``."""
+    defaults = dict(defaults or {})
+    group = parser.add_argument_group('engine options (EngineConfig)')
+    if 'net_size' not in exclude:
+        size = defaults.get('net_size', f'{DEFAULT_NET_HEIGHT_PX}x{DEFAULT_NET_WIDTH_PX}')
+        group.add_argument('--net-size', default=size, type=_net_size_arg, metavar='HxW',
+                           help=f'network input HEIGHTxWIDTH, multiples of 28 (default {size})')
+    for opt in engine_options():
+        if not opt.info.cli or opt.name in exclude:
+            continue
+        default = defaults.get(opt.name, opt.default)
+        kwargs: dict[str, Any] = {'dest': opt.dest, 'default': default}
+        help_text = opt.info.description
+        if opt.info.choices:
+            help_text += f' ({" | ".join(opt.info.choices)})'
+        if opt.type is bool:
+            kwargs['action'] = argparse.BooleanOptionalAction
+        else:
+            kwargs['type'] = (int if opt.type is tuple and opt.name == 'batch_buckets'
+                              else str if opt.type is tuple else opt.type)
+            if opt.info.normalize is not None:
+                kwargs['type'] = _arg_type(opt.info.normalize)
+            elif opt.info.int_range is not None or opt.info.float_range is not None:
+                kwargs['type'] = _checked_type(opt)
+            if opt.info.choices and opt.info.normalize is None:
+                kwargs['choices'] = opt.info.choices
+            if opt.type is tuple or opt.name in multi:
+                kwargs['nargs'] = '*' if opt.type is tuple else '+'
+                if opt.name in multi and not isinstance(default, (list, tuple)):
+                    kwargs['default'] = [default]
+        group.add_argument(opt.flag, help=f'{help_text} (default {kwargs["default"]!r})', **kwargs)
+
+
+def _arg_type(normalize: Callable[[str], str]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        try:
+            return normalize(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = normalize.__name__
+    return convert
+
+
+def _checked_type(opt: EngineOption) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = opt.type(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f'{opt.flag}: {exc}') from exc
+        problem = opt.check(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    convert.__name__ = opt.type.__name__
+    return convert
+
+
+def _net_size_arg(text: str) -> str:
+    try:
+        parse_net_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def engine_values_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``add_engine_arguments`` added, as a mapping for ``EngineConfig.from_mapping`` (ONNX
+    options under 'onnx', the size as 'net_size'); options a tool excluded are simply absent."""
+    values: dict[str, Any] = {}
+    onnx: dict[str, Any] = {}
+    if hasattr(args, 'net_size'):
+        values['net_size'] = args.net_size
+    for opt in engine_options():
+        if not hasattr(args, opt.dest):
+            continue
+        value = getattr(args, opt.dest)
+        if isinstance(value, list) and opt.type is tuple:
+            value = tuple(value)
+        if opt.name.startswith('onnx.'):
+            onnx[opt.name.removeprefix('onnx.')] = value
+        else:
+            values[opt.name] = value
+    if onnx:
+        values['onnx'] = onnx
+    return values
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -25,6 +25,8 @@ class CameraExtras:
     skipped_no_subscriber: int = 0
     last_error: str = ''
     info_warnings: tuple[str, ...] = ()
+    subscribed: tuple[str, ...] = ()
+    """Output keys ('depth', 'points', 'depth_info', ...) with at least one subscriber."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) ->
     values = list(snap.key_values())
     values.append(('skipped_no_subscriber', str(extras.skipped_no_subscriber)))
     values.append(('idle', str(extras.idle).lower()))
+    values.append(('subscribed_outputs', ','.join(extras.subscribed)))
     if extras.last_error:
         values.append(('last_error', extras.last_error))
     status.values = [KeyValue(key=k, value=v) for k, v in values]
@@ -69,16 +72,22 @@ def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) ->
 
 def engine_status(
     node_name: str,
-    batch: BatchSnapshot,
+    batch: BatchSnapshot | None,
     cameras: Sequence[tuple[CameraSnapshot, CameraExtras]],
     extras: NodeExtras,
+    failed: str = '',
 ) -> DiagnosticStatus:
-    """The node-wide status: worst camera level, silent and failing cameras named, batch statistics."""
+    """The status of a camera group's engine (the node's, with one group): worst camera level, silent and
+    failing cameras named, batch statistics; ERROR naming the group's failure when ``failed`` (e.g. its
+    worker process died or its device failed)."""
     silent = [s.camera_id for s, _ in cameras if _is_silent(s)]
     failing = [s.camera_id for s, _ in cameras if s.level == Level.ERROR and s.camera_id not in silent]
     warned = [s.camera_id for s, e in cameras if s.level == Level.WARN and not e.idle]
     level = Level.OK
     parts = []
+    if failed:
+        level = Level.ERROR
+        parts.append(failed)
     if silent:
         level = Level.ERROR
         parts.append(f'silent camera(s): {", ".join(silent)}')
@@ -94,7 +103,8 @@ def engine_status(
     status.hardware_id = node_name
     status.message = '; '.join(parts) if parts else f'{extras.state}, {len(cameras)} camera(s) ok'
     values = [('state', extras.state), ('silent_cameras', ','.join(silent))]
-    values.extend(batch.key_values())
+    if batch is not None:
+        values.extend(batch.key_values())
     values.extend(sorted(extras.values.items()))
     status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
     return status

@@ -1,10 +1,15 @@
 """ROS parameters of the depth node: declarations with descriptors, and validation into typed configuration.
 
 Every parameter is declared once, in ``PARAMETERS``, with a ``ParameterDescriptor`` (description, range,
-``read_only`` for the model and backend choices). ``read_node_config`` reads them at *configure* and
-builds a frozen ``NodeConfig``; anything wrong raises ``ConfigError`` listing every problem with the
-parameter name and what to change. Parameters are read only at configure: to change one, deactivate and
-clean up the node, set it, and configure again (``read_only`` ones only through overrides at start-up).
+``read_only`` for the model and backend choices). The engine's parameters are not listed here: they derive
+from the engine-option declaration (``metric3d_ros.core.config.engine_options``: every ``EngineConfig``
+field whose ``OptionInfo.node`` is set, under its field name, 'onnx.<field>' for ONNX Runtime options), so
+a new engine option reaches the node, the tools and their validation at once.
+
+``read_node_config`` reads the parameters at *configure* and builds a frozen ``NodeConfig``; anything
+wrong raises ``ConfigError`` listing every problem with the parameter name and what to change. Parameters
+are read only at configure: to change one, deactivate and clean up the node, set it, and configure again
+(``read_only`` ones only through overrides at start-up).
 
 A value given at start-up that rclpy itself refuses (wrong type, outside the declared range) does not
 crash the constructor: the default is kept and the problem is reported at configure, which then fails.
@@ -14,23 +19,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
+from rclpy.parameter import Parameter
 
 from metric3d_ros.core.batching.config import SchedulerConfig
 from metric3d_ros.core.batching.pairing import PairingConfig
-from metric3d_ros.core.config import (
-    ATTENTION_MODES,
-    AUTOCAST_SCOPES,
-    COMPILE_MODES,
-    PRECISIONS,
-    PREPROCESS_MODES,
-    EngineConfig,
-    OnnxRuntimeOptions,
-)
+from metric3d_ros.core.config import EngineConfig, EngineOption, engine_options
 from metric3d_ros.core.stats import StatsConfig
 from metric3d_ros.ros.qos import DURABILITIES, RELIABILITIES, QosSettings
 
@@ -38,7 +40,10 @@ OUTPUT_RESOLUTIONS = ('camera', 'network')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 CAMERA_INFO_SOURCES = ('auto', 'rectified', 'raw')
 INPUT_TRANSPORTS = ('raw', 'compressed')
+#: 'in_process': everything in the node process; 'group_workers': one worker process per camera group.
+PROCESS_LAYOUTS = ('in_process', 'group_workers')
 _NAME_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+_DEVICE = re.compile(r'^(cpu|auto|cuda(:\d+)?)$')
 
 
 class ConfigError(ValueError):
@@ -50,7 +55,8 @@ class ParamSpec:
     """One ROS parameter: name, default (its type is the parameter's type), description and constraints.
 
     int_range: (from, to, step) inclusive; float_range: (from, to) inclusive; choices: allowed strings
-    (listed in ``additional_constraints`` and checked at configure).
+    (listed in ``additional_constraints`` and checked at configure); normalize: maps accepted spellings to
+    the canonical value before the choices are checked (variant aliases).
     """
 
     name: str
@@ -60,6 +66,7 @@ class ParamSpec:
     int_range: tuple[int, int, int] | None = None
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
+    normalize: Any = None
 
     def descriptor(self) -> ParameterDescriptor:
         """The rclpy descriptor: float parameters accept integers too (``dynamic_typing``)."""
@@ -85,58 +92,25 @@ def _p(name, default, description, **kw) -> ParamSpec:
 
 _RO = {'read_only': True}
 
-PARAMETERS: tuple[ParamSpec, ...] = (
+_NODE_FIRST: tuple[ParamSpec, ...] = (
     # --- node
     _p('autostart', True, 'configure and activate at start-up (false: wait for a lifecycle manager)'),
     _p('cameras', ['camera'], 'camera names; per camera NAME the node reads NAME/image, NAME/camera_info'),
     _p('input_transport', 'raw', "'raw' (NAME/image, sensor_msgs/Image) or 'compressed' "
        '(NAME/image/compressed, sensor_msgs/CompressedImage)', choices=INPUT_TRANSPORTS),
-    # --- model and backend (read-only: they define what configure loads)
-    _p('backend', 'torch', 'inference backend: torch, onnxruntime, or a registered test backend', **_RO),
-    _p('variant', 'small', 'Metric3D v2 variant: small, large, giant2', **_RO),
-    _p('weights', '', "checkpoint path; '' resolves the official checkpoint (cache, download); "
-       "'synthetic' = deterministic fake weights (meaningless depth, for tests)", **_RO),
-    _p('precision', 'fp32', 'network arithmetic (bf16/fp16: autocast, see autocast_scope)',
-       choices=PRECISIONS, **_RO),
-    _p('autocast_scope', 'encoder', "reduced precision for the ViT 'encoder' only, 'all' (autocast of the "
-       "whole network) or 'cast' (weights cast once; fastest)", choices=AUTOCAST_SCOPES, **_RO),
-    _p('device', 'auto', "torch device: 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'", **_RO),
-    _p('net_height_px', 616, 'network input height (multiple of 28; 616 is the training size)',
-       int_range=(28, 2828, 28), **_RO),
-    _p('net_width_px', 1064, 'network input width (multiple of 28; 1064 is the training size)',
-       int_range=(28, 2828, 28), **_RO),
-    _p('preprocess', 'auto', "resize and pad: on the engine's device ('device', 'device_exact') or cv2 "
-       "('reference'); 'auto' lets the engine choose", choices=PREPROCESS_MODES, **_RO),
-    _p('cuda_graphs', True, 'capture CUDA graphs per batch size (CUDA only)', **_RO),
-    _p('channels_last', True, 'NHWC convolutions (CUDA only)', **_RO),
-    _p('compile', 'none', 'torch.compile mode', choices=COMPILE_MODES, **_RO),
-    _p('attention', 'auto', 'attention kernel', choices=ATTENTION_MODES, **_RO),
+)
+_NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
        'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
        int_range=(0, 256, 1), **_RO),
-    _p('engine_process', False, 'run the engine in a child process fed through shared memory: the GPU '
-       'worker then never waits for the interpreter lock held by the ROS threads (recommended on a GPU '
-       'with several cameras; the node process then does not import torch)', **_RO),
-    _p('publisher_processes', 0, 'publish the outputs from this many helper processes (cameras assigned '
-       'round-robin; each has its own interpreter lock) reading the engine process\'s shared memory; '
-       '0: publish from this process. Needs engine_process', int_range=(0, 16, 1), **_RO),
-    _p('input_processes', 0, 'receive the images in this many helper processes (cameras assigned '
-       'round-robin; raw subscriptions, pixels copied once into shared memory), so that the node process '
-       "takes no large image under its interpreter lock; 0: receive in this process. Needs input_transport "
-       "'raw'", int_range=(0, 16, 1), **_RO),
-    _p('malloc_tuning', True, 'keep large buffers in the heap (glibc mallopt: mmap threshold 32 MiB, trim '
-       'threshold 1 GiB, process-wide, also in the engine process): per-frame arrays then do not '
-       'page-fault on every allocation', **_RO),
-    _p('gil_switch_interval_ms', 0.0, "Python's thread switch interval in ms (sys.setswitchinterval, "
-       "process-wide); 0 keeps Python's default (5 ms). Smaller values let the executor, worker and "
-       'publisher threads hand the GIL over sooner', float_range=(0.0, 100.0), **_RO),
-    _p('warmup_iters', 2, 'network calls per batch size at configure (0: no warm-up)',
-       int_range=(0, 100, 1), **_RO),
-    _p('onnx.model_path', '', 'exported .onnx file (backend onnxruntime)', **_RO),
-    _p('onnx.providers', ['CUDAExecutionProvider', 'CPUExecutionProvider'],
-       'ONNX Runtime execution providers in order of preference', **_RO),
-    _p('onnx.trt_cache_dir', '', 'TensorRT engine cache directory (empty: none)', **_RO),
-    _p('onnx.trt_fp16', False, 'TensorRT fp16', **_RO),
+    # --- process layout (metric3d_ros.ros.layout)
+    _p('process_layout', 'in_process', "'in_process': everything in the node process (CPU, small rigs); "
+       "'group_workers': each camera group in its own worker process that subscribes, pairs, batches, "
+       'infers and publishes its cameras', choices=PROCESS_LAYOUTS, **_RO),
+    _p('camera_groups', [], 'camera groups, one entry per group listing its cameras separated by spaces or '
+       'commas; every camera in exactly one group. Empty: one group with every camera', **_RO),
+    _p('group_devices', [], "one torch device per camera group ('cuda:0', 'cuda:1', 'cpu'); empty: every "
+       'group on the engine device', **_RO),
     # --- pairing and batching
     _p('camera_info_source', 'auto', "intrinsics from P ('rectified'), K ('raw') or P when set ('auto')",
        choices=CAMERA_INFO_SOURCES),
@@ -144,7 +118,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        '-1: the latest CameraInfo of any age (static CameraInfo publishers)', float_range=(-1.0, 1e5)),
     _p('info_wait_ms', 100.0, 'how long an image waits for its CameraInfo when none matches yet',
        float_range=(0.0, 1e4)),
-    _p('max_batch_size', 4, 'most frames per inference', int_range=(1, 64, 1)),
     _p('pad_to_max_batch', False, 'run every batch padded to max_batch_size: one CUDA graph and '
        'torch.compile specialization instead of one per power of two (shorter warm-up; a lone frame costs '
        'a full batch)',
@@ -168,7 +141,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.0, 1000.0)),
     _p('cloud_stride', 1, 'point cloud decimation: every Nth row and column', int_range=(1, 64, 1)),
     _p('cloud_rgb', False, 'point cloud with the rgb field (xyzrgb) instead of xyz'),
-    _p('publish_thread', True, 'publish from a second thread (the next inference overlaps publishing)'),
     # --- QoS
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
@@ -187,6 +159,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p('log_throttle_s', 5.0, 'at most one error log per kind and camera per this period',
        float_range=(0.0, 3600.0)),
 )
+
+
+def _engine_param(opt: EngineOption) -> ParamSpec:
+    """The node parameter of a declared engine option (``core.config.OptionInfo``)."""
+    info = opt.info
+    default = opt.node_default
+    return ParamSpec(opt.name, list(default) if isinstance(default, tuple) else default, info.description,
+                     read_only=info.read_only, int_range=info.int_range, float_range=info.float_range,
+                     choices=info.choices or None, normalize=info.normalize)
+
+
+#: The engine's parameters, derived from the engine-option declaration.
+ENGINE_PARAMETERS: tuple[ParamSpec, ...] = tuple(_engine_param(o) for o in engine_options() if o.info.node)
+#: Every parameter of the node.
+PARAMETERS: tuple[ParamSpec, ...] = _NODE_FIRST + ENGINE_PARAMETERS + _NODE_PARAMETERS
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 
@@ -217,8 +204,28 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """One camera group: its cameras and the torch device of its engine.
+
+    name: 'group0', 'group1', ... in ``camera_groups`` order.
+    """
+
+    name: str
+    cameras: tuple[str, ...]
+    device: str
+
+
+@dataclass(frozen=True)
 class NodeConfig:
-    """Everything the node reads from its parameters at configure."""
+    """Everything the node reads from its parameters at configure (frozen, picklable: worker processes get
+    it as it is).
+
+    engine: the engine configuration (``device`` is the ``device`` parameter); ``engine_for(group)`` is a
+        group's, on the group's device.
+    process_layout: 'in_process' | 'group_workers' (``PROCESS_LAYOUTS``).
+    groups: the camera groups (``camera_groups``, ``group_devices``); one group with every camera on the
+        engine device by default. Every camera is in exactly one group.
+    """
 
     cameras: tuple[str, ...]
     engine: EngineConfig
@@ -228,34 +235,40 @@ class NodeConfig:
     outputs: OutputConfig
     input_qos: QosSettings
     output_qos: QosSettings
+    groups: tuple[GroupConfig, ...]
+    process_layout: str = 'in_process'
     camera_info_source: str = 'auto'
     info_wait_ms: float = 100.0
     input_transport: str = 'raw'
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
-    publish_thread: bool = True
     torch_threads: int = 0
-    gil_switch_interval_ms: float = 0.0
-    engine_process: bool = False
-    malloc_tuning: bool = True
-    publisher_processes: int = 0
-    input_processes: int = 0
+
+    def engine_for(self, group: GroupConfig) -> EngineConfig:
+        """The engine configuration of ``group``: ``engine`` on the group's device."""
+        if group not in self.groups:
+            raise ValueError(f'{group.name} is not a camera group of this configuration '
+                             f'({", ".join(g.name for g in self.groups)})')
+        return replace(self.engine, device=group.device)
 
 
 def declare_parameters(node) -> list[str]:
     """Declare every parameter of ``PARAMETERS`` on ``node``; returns start-up values rclpy refused.
 
     A refused override (wrong type, outside the range) keeps the default so that the node still starts;
-    the returned messages are reported by ``read_node_config`` at configure.
+    the returned messages are reported by ``read_node_config`` at configure. Empty string-array defaults
+    are declared typed (``Parameter.Type.STRING_ARRAY``, unset until given): an empty list would otherwise
+    be taken for a byte array and refuse the strings later given.
     """
     problems = []
     for spec in PARAMETERS:
+        default = Parameter.Type.STRING_ARRAY if spec.default == [] else spec.default
         try:
-            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            node.declare_parameter(spec.name, default, spec.descriptor())
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
             problems.append(f'{spec.name}: the value given at start-up was refused ({exc}); {_hint(spec)}')
-            node.declare_parameter(spec.name, spec.default, spec.descriptor(), ignore_override=True)
+            node.declare_parameter(spec.name, default, spec.descriptor(), ignore_override=True)
     return problems
 
 
@@ -267,6 +280,8 @@ def _hint(spec: ParamSpec) -> str:
         return f'use an integer in [{lo}, {hi}]' + (f' that is a multiple of {step}' if step > 1 else '')
     if spec.float_range is not None:
         return f'use a number in [{spec.float_range[0]:g}, {spec.float_range[1]:g}]'
+    if isinstance(spec.default, list):
+        return 'use a list of strings'
     return f'use a {type(spec.default).__name__} like the default {spec.default!r}'
 
 
@@ -280,6 +295,8 @@ class _Reader:
     def get(self, name: str) -> Any:
         spec = SPECS[name]
         value = self.values.get(name, spec.default)
+        if value is None:  # a typed parameter that was never set
+            value = spec.default
         default = spec.default
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -296,6 +313,12 @@ class _Reader:
         if not ok:
             self.problems.append(f'{name}: got {value!r} ({type(value).__name__}); {_hint(spec)}')
             return default if not isinstance(default, list) else tuple(default)
+        if spec.normalize is not None:
+            try:
+                value = spec.normalize(value)
+            except ValueError as exc:
+                self.problems.append(f'{name}: {exc}')
+                return default
         if spec.choices and value not in spec.choices:
             self.problems.append(f'{name}: got {value!r}; {_hint(spec)}')
         if spec.float_range is not None and not (spec.float_range[0] <= value <= spec.float_range[1]):
@@ -332,9 +355,59 @@ def validate_camera_names(names: Sequence[str]) -> list[str]:
     return problems
 
 
+def camera_groups(cameras: Sequence[str], entries: Sequence[str], devices: Sequence[str],
+                  engine_device: str) -> tuple[tuple[GroupConfig, ...], list[str]]:
+    """The camera groups of ``camera_groups`` / ``group_devices`` and the problems with them.
+
+    No entries: one group 'group0' with every camera. No devices: every group on ``engine_device``.
+    """
+    problems: list[str] = []
+    if entries:
+        members = [tuple(c for c in re.split(r'[\s,]+', entry) if c) for entry in entries]
+    else:
+        members = [tuple(cameras)]
+    known = set(cameras)
+    where: dict[str, list[int]] = {}
+    for i, group in enumerate(members):
+        if not group:
+            problems.append(f'camera_groups: entry {i} ({entries[i]!r}) names no camera; list its cameras '
+                            "separated by spaces or commas, e.g. 'front left', or remove the entry")
+        for camera in group:
+            if camera not in known:
+                problems.append(f'camera_groups: entry {i} names {camera!r}, which is not in cameras '
+                                f'{list(cameras)}; use only names from the cameras parameter')
+            where.setdefault(camera, []).append(i)
+    for camera, groups in where.items():
+        if len(groups) > 1 and camera in known:
+            problems.append(f'camera_groups: camera {camera!r} is in entries {groups}; put every camera in '
+                            'exactly one group')
+    missing = [c for c in cameras if c not in where]
+    if missing:
+        problems.append(f'camera_groups: camera(s) {missing} are in no group; add each to one group (or '
+                        'leave camera_groups empty: one group with every camera)')
+    if devices and len(devices) != len(members):
+        problems.append(f'group_devices: {len(devices)} device(s) for {len(members)} camera group(s); give '
+                        'exactly one device per group, in camera_groups order (or leave group_devices empty: '
+                        'every group on the device parameter)')
+    for device in devices:
+        if not _DEVICE.match(device):
+            problems.append(f"group_devices: {device!r} is not a device; use 'cuda', 'cuda:N' (N = 0, 1, "
+                            "...), 'cpu' or 'auto'")
+    chosen = list(devices) if devices and len(devices) == len(members) else [engine_device] * len(members)
+    groups = tuple(GroupConfig(f'group{i}', group, device)
+                   for i, (group, device) in enumerate(zip(members, chosen, strict=True)))
+    return groups, problems
+
+
 def parameter_values(node) -> dict[str, Any]:
-    """Current values of every declared parameter of ``PARAMETERS``."""
-    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    """Current values of every declared parameter of ``PARAMETERS`` (None for a typed one never set)."""
+    values = {}
+    for spec in PARAMETERS:
+        try:
+            values[spec.name] = node.get_parameter(spec.name).value
+        except ParameterUninitializedException:
+            values[spec.name] = None
+    return values
 
 
 def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] = ()) -> NodeConfig:
@@ -343,23 +416,22 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     r.problems.extend(startup_problems)
     cameras = r.get('cameras')
     r.problems.extend(validate_camera_names(cameras))
-    onnx = r.build(
-        'onnx.*', OnnxRuntimeOptions,
-        model_path=r.get('onnx.model_path'), providers=r.get('onnx.providers'),
-        trt_cache_dir=r.get('onnx.trt_cache_dir'), trt_fp16=r.get('onnx.trt_fp16'),
-    )
-    max_batch_size = r.get('max_batch_size')
-    engine = r.build(
-        'model parameters', EngineConfig,
-        variant=r.get('variant'), backend=r.get('backend'), precision=r.get('precision'),
-        autocast_scope=r.get('autocast_scope'),
-        device=r.get('device'), net_height_px=r.get('net_height_px'), net_width_px=r.get('net_width_px'),
-        max_batch_size=max_batch_size, preprocess=r.get('preprocess'), cuda_graphs=r.get('cuda_graphs'),
-        channels_last=r.get('channels_last'), compile=r.get('compile'), attention=r.get('attention'),
-        weights=r.get('weights'), warmup_iters=r.get('warmup_iters'),
-        batch_buckets=(max_batch_size,) if r.get('pad_to_max_batch') is True else (),
-        onnx=onnx if onnx is not None else OnnxRuntimeOptions(),
-    )
+    engine_values: dict[str, Any] = {}
+    onnx: dict[str, Any] = {}
+    known_problems = len(r.problems)
+    for spec in ENGINE_PARAMETERS:
+        value = r.get(spec.name)
+        if spec.name.startswith('onnx.'):
+            onnx[spec.name.removeprefix('onnx.')] = value
+        else:
+            engine_values[spec.name] = value
+    max_batch_size = engine_values['max_batch_size']
+    if r.get('pad_to_max_batch') is True:
+        engine_values['batch_buckets'] = (max_batch_size,)
+    engine = None
+    if len(r.problems) == known_problems:  # each bad engine parameter is reported once, by name
+        engine = r.build('engine parameters', EngineConfig.from_mapping,
+                         values={**engine_values, 'onnx': onnx})
     if engine is not None and engine.backend == 'onnxruntime' and not engine.onnx.model_path:
         r.problems.append('onnx.model_path: backend onnxruntime needs the exported .onnx (metric3d_export)')
     pairing = r.build('info_tolerance_ms', PairingConfig, info_tolerance_ms=r.get('info_tolerance_ms'))
@@ -386,34 +458,24 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
                         depth=r.get('qos.input.depth'))
     output_qos = r.build('qos.output.*', QosSettings, reliability=r.get('qos.output.reliability'),
                          depth=r.get('qos.output.depth'), durability=r.get('qos.output.durability'))
+    layout = r.get('process_layout')
+    groups, group_problems = camera_groups(cameras, r.get('camera_groups'), r.get('group_devices'),
+                                           engine_values['device'])
+    r.problems.extend(group_problems)
     source = r.get('camera_info_source')
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
     period_s = r.get('diagnostics.period_s')
-    publish_thread = r.get('publish_thread')
     torch_threads = r.get('torch_threads')
-    gil_switch_interval_ms = r.get('gil_switch_interval_ms')
-    engine_process = r.get('engine_process')
-    malloc_tuning = r.get('malloc_tuning')
-    publisher_processes = r.get('publisher_processes')
-    if isinstance(publisher_processes, int) and publisher_processes > 0 and engine_process is not True:
-        r.problems.append('publisher_processes: publishing from helper processes reads the engine '
-                          "process's shared memory; set engine_process: true (or publisher_processes: 0)")
-    input_processes = r.get('input_processes')
-    if isinstance(input_processes, int) and input_processes > 0 and transport == 'compressed':
-        r.problems.append("input_processes: receiver processes take raw images; set input_transport: 'raw' "
-                          '(or input_processes: 0)')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
     return NodeConfig(
         cameras=tuple(cameras), engine=engine, pairing=pairing, scheduler=scheduler, stats=stats,
-        outputs=outputs, input_qos=input_qos, output_qos=output_qos, camera_info_source=source,
-        info_wait_ms=info_wait_ms, input_transport=transport, diagnostics_period_s=period_s,
-        log_throttle_s=log_throttle_s, autostart=autostart,
-        publish_thread=publish_thread, torch_threads=torch_threads,
-        gil_switch_interval_ms=gil_switch_interval_ms, engine_process=engine_process,
-        malloc_tuning=malloc_tuning, publisher_processes=publisher_processes, input_processes=input_processes,
+        outputs=outputs, input_qos=input_qos, output_qos=output_qos, groups=groups, process_layout=layout,
+        camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
+        diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, autostart=autostart,
+        torch_threads=torch_threads,
     )
 
 

@@ -421,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ''.join(f'{s[:8]:>9s}' for s in STAGES) + f'{"peakGiB":>9s}')
     print(header, flush=True)
     records: list[dict[str, Any]] = []
-    request = (OutputRequest(depth=True, cloud=True, cloud_stride=2) if args.mixed_cameras
-               else OutputRequest(depth=True))
+    request = (OutputRequest(outputs={'depth', 'points'}, cloud_stride=2) if args.mixed_cameras
+               else OutputRequest())
     fp32_depth: dict[int, Any] = {}
 
     def report(mode: str, backend: str, precision: str, batch: int, result: dict[str, Any] | None,

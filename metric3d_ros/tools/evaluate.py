@@ -21,9 +21,9 @@ pixels in ``[--min-depth-m, --max-depth-m]``; per camera and overall they are me
 
 Outputs in ``--output-dir``: report.json, report.md, figures/ (depth and error panels of the first frames of
 each camera, error histograms, per-camera bars). ``--output-bag`` writes what the node publishes for every
-frame: ``/<cam>/depth/image`` (32FC1), ``/<cam>/depth/camera_info``, ``/<cam>/points``,
-``/<cam>/confidence/image`` and (when the backend gives normals) ``/<cam>/normals/image``, with the input
-image's header.
+frame: every output of the catalogue (``metric3d_ros.core.outputs.OUTPUTS``: ``/<cam>/depth/image`` 32FC1,
+``/<cam>/confidence/image``, ``/<cam>/normals/image`` when the backend gives normals, ``/<cam>/points``, and
+any registered one) and ``/<cam>/depth/camera_info``, with the input image's header.
 
 The ``gt`` backend (``metric3d_ros.core.engine.gt_backend``) replaces the network by the canonical depth the
 ground truth implies: its error is the resampling error of the pipeline alone (the geometry proof).
@@ -57,6 +57,7 @@ from metric3d_ros.core.metrics import (
     compute_metrics,
     evaluated_values,
 )
+from metric3d_ros.core.outputs import DEPTH_INFO_TOPIC, OUTPUTS
 from metric3d_ros.tools import eval_report
 from metric3d_ros.tools.bagio import (
     CAMERA_INFO,
@@ -393,9 +394,10 @@ class Evaluation:
         if not frames:
             return
         stride = self.options.cloud_stride
-        outputs = writer is not None
-        request = OutputRequest(depth=True, confidence=outputs, normals=outputs and self.normals,
-                                cloud=stride > 0, cloud_stride=max(stride, 1))
+        names = {'depth'} | ({'points'} if stride > 0 else set())
+        if writer is not None:  # the output bag holds every output the backend can give
+            names |= {n for n in OUTPUTS if n != 'normals' or self.normals}
+        request = OutputRequest(outputs=names, cloud_stride=max(stride, 1))
         results = self.engine.infer(frames, request)
         self.gt_current.clear()
         # the batch's stage times are shared by its frames that ran (a failed frame carries none)
@@ -406,9 +408,10 @@ class Evaluation:
                 record.error = result.error
                 continue
             record.engine_ms = timings.get('total')
-            if item.gt is not None and item.gt.shape != result.depth_m.shape:
+            depth_shape = result.arrays['depth_m'].shape
+            if item.gt is not None and item.gt.shape != depth_shape:
                 record.error = (f'ground truth is {item.gt.shape[1]}x{item.gt.shape[0]} but the image is '
-                                f'{result.depth_m.shape[1]}x{result.depth_m.shape[0]}: ground-truth depth '
+                                f'{depth_shape[1]}x{depth_shape[0]}: ground-truth depth '
                                 'must be at the image resolution')
             else:
                 self._score(record, item, result)
@@ -416,11 +419,12 @@ class Evaluation:
                 self._write_outputs(writer, record, item, info, result)
 
     def _score(self, record: FrameRecord, item: _Loaded, result: Any) -> None:
-        pred = result.depth_m
-        if result.points_xyz is not None:
+        pred = result.arrays['depth_m']
+        points = result.arrays.get('points_xyz')
+        if points is not None:
             expected = unproject_organized(pred, result.intrinsics, self.options.cloud_stride)
-            same_nan = np.array_equal(np.isnan(expected), np.isnan(result.points_xyz))
-            diff = np.abs(np.nan_to_num(expected) - np.nan_to_num(result.points_xyz))
+            same_nan = np.array_equal(np.isnan(expected), np.isnan(points))
+            diff = np.abs(np.nan_to_num(expected) - np.nan_to_num(points))
             record.cloud_max_abs_diff_m = float(diff.max()) if same_nan else float('inf')
         if item.gt is None:
             return
@@ -443,17 +447,17 @@ class Evaluation:
     def _write_outputs(self, writer: BagWriter, record: FrameRecord, item: _Loaded, info: CameraInfoFields,
                        result: Any) -> None:
         ns, stamp, frame_id = f'/{record.camera}', record.stamp_ns, item.frame_id
-        h, w = result.depth_m.shape
-        writer.write_depth(f'{ns}/depth/image', result.depth_m, stamp, frame_id)
-        writer.write_camera_info(f'{ns}/depth/camera_info', scale_camera_info(info, w, h), stamp, frame_id)
-        if result.points_xyz is not None:
-            writer.write_points(f'{ns}/points', result.points_xyz, stamp, frame_id)
-        if result.confidence is not None:
-            writer.write_image(f'{ns}/confidence/image', np.ascontiguousarray(result.confidence, np.float32),
-                               '32FC1', stamp, frame_id)
-        if result.normals is not None:
-            normals = np.ascontiguousarray(result.normals, np.float32)
-            writer.write_image(f'{ns}/normals/image', normals, '32FC3', stamp, frame_id)
+        h, w = result.arrays['depth_m'].shape
+        writer.write_camera_info(f'{ns}/{DEPTH_INFO_TOPIC}', scale_camera_info(info, w, h), stamp, frame_id)
+        for spec in OUTPUTS.values():  # the output catalogue: topic, message kind, encoding
+            array = result.arrays.get(spec.array)
+            if array is None:
+                continue
+            if spec.message == 'cloud':
+                writer.write_points(f'{ns}/{spec.topic}', array, stamp, frame_id)
+            else:
+                writer.write_image(f'{ns}/{spec.topic}', np.ascontiguousarray(array), spec.encoding, stamp,
+                                   frame_id)
 
     # ----------------------------------------------------------------------------------------- report
     def _report(self, cameras: Sequence[CameraTopics], storage: str) -> dict[str, Any]:

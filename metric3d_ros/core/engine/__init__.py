@@ -3,8 +3,6 @@
 - ``types``: ``Frame``, ``OutputRequest``, ``FrameResult`` (numpy only; importing them loads no torch).
 - ``engine.DepthEngine``: ``DepthEngine.from_config(EngineConfig(...))``, ``infer(frames, request)``,
   ``warmup()``, ``close()``; configuration in ``metric3d_ros.core.config.EngineConfig``.
-- ``process_engine.ProcessEngine``: the same interface with ``DepthEngine`` in a child process fed through
-  shared memory (the calling process stays free of torch and of the GPU worker's interpreter-lock traffic).
 - ``backend``: the ``Backend`` protocol (``run(batch, metas)``) and the backend registry;
   ``torch_backend``, ``onnxruntime_backend``, ``test_backends`` (fake, replay, slow), ``gt_backend``.
 - ``preprocess`` / ``postprocess`` / ``transfer`` / ``timing``: the batched device stages;

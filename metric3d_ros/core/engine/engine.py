@@ -6,7 +6,7 @@
 
     engine = DepthEngine.from_config(EngineConfig(device='cuda', precision='bf16'))
     engine.warmup()
-    results = engine.infer(frames, OutputRequest(depth=True, cloud=True, cloud_stride=2))
+    results = engine.infer(frames, OutputRequest(outputs={'depth', 'points'}, cloud_stride=2))
     engine.close()
 
 ``infer(frames, request)`` returns one ``FrameResult`` per frame, in the same order. Frames may have any
@@ -20,7 +20,10 @@ set (arrays None) and is left out of the batch; the other frames are unaffected.
 (e.g. out of device memory) sets the error of every frame of that chunk (and is logged); postprocessing
 failures affect only their group.
 
-Outputs (``FrameResult``, see ``types.py``), for ``request.resolution``:
+Outputs: ``request.outputs`` names entries of the output catalogue (``metric3d_ros.core.outputs.OUTPUTS``);
+the engine computes them (and what they require) by calling each entry's postprocess function per group of
+frames, in catalogue order, and ``FrameResult.arrays[spec.array]`` holds the requested ones (see
+``types.py``). For ``request.resolution``:
 
 - ``'camera'``: arrays at the source image size (H, W); ``intrinsics`` = the frame's own intrinsics.
 - ``'network'``: arrays at the letterbox's un-padded size (rh, rw) = (int(H * s), int(W * s)),
@@ -30,12 +33,14 @@ Outputs (``FrameResult``, see ``types.py``), for ``request.resolution``:
   differ from upstream's s by < 1 / rw, resp. 1 / rh). The cloud is unprojected with them. The depth values
   use upstream's de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
 
-``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, clamped to the config's
-[min_depth_m, max_depth_m] as upstream clamps to [0, 300], then NaN where not finite, <= 0, or outside the
-request's [min_depth_m, max_depth_m]. ``confidence``: the network's confidence resized likewise.
+Built-in outputs: ``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, clamped
+to the config's [min_depth_m, max_depth_m] as upstream clamps to [0, 300], then NaN where not finite,
+<= 0, or outside the request's [min_depth_m, max_depth_m]. ``confidence``: the network's confidence
+resized likewise.
 ``normals`` (H, W, 3): unit normals in the camera optical frame (resized, then re-normalized).
 ``points_xyz`` (ceil(H / k), ceil(W / k), 3): organized cloud of the depth at rows/cols 0, k, 2k, ...
-(k = ``cloud_stride``), NaN where the depth is NaN; ``points_rgb`` the matching uint8 colours.
+(k = ``cloud_stride``), NaN where the depth is NaN; ``points_rgb`` the matching uint8 colours
+(``request.cloud_rgb``).
 ``timings_ms``: the chunk's stage times (shared by its frames): upload, preprocess, network, postprocess,
 cloud, download (CUDA events on a GPU, ``perf_counter`` on the CPU) and total (host wall time).
 
@@ -71,6 +76,7 @@ from metric3d_ros.core.engine.transfer import HostAllocator, PendingDownload
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox, compute_letterbox
+from metric3d_ros.core.outputs import CLOUD_RGB_ARRAY, OUTPUTS, OutputSpec, resolve_outputs
 
 LOG = logging.getLogger(__name__)
 
@@ -115,7 +121,8 @@ class _InFlight:
     ordered: list[_Item]
     post_groups: list
     failed: dict[int, str]
-    index: dict[tuple[str, int], int]
+    #: per group: (spec, index within the download of its array) of every requested output
+    index: dict[int, list[tuple[OutputSpec, int]]]
     rgb_index: dict[int, int]
     download: PendingDownload
     #: camera-resolution cloud colours, copied from the frames at enqueue time (the caller may reuse its
@@ -162,6 +169,13 @@ class _Item:
 def _check_request(req: object) -> str | None:
     if not isinstance(req, OutputRequest):
         return f'request must be an OutputRequest, got {type(req).__name__}'
+    names = req.outputs
+    if not isinstance(names, frozenset) or not names:
+        return (f'request.outputs must name at least one output of {", ".join(OUTPUTS)} '
+                f'(a set of names), got {names!r}')
+    unknown = sorted(str(n) for n in names if n not in OUTPUTS)
+    if unknown:
+        return f'request.outputs: unknown output(s) {unknown}; known are {", ".join(OUTPUTS)}'
     if req.resolution not in ('camera', 'network'):
         return f"request.resolution must be 'camera' or 'network', got {req.resolution!r}"
     stride = req.cloud_stride
@@ -174,9 +188,14 @@ def _check_request(req: object) -> str | None:
         return f'request depth range must be numbers, got [{lo!r}, {hi!r}]'
     if math.isnan(lo_f) or math.isnan(hi_f) or lo_f < 0.0 or hi_f <= lo_f:
         return f'request depth range must satisfy 0 <= min_depth_m < max_depth_m, got [{lo}, {hi}]'
-    if req.cloud_rgb and not req.cloud:
-        return 'request.cloud_rgb needs request.cloud'
+    if req.cloud_rgb and not _has_cloud(req):
+        clouds = [s.name for s in OUTPUTS.values() if s.message == 'cloud']
+        return f'request.cloud_rgb needs a cloud output in request.outputs ({", ".join(clouds)})'
     return None
+
+
+def _has_cloud(req: OutputRequest) -> bool:
+    return any(OUTPUTS[name].message == 'cloud' for name in req.outputs)
 
 
 def _check_frame(frame: object) -> tuple[str | None, np.ndarray | None, Intrinsics | None]:
@@ -278,7 +297,7 @@ class DepthEngine:
                 # each lane once on CUDA (round-robin; lanes have their own graphs and buffers); on the CPU
                 # lanes hold nothing to warm
                 for _ in self._lanes if self.device.type == 'cuda' else self._lanes[:1]:
-                    self.infer([frame] * b, OutputRequest(depth=True, confidence=True, cloud=True))
+                    self.infer([frame] * b, OutputRequest(outputs={'depth', 'confidence', 'points'}))
 
     def close(self) -> None:
         """Release the backend and the engine's device buffers; further calls raise RuntimeError."""
@@ -493,7 +512,8 @@ class DepthEngine:
                 and pre.fill_normalized(batch, staged, letterboxes, groups)):
             pre.fill(batch, staged, letterboxes, groups)
             for gi in rgb_groups:
-                rgb_index[gi] = download.add('rgb', post.decimated_rgb_network(batch, post_groups[gi]))
+                network_rgb = post.decimated_rgb_network(batch, post_groups[gi])
+                rgb_index[gi] = download.add(CLOUD_RGB_ARRAY, network_rgb)
             if normalized:
                 pre.normalize_(batch)
         timer.mark('preprocess')
@@ -504,34 +524,32 @@ class DepthEngine:
         focal = self.config.canonical_focal_px
         clamp = (self.config.min_depth_m, self.config.max_depth_m)
         failed: dict[int, str] = {}
-        depths: dict[int, torch.Tensor] = {}
-        index: dict[tuple[str, int], int] = {}
-        for gi, g in enumerate(post_groups):
-            req = g.request
-            try:
-                depth = post.postprocess_depth(out, g, focal, clamp)
-                depths[gi] = depth
-                if req.depth:
-                    index[('depth', gi)] = download.add('depth', depth)
-                if req.confidence:
-                    conf = post.postprocess_confidence(out, g)
-                    index[('confidence', gi)] = download.add('confidence', conf)
-                if req.normals:
-                    index[('normals', gi)] = download.add('normals', post.postprocess_normals(out, g))
-            except Exception as exc:  # noqa: BLE001 - only this group's frames fail
-                LOG.exception('postprocessing failed for %d frame(s)', g.stop - g.start)
-                failed[gi] = f'{type(exc).__name__}: {exc}'
-        timer.mark('postprocess')
-        for gi, g in enumerate(post_groups):
-            if g.request.cloud and gi not in failed:
-                index[('points', gi)] = download.add('points', post.unproject_group(depths[gi], g))
-        timer.mark('cloud')
+        index: dict[int, list[tuple[OutputSpec, int]]] = {gi: [] for gi in range(len(post_groups))}
+        computed: list[dict[str, torch.Tensor]] = [{} for _ in post_groups]
+        plans = [resolve_outputs(g.request.outputs) for g in post_groups]
+        for stage in ('image', 'cloud'):  # timing stages 'postprocess' and 'cloud'
+            for gi, g in enumerate(post_groups):
+                if gi in failed:
+                    continue
+                try:
+                    for spec in plans[gi]:
+                        if spec.message != stage:
+                            continue
+                        ctx = post.PostContext(out, g, computed[gi], focal, clamp)
+                        tensor = spec.postprocess(ctx)
+                        computed[gi][spec.array] = tensor
+                        if spec.name in g.request.outputs:
+                            index[gi].append((spec, download.add(spec.array, tensor)))
+                except Exception as exc:  # noqa: BLE001 - only this group's frames fail
+                    LOG.exception('postprocessing failed for %d frame(s)', g.stop - g.start)
+                    failed[gi] = f'{type(exc).__name__}: {exc}'
+            timer.mark('postprocess' if stage == 'image' else 'cloud')
         download.start()
         timer.mark('download')
         colours = {
             (gi, k): ordered[row].image[::g.request.cloud_stride, ::g.request.cloud_stride].copy()
             for gi, g in enumerate(post_groups)
-            if g.request.cloud and g.request.cloud_rgb and g.request.resolution != 'network'
+            if g.request.cloud_rgb and g.request.resolution != 'network'
             for k, row in enumerate(range(g.start, g.stop))
         }
         return _InFlight(results, lane, chunk, ordered, post_groups, failed, index, rgb_index, download,
@@ -557,18 +575,12 @@ class DepthEngine:
                     frame_id=str(getattr(frame, 'frame_id', '')), intrinsics=g.output_intrinsics[k],
                     timings_ms=dict(timings),
                 )
-                if req.depth:
-                    res.depth_m = host['depth'][index[('depth', gi)]][k]
-                if req.confidence:
-                    res.confidence = host['confidence'][index[('confidence', gi)]][k]
-                if req.normals:
-                    res.normals = host['normals'][index[('normals', gi)]][k]
-                if req.cloud:
-                    res.points_xyz = host['points'][index[('points', gi)]][k][..., :3]
-                    if req.cloud_rgb:
-                        if req.resolution == 'network':
-                            res.points_rgb = host['rgb'][rgb_index[gi]][k]
-                        else:
-                            res.points_rgb = running.colours[(gi, k)]
+                for spec, at in index[gi]:
+                    array = host[spec.array][at][k]
+                    res.arrays[spec.array] = array if spec.host_view is None else spec.host_view(array)
+                if req.cloud_rgb:
+                    res.arrays[CLOUD_RGB_ARRAY] = (
+                        host[CLOUD_RGB_ARRAY][rgb_index[gi]][k] if req.resolution == 'network'
+                        else running.colours[(gi, k)])
                 results.append((item.position, res))
         return results

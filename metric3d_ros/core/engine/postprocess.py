@@ -16,18 +16,24 @@ cloud: the final depth (with its NaNs) sampled at rows/columns 0, s, 2s, ... and
   as ``metric3d_ros.core.geometry.cloud.unproject_organized`` does, in float32.
 
 All arithmetic is float32 whatever the network precision was.
+
+The per-output functions are the ``postprocess`` entries of the output catalogue
+(``metric3d_ros.core.outputs``): ``fn(ctx: PostContext) -> torch.Tensor``. Importing this module loads no
+torch (the catalogue is read by torch-free processes); the functions import it when they run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from metric3d_ros.core.engine.backend import NetworkOutput
 from metric3d_ros.core.engine.types import OutputRequest
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox
+
+if TYPE_CHECKING:
+    import torch
+
+    from metric3d_ros.core.engine.backend import NetworkOutput
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,28 @@ class PostGroup:
         return (lb.src_height, lb.src_width)
 
 
+@dataclass(frozen=True)
+class PostContext:
+    """What an output's postprocess function gets for one ``PostGroup`` (``metric3d_ros.core.outputs``).
+
+    network: the backend's outputs for the whole batch (the group's rows are ``group.start:group.stop``).
+    computed: device tensors this group has computed so far, keyed by ``OutputSpec.array`` (the outputs
+        named in the spec's ``requires`` are there); the engine adds each result after the call.
+    canonical_focal_px / clamp_m: ``EngineConfig.canonical_focal_px`` and its [min_depth_m, max_depth_m].
+    """
+
+    network: NetworkOutput
+    group: PostGroup
+    computed: dict[str, torch.Tensor]
+    canonical_focal_px: float
+    clamp_m: tuple[float, float]
+
+
 def _unpad_resize(x: torch.Tensor, group: PostGroup) -> torch.Tensor:
     """(n, C, h, w) float32: rows of ``x`` (B, C, H, W) un-padded and resized to the group's output size."""
+    import torch
+    import torch.nn.functional as F
+
     rows, cols = group.letterbox.unpad_slices
     x = x[group.start:group.stop, :, rows, cols]
     if x.dtype != torch.float32:
@@ -66,27 +92,31 @@ def _unpad_resize(x: torch.Tensor, group: PostGroup) -> torch.Tensor:
 
 def _per_row(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
     """(n, 1, 1, 1) float32 on ``device`` (values rounded to float32 once, like a Python scalar multiply)."""
+    import torch
+
     t = torch.tensor(values, dtype=torch.float32)
     if device.type == 'cuda':
         t = t.pin_memory().to(device, non_blocking=True)
     return t.view(-1, 1, 1, 1)
 
 
-def postprocess_depth(
-    out: NetworkOutput, group: PostGroup, canonical_focal_px: float, clamp_m: tuple[float, float]
-) -> torch.Tensor:
+def postprocess_depth(ctx: PostContext) -> torch.Tensor:
     """(n, h, w) float32 metric depth of the group, NaN where invalid (module docstring, steps 1-5)."""
-    depth = _unpad_resize(out.depth, group)
-    scale = _per_row(tuple(fx / canonical_focal_px for fx in group.network_fx_px), depth.device)
-    depth = torch.clamp(depth * scale, clamp_m[0], clamp_m[1])
+    import torch
+
+    group = ctx.group
+    depth = _unpad_resize(ctx.network.depth, group)
+    scale = _per_row(tuple(fx / ctx.canonical_focal_px for fx in group.network_fx_px), depth.device)
+    depth = torch.clamp(depth * scale, ctx.clamp_m[0], ctx.clamp_m[1])
     req = group.request
     valid = torch.isfinite(depth) & (depth > 0.0) & (depth >= req.min_depth_m) & (depth <= req.max_depth_m)
     depth = torch.where(valid, depth, torch.full((), float('nan'), device=depth.device))
     return depth[:, 0]
 
 
-def postprocess_confidence(out: NetworkOutput, group: PostGroup) -> torch.Tensor:
+def postprocess_confidence(ctx: PostContext) -> torch.Tensor:
     """(n, h, w) float32 confidence at the output resolution."""
+    out, group = ctx.network, ctx.group
     if out.confidence is None:
         raise RuntimeError('confidence was requested but the backend returned none')
     conf = _unpad_resize(out.confidence, group)[:, 0]
@@ -94,8 +124,11 @@ def postprocess_confidence(out: NetworkOutput, group: PostGroup) -> torch.Tensor
     return conf.clone() if group.request.resolution == 'network' else conf
 
 
-def postprocess_normals(out: NetworkOutput, group: PostGroup) -> torch.Tensor:
+def postprocess_normals(ctx: PostContext) -> torch.Tensor:
     """(n, h, w, 3) float32 unit normals (camera optical frame) at the output resolution."""
+    import torch.nn.functional as F
+
+    out, group = ctx.network, ctx.group
     if out.normal is None:
         raise RuntimeError('normals were requested but the backend returned none')
     normal = _unpad_resize(out.normal[:, :3], group)
@@ -103,12 +136,16 @@ def postprocess_normals(out: NetworkOutput, group: PostGroup) -> torch.Tensor:
     return normal.permute(0, 2, 3, 1).contiguous()
 
 
-def unproject_group(depth: torch.Tensor, group: PostGroup) -> torch.Tensor:
-    """(n, hc, wc, 4) float32 organized cloud (x, y, z, 0) from (n, h, w) metric depth (NaN stays NaN).
+def unproject_group(ctx: PostContext) -> torch.Tensor:
+    """(n, hc, wc, 4) float32 organized cloud (x, y, z, 0) from the group's (n, h, w) metric depth
+    (``ctx.computed['depth_m']``; NaN stays NaN).
 
     Four values per point: depth_image_proc's 16-byte point layout, so the PointCloud2 needs one copy of
-    the downloaded buffer (``FrameResult.points_xyz`` is its ``[..., :3]`` view).
+    the downloaded buffer (``FrameResult.arrays['points_xyz']`` is its ``[..., :3]`` view).
     """
+    import torch
+
+    depth, group = ctx.computed['depth_m'], ctx.group
     stride = group.request.cloud_stride
     z = depth[:, ::stride, ::stride]
     dev = depth.device
@@ -127,6 +164,8 @@ def unproject_group(depth: torch.Tensor, group: PostGroup) -> torch.Tensor:
 
 def decimated_rgb_network(batch_255: torch.Tensor, group: PostGroup) -> torch.Tensor:
     """(n, hc, wc, 3) uint8 colours of a network-resolution cloud, from the un-normalized (0..255) batch."""
+    import torch
+
     rows, cols = group.letterbox.unpad_slices
     stride = group.request.cloud_stride
     x = batch_255[group.start:group.stop, :, rows, cols][:, :, ::stride, ::stride]

@@ -1,9 +1,9 @@
 """Engine data types: what goes into the engine and what comes out (numpy only, no torch)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -31,58 +31,56 @@ class Frame:
 class OutputRequest:
     """Which outputs to compute for a frame (outputs nobody consumes are not computed).
 
+    outputs: names from the output catalogue (``metric3d_ros.core.outputs.OUTPUTS``: 'depth',
+        'confidence', 'normals', 'points', and any registered one); a set or list is stored as a frozenset.
     resolution: 'camera' = outputs at the frame's own size (H, W), with the frame's intrinsics;
         'network' = outputs at the un-padded letterbox size (int(H * s), int(W * s)),
         s = min(net_h / H, net_w / W), with that image's own intrinsics: fx, cx times rw / W and fy, cy times
         rh / H (the real resampling factors, no padding shift); the depth values still use upstream's fx * s.
-    cloud_stride: the cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
+    cloud_stride: a cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
+    cloud_rgb: also the cloud's uint8 colours (``FrameResult.arrays['points_rgb']``); needs a cloud output.
     min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN; the
         engine's own clamp (``EngineConfig.min_depth_m``/``max_depth_m``, upstream's [0, 300]) comes first.
-    cloud_rgb needs cloud. Invalid values fail the frame (``FrameResult.error``), not the call.
+    Invalid values (unknown or no output names, ...) fail the frame (``FrameResult.error``), not the call.
     """
 
-    depth: bool = True
-    confidence: bool = False
-    normals: bool = False
-    cloud: bool = False
-    cloud_rgb: bool = False
+    outputs: frozenset[str] = frozenset({'depth'})
     resolution: OutputResolution = 'camera'
     cloud_stride: int = 1
+    cloud_rgb: bool = False
     min_depth_m: float = 0.0
     max_depth_m: float = float('inf')
+
+    def __post_init__(self) -> None:
+        names = self.outputs
+        if not isinstance(names, (str, bytes, frozenset)) and isinstance(names, Iterable):
+            object.__setattr__(self, 'outputs', frozenset(names))
 
 
 @dataclass
 class FrameResult:
-    """Result for one input frame, in input order. ``error`` is set (and arrays are None) on failure.
+    """Result for one input frame, in input order. ``error`` is set (and ``arrays`` empty) on failure.
 
-    Arrays are host numpy arrays owned by the result (never reused by a later call); outputs that were not
-    requested are None.
-    depth_m: (h, w) float32 metres, NaN where invalid, at the requested output resolution.
+    arrays: what was computed, keyed by ``OutputSpec.array`` of the output catalogue
+        (``metric3d_ros.core.outputs``): host numpy arrays owned by the result (never reused by a later
+        call), only for the requested outputs. Built in: 'depth_m' (h, w) float32 metres, NaN where invalid,
+        at the requested output resolution; 'confidence' (h, w) float32; 'normals' (h, w, 3) float32 unit
+        vectors in the optical frame; 'points_xyz' (hc, wc, 3) float32 organized cloud (NaN where invalid),
+        hc = ceil(h / stride), a ``[..., :3]`` view of (hc, wc, 4) points (16-byte points, see
+        ``geometry.cloud.padded_xyz``); 'points_rgb' (hc, wc, 3) uint8 colours of the cloud when the request
+        asks for ``cloud_rgb`` (at network resolution: the resized image the network saw).
     intrinsics: intrinsics of the output image (h, w) (see ``OutputRequest.resolution``).
-    confidence: (h, w) float32. normals: (h, w, 3) float32 unit vectors in the optical frame.
-    points_xyz: (hc, wc, 3) float32 organized cloud (NaN where invalid), hc = ceil(h / stride); from the
-        engine a ``[..., :3]`` view of (hc, wc, 4) points (16-byte points, see ``geometry.cloud.padded_xyz``).
-    points_rgb: (hc, wc, 3) uint8 colours for points_xyz, when requested (at network resolution: the
-        resized image the network saw).
     timings_ms: stage times of the batch this frame was part of (upload, preprocess, network, postprocess,
         cloud, download, total), shared by the frames of that batch.
-    shared: only from ``ProcessEngine.infer(..., shared=True)``: array name -> ``SharedArray`` (where the
-        array lies in the engine process's shared memory; the arrays are read-only views of it).
     """
 
     camera_id: str
     stamp_ns: int
     frame_id: str = ''
     intrinsics: Intrinsics | None = None
-    depth_m: np.ndarray | None = None
-    confidence: np.ndarray | None = None
-    normals: np.ndarray | None = None
-    points_xyz: np.ndarray | None = None
-    points_rgb: np.ndarray | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
-    shared: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

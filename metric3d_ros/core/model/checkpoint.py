@@ -40,7 +40,8 @@ _EMBED_KEYS = ('depth_model.encoder.cls_token', 'depth_model.encoder.pos_embed',
                'depth_model.encoder.patch_embed.proj.weight')
 
 
-_DISPLAY_NAMES = {'small': 'ViT-S', 'large': 'ViT-L', 'giant2': 'ViT-giant2'}
+def _official_files() -> str:
+    return ', '.join(spec.checkpoint_file for spec in VARIANTS.values())
 
 
 class CheckpointError(RuntimeError):
@@ -120,7 +121,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(f'checkpoint {file} does not exist or is not a file: pass the path of a '
-                              'Metric3D .pth file (metric_depth_vit_{small,large,giant2}_800k.pth)')
+                              f'Metric3D .pth file ({_official_files()})')
     try:
         obj = torch.load(file, map_location='cpu', weights_only=True, mmap=zipfile.is_zipfile(file))
     except pickle.UnpicklingError as exc:
@@ -227,19 +228,19 @@ def validate_state_dict(
 
 
 def detect_variant(state: Mapping[str, torch.Tensor], source: str = 'checkpoint') -> str:
-    """'small', 'large' or 'giant2', from the embedding width and the number of transformer blocks."""
+    """The variant's name (``specs.VARIANTS``), from the embedding width and the number of encoder blocks."""
     embed_key = next((k for k in _EMBED_KEYS if k in state), None)
     if embed_key is None:
         raise CheckpointError(
             f'{source} is not a Metric3D v2 ViT checkpoint: it has none of {", ".join(_EMBED_KEYS)}; use '
-            'metric_depth_vit_{small,large,giant2}_800k.pth (the ConvNeXt Metric3D files are not supported)')
+            f'{_official_files()} (the ConvNeXt Metric3D files are not supported)')
     shape = tuple(state[embed_key].shape)
     embed_dim = shape[0] if embed_key.endswith('proj.weight') else shape[-1]
     blocks = {m.groups() for m in map(_BLOCK_KEY.match, state) if m}
     for name, spec in VARIANTS.items():
         if spec.encoder.embed_dim == embed_dim and spec.encoder.depth == len(blocks):
             return name
-    known = '; '.join(f'{name} ({_DISPLAY_NAMES.get(name, name)}): width {spec.encoder.embed_dim}, '
+    known = '; '.join(f'{name} ({spec.display_name}): width {spec.encoder.embed_dim}, '
                       f'{spec.encoder.depth} blocks' for name, spec in VARIANTS.items())
     raise CheckpointError(
         f'cannot tell the Metric3D variant of {source}: {embed_key} has shape {shape} (width {embed_dim}) '
@@ -250,8 +251,7 @@ def detect_variant(state: Mapping[str, torch.Tensor], source: str = 'checkpoint'
 def describe_variant(variant: str) -> str:
     """'ViT-L (metric_depth_vit_large_800k.pth)' for 'large'."""
     spec = VARIANTS.get(variant)
-    name = _DISPLAY_NAMES.get(variant, variant)
-    return f'{name} ({spec.checkpoint_file})' if spec else name
+    return f'{spec.display_name} ({spec.checkpoint_file})' if spec else variant
 
 
 def check_variant(detected: str, configured: str | None, source: str = 'checkpoint') -> None:

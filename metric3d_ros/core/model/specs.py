@@ -1,4 +1,7 @@
-"""The Metric3D v2 ViT variants (small, large, giant2) as one table of frozen specs.
+"""The Metric3D v2 ViT variants (small, large, giant2): the one table of variant names, aliases, official
+checkpoints (file, size, sha256) and architectures. Configuration (``EngineConfig.variant``), the weights
+lookup, the checkpoint loader, export, the tools' ``--variant`` and the node's ``variant`` parameter all
+derive from it; a new variant is one ``register_variant`` call.
 
 Every number here is a fact of the official checkpoints (see ``../shared/reference/metric3d/keys_vit_*.tsv``)
 or of the upstream configs (``mono/configs/HourglassDecoder/vit.raft5.*.py`` at YvanYin/Metric3D). The
@@ -84,10 +87,20 @@ class DecoderSpec:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One Metric3D v2 ViT checkpoint family."""
+    """One Metric3D v2 ViT checkpoint family: the one place a variant is described.
+
+    name: the canonical name ('small', 'large', 'giant2'); aliases: other accepted spellings (matched
+    case-insensitively, e.g. 'vit_small', 'vit-s'); display_name: for messages ('ViT-S').
+    checkpoint_file / checkpoint_bytes / checkpoint_sha256: the official checkpoint (file name in the cache
+    and on the download server, exact size, lower-case sha256) that ``core.model.weights`` verifies.
+    """
 
     name: str
+    display_name: str
+    aliases: tuple[str, ...]
     checkpoint_file: str
+    checkpoint_bytes: int
+    checkpoint_sha256: str
     encoder: EncoderSpec
     decoder: DecoderSpec
 
@@ -98,37 +111,71 @@ class VariantSpec:
             raise ValueError('the 1/7 fusion width must equal the 1/7 readout width')
 
 
-VARIANTS: dict[str, VariantSpec] = {
-    'small': VariantSpec(
-        name='small',
-        checkpoint_file='metric_depth_vit_small_800k.pth',
-        encoder=EncoderSpec(embed_dim=384, depth=12, num_heads=6, mlp='gelu',
-                            feature_blocks=(12, 12, 12, 12), feature_norm=True),
-        decoder=DecoderSpec(feature_channels=(96, 192), fusion_channels=(96, 192, 384, 384),
-                            hidden_channels=48, gru_iters=4),
-    ),
-    'large': VariantSpec(
-        name='large',
-        checkpoint_file='metric_depth_vit_large_800k.pth',
-        encoder=EncoderSpec(embed_dim=1024, depth=24, num_heads=16, mlp='gelu',
-                            feature_blocks=(24, 24, 24, 24), feature_norm=True),
-        decoder=DecoderSpec(feature_channels=(256, 512), fusion_channels=(256, 512, 1024, 1024),
-                            hidden_channels=128, gru_iters=8),
-    ),
-    'giant2': VariantSpec(
-        name='giant2',
-        checkpoint_file='metric_depth_vit_giant2_800k.pth',
-        encoder=EncoderSpec(embed_dim=1536, depth=40, num_heads=24, mlp='swiglu',
-                            feature_blocks=(10, 20, 30, 40), feature_norm=False),
-        decoder=DecoderSpec(feature_channels=(384, 768), fusion_channels=(384, 768, 1536, 1536),
-                            hidden_channels=192, gru_iters=8),
-    ),
-}
+#: The variant table, by canonical name (``register_variant`` adds to it).
+VARIANTS: dict[str, VariantSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_variant(spec: VariantSpec) -> None:
+    """Add ``spec`` to ``VARIANTS``; ``ValueError`` when its name or an alias is taken."""
+    keys = [spec.name.lower(), *(a.lower() for a in spec.aliases)]
+    taken = sorted({k for k in keys if k in _ALIASES})
+    if taken:
+        raise ValueError(f'variant {spec.name!r}: name or alias {taken} already registered')
+    VARIANTS[spec.name] = spec
+    for key in keys:
+        _ALIASES[key] = spec.name
+
+
+def variant_names() -> tuple[str, ...]:
+    """The canonical variant names, in table order."""
+    return tuple(VARIANTS)
+
+
+def resolve_variant(variant: str) -> str:
+    """The canonical name for a name or alias (case-insensitive); ``ValueError`` naming the choices."""
+    key = str(variant).strip().lower()
+    if key not in _ALIASES:
+        names = list(VARIANTS)
+        choices = ', '.join(names[:-1]) + f' or {names[-1]}' if len(names) > 1 else names[0]
+        example = next(iter(VARIANTS.values())).aliases[:1]
+        raise ValueError(f'unknown Metric3D variant {variant!r}: use {choices}'
+                         + (f' ({example[0]}, ... also accepted)' if example else ''))
+    return _ALIASES[key]
 
 
 def get_spec(variant: str) -> VariantSpec:
-    """The spec of ``variant`` ('small', 'large' or 'giant2'; 'vit_small' etc. are accepted too)."""
-    key = variant.lower().removeprefix('vit_').removeprefix('vit-')
-    if key not in VARIANTS:
-        raise ValueError(f'unknown Metric3D variant {variant!r}: use one of {sorted(VARIANTS)}')
-    return VARIANTS[key]
+    """The spec of ``variant`` (a name or an alias, see ``resolve_variant``)."""
+    return VARIANTS[resolve_variant(variant)]
+
+
+register_variant(VariantSpec(
+    name='small', display_name='ViT-S',
+    aliases=('vit_small', 'vit-small', 'metric3d_vit_small', 'vit-s', 's'),
+    checkpoint_file='metric_depth_vit_small_800k.pth', checkpoint_bytes=150_120_967,
+    checkpoint_sha256='b34b2a2be9148054991cef7e417930e1320602ba7bc503b0ee4e7888543728f6',
+    encoder=EncoderSpec(embed_dim=384, depth=12, num_heads=6, mlp='gelu',
+                        feature_blocks=(12, 12, 12, 12), feature_norm=True),
+    decoder=DecoderSpec(feature_channels=(96, 192), fusion_channels=(96, 192, 384, 384),
+                        hidden_channels=48, gru_iters=4),
+))
+register_variant(VariantSpec(
+    name='large', display_name='ViT-L',
+    aliases=('vit_large', 'vit-large', 'metric3d_vit_large', 'vit-l', 'l'),
+    checkpoint_file='metric_depth_vit_large_800k.pth', checkpoint_bytes=1_647_972_663,
+    checkpoint_sha256='15328ffc42b528b95f188687418f6f03b3f123eb34ccdbd686c112abbea6d972',
+    encoder=EncoderSpec(embed_dim=1024, depth=24, num_heads=16, mlp='gelu',
+                        feature_blocks=(24, 24, 24, 24), feature_norm=True),
+    decoder=DecoderSpec(feature_channels=(256, 512), fusion_channels=(256, 512, 1024, 1024),
+                        hidden_channels=128, gru_iters=8),
+))
+register_variant(VariantSpec(
+    name='giant2', display_name='ViT-giant2',
+    aliases=('vit_giant2', 'vit-giant2', 'metric3d_vit_giant2', 'vit-g2'),
+    checkpoint_file='metric_depth_vit_giant2_800k.pth', checkpoint_bytes=5_510_989_187,
+    checkpoint_sha256='22d64c4dec098fa56eb17b6f22b1fb7d16b4742c66a9c8ee73e7dae61c0d2a1b',
+    encoder=EncoderSpec(embed_dim=1536, depth=40, num_heads=24, mlp='swiglu',
+                        feature_blocks=(10, 20, 30, 40), feature_norm=False),
+    decoder=DecoderSpec(feature_channels=(384, 768), fusion_channels=(384, 768, 1536, 1536),
+                        hidden_channels=192, gru_iters=8),
+))

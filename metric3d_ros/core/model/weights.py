@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from metric3d_ros.core.model.specs import VARIANTS
+
 DEFAULT_BASE_URL = 'https://huggingface.co/JUGGHM/Metric3D/resolve/main'
 _CHUNK_BYTES = 1 << 20
 
@@ -47,16 +49,10 @@ class WeightFile:
     sha256: str
 
 
+#: The official checkpoint of every variant, from the variant table (``metric3d_ros.core.model.specs``).
 OFFICIAL_WEIGHTS: Mapping[str, WeightFile] = {
-    'small': WeightFile(
-        'metric_depth_vit_small_800k.pth', 150_120_967,
-        'b34b2a2be9148054991cef7e417930e1320602ba7bc503b0ee4e7888543728f6'),
-    'large': WeightFile(
-        'metric_depth_vit_large_800k.pth', 1_647_972_663,
-        '15328ffc42b528b95f188687418f6f03b3f123eb34ccdbd686c112abbea6d972'),
-    'giant2': WeightFile(
-        'metric_depth_vit_giant2_800k.pth', 5_510_989_187,
-        '22d64c4dec098fa56eb17b6f22b1fb7d16b4742c66a9c8ee73e7dae61c0d2a1b'),
+    spec.name: WeightFile(spec.checkpoint_file, spec.checkpoint_bytes, spec.checkpoint_sha256)
+    for spec in VARIANTS.values()
 }
 
 

@@ -1,0 +1,488 @@
+"""One camera group's whole path in one process: ``CameraGroup``.
+
+A group owns, for its cameras: the raw subscriptions (image or compressed image, CameraInfo), pairing
+and holding (``core.batching.camera_input.CameraInput``), intrinsics, the batching scheduler and its worker
+thread, its own engine (on the group's device) and the output publishers. A frame's path inside the group::
+
+    DDS sample --(rmw copy into Python bytes, executor thread)--> read_image_cdr (view, no copy)
+      --> image_to_rgb8 (view for rgb8; one conversion otherwise) --> CameraInput.add_image --> scheduler
+      --(worker thread 'metric3d-<group>')--> engine.infer (batch) --> codec writers (one copy per message)
+      --> Publisher.publish(bytes) --(rmw copy into shared memory)--> subscribers
+
+The same class runs inside the node process (``process_layout: in_process``) and inside a group worker
+process (``group_workers``, ``ros.layout.workers``): only the rclpy node it creates its entities on differs.
+
+Counting: every image received is counted once as input; it ends published (counted when the middleware
+took every message of the frame), or dropped with one reason (``core.batching.reasons`` and the node's
+reasons below). Errors are logged throttled per reason and camera.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rclpy.duration import Duration
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from metric3d_ros.codec.camera_info import read_camera_info_cdr
+from metric3d_ros.codec.cdr import CdrError
+from metric3d_ros.codec.compressed import compressed_to_rgb8, read_compressed_cdr
+from metric3d_ros.codec.image import COLOUR_ENCODINGS, ImageConversionError, image_to_rgb8, read_image_cdr
+from metric3d_ros.core.batching import reasons
+from metric3d_ros.core.batching.camera_input import CameraInput, Dropped
+from metric3d_ros.core.batching.scheduler import PAUSED, STOPPED, BatchScheduler
+from metric3d_ros.core.batching.throttle import Throttle
+from metric3d_ros.core.engine.types import Frame
+from metric3d_ros.core.geometry.camera_info import (
+    CalibrationError,
+    CameraInfoFields,
+    CameraIntrinsics,
+    intrinsics_from_camera_info,
+    published_size,
+)
+from metric3d_ros.core.outputs import OutputSpec
+from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsStats
+from metric3d_ros.ros.diagnostics import CameraExtras
+from metric3d_ros.ros.params import GroupConfig, NodeConfig
+from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job
+from metric3d_ros.ros.timing import TimingStats
+
+# Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
+UNSUPPORTED_ENCODING = 'unsupported_encoding'
+MALFORMED_IMAGE = 'malformed_image'
+INVALID_CAMERA_INFO = 'invalid_camera_info'
+CAMERA_INFO_SIZE_MISMATCH = 'camera_info_size_mismatch'
+INFERENCE_ERROR = 'inference_error'
+INTERNAL_ERROR = 'internal_error'
+WORKER_DIED = 'worker_died'
+"""Frames a group worker process held when it died (counted by the node from the worker's last report)."""
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """A camera's resolved topic names (namespace and remappings applied by the node)."""
+
+    image: str
+    compressed: str
+    camera_info: str
+    outputs: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """A group's state for /diagnostics (picklable: group workers send it to the node)."""
+
+    name: str
+    device: str
+    state: str
+    error: str
+    cameras: tuple[tuple[CameraSnapshot, CameraExtras], ...]
+    batch: BatchSnapshot | None
+    timing: Mapping[str, str]
+    restarts: int = 0
+    lost: int = 0
+
+
+@dataclass(frozen=True)
+class _Image:
+    """A converted image waiting for pairing."""
+
+    stamp_ns: int
+    frame_id: str
+    rgb: object
+    request: object
+
+
+@dataclass(frozen=True)
+class _Info:
+    """A received CameraInfo: its fields, or why it is unusable."""
+
+    fields: CameraInfoFields | None
+    error: str | None = None
+
+
+class _Camera:
+    """Per-camera state of the group (pairing, outputs, notes)."""
+
+    def __init__(self, name: str, config: NodeConfig) -> None:
+        self.name = name
+        self.input: CameraInput[_Image, _Info] = CameraInput(name, config.pairing, config.info_wait_ms)
+        self.outputs: CameraOutputs | None = None
+        self.subscriptions: list = []
+        self.last_error = ''
+        self.skipped_no_subscriber = 0
+        self.info_warnings: tuple[str, ...] = ()
+        self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
+
+
+def build_engine(config: NodeConfig, group: GroupConfig):
+    """The group's engine on its device, warmed up (imports torch: only when configuring)."""
+    import torch
+
+    from metric3d_ros.core.engine.engine import DepthEngine
+
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    engine = DepthEngine(config.engine_for(group))
+    try:
+        if engine.config.warmup_iters > 0:
+            engine.warmup()
+    except Exception:
+        engine.close()
+        raise
+    return engine
+
+
+class CameraGroup:
+    """Subscriptions, pairing, batching, inference and publishing of one camera group (module docstring).
+
+    node: the rclpy node the group's entities live on (the depth node, or a worker's node).
+    catalogue: the output catalogue (``core.outputs.OUTPUTS`` as the node saw it at configure).
+    """
+
+    def __init__(self, node, config: NodeConfig, group: GroupConfig, topics: Mapping[str, CameraTopics],
+                 catalogue: Mapping[str, OutputSpec]) -> None:
+        self._node = node
+        self._config = config
+        self.group = group
+        self._topics = dict(topics)
+        self._catalogue = dict(catalogue)
+        self._engine = None
+        self._scheduler: BatchScheduler | None = None
+        self._stats: DiagnosticsStats | None = None
+        self._cameras: dict[str, _Camera] = {}
+        self._timer = None
+        self._jump_handle = None
+        self._timing = TimingStats()
+        self._throttle = Throttle(config.log_throttle_s)
+        self._lock = threading.RLock()
+        self.state = 'unconfigured'
+        self.error = ''
+
+    @property
+    def engine(self):
+        """The group's engine (None before configure)."""
+        return self._engine
+
+    @property
+    def stats(self) -> DiagnosticsStats | None:
+        """The group's counters (None while inactive)."""
+        return self._stats
+
+    @property
+    def scheduler(self) -> BatchScheduler | None:
+        """The group's batching scheduler (None while inactive)."""
+        return self._scheduler
+
+    def outputs(self, camera_id: str) -> CameraOutputs | None:
+        """The output publishers of ``camera_id`` (None while inactive)."""
+        cam = self._cameras.get(camera_id)
+        return None if cam is None else cam.outputs
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    def configure(self) -> None:
+        """Build and warm up the engine (raises with the reason)."""
+        self._engine = build_engine(self._config, self.group)
+        self.state = 'inactive'
+
+    def activate(self) -> None:
+        """Create publishers, the scheduler, subscriptions and the hold-expiry timer."""
+        config = self._config
+        node = self._node
+        stats = DiagnosticsStats(config.stats, self.group.cameras)
+        scheduler = BatchScheduler(config.scheduler, self._process_batch, self._publish, self._now_ns,
+                                   stats=stats, log_error=self._log_error,
+                                   thread_name=f'metric3d-{self.group.name}')
+        out_qos = config.output_qos.profile()
+        in_qos = config.input_qos.profile()
+        with self._lock:
+            self._stats, self._scheduler, self._timing = stats, scheduler, TimingStats()
+            for name in self.group.cameras:
+                cam = self._cameras[name] = _Camera(name, config)
+                cam.outputs = CameraOutputs(node, name, self._catalogue, self._topics[name].outputs,
+                                            config.outputs, out_qos)
+            scheduler.start()
+            for name in self.group.cameras:
+                cam, topics = self._cameras[name], self._topics[name]
+                cam.subscriptions.append(node.create_subscription(
+                    CameraInfo, topics.camera_info, lambda raw, c=cam: self._on_info(c, raw), in_qos,
+                    raw=True))
+                if config.input_transport == 'compressed':
+                    cam.subscriptions.append(node.create_subscription(
+                        CompressedImage, topics.compressed, lambda raw, c=cam: self._on_image(c, raw, True),
+                        in_qos, raw=True))
+                else:
+                    cam.subscriptions.append(node.create_subscription(
+                        Image, topics.image, lambda raw, c=cam: self._on_image(c, raw, False), in_qos,
+                        raw=True))
+            period_s = max(0.005, min(config.info_wait_ms / 4e3, 0.1))
+            self._timer = node.create_timer(period_s, self._expire_held)
+            self._add_jump_handler()
+            self.state = 'active'
+
+    def deactivate(self) -> None:
+        """Destroy subscriptions, stop the scheduler (pending frames discarded), destroy publishers."""
+        node = self._node
+        with self._lock:
+            for cam in self._cameras.values():
+                for sub in cam.subscriptions:
+                    node.destroy_subscription(sub)
+                cam.subscriptions = []
+            if self._timer is not None:
+                node.destroy_timer(self._timer)
+                self._timer = None
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and not scheduler.stop(timeout_s=30.0):
+            self._log_error(f'{self.group.name}: the inference worker did not stop within 30 s')
+        with self._lock:
+            for cam in self._cameras.values():
+                if cam.outputs is not None:
+                    cam.outputs.destroy()
+                    cam.outputs = None
+            handle, self._jump_handle = self._jump_handle, None
+            if handle is not None:
+                handle.unregister()
+            if self.state == 'active':
+                self.state = 'inactive'
+
+    def close(self) -> None:
+        """Deactivate if active and close the engine (frees its device memory)."""
+        self.deactivate()
+        engine, self._engine = self._engine, None
+        self.state = 'unconfigured'
+        if engine is not None:
+            engine.close()
+
+    def reset_stamps(self) -> None:
+        """Forget the last stamps (ROS time jumped back: a looping bag)."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.reset_stamps()
+
+    def _add_jump_handler(self) -> None:
+        from rclpy.clock import JumpThreshold
+
+        threshold = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-0.5), on_clock_change=True)
+        self._jump_handle = self._node.get_clock().create_jump_callback(
+            threshold, post_callback=lambda _info: self.reset_stamps())
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _now_ns(self) -> int:
+        return self._node.get_clock().now().nanoseconds
+
+    def _log_error(self, message: str) -> None:
+        self._node.get_logger().error(message)
+
+    def _reject(self, cam: _Camera, reason: str, detail: str, stamp_ns: int | None = None) -> None:
+        """Drop an input frame before the scheduler: count it, note it, log it (throttled)."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.reject(cam.name, reason)
+        self._note(cam, reason, detail, stamp_ns)
+
+    def _note(self, cam: _Camera, reason: str, detail: str, stamp_ns: int | None,
+              what: str = 'frame dropped') -> None:
+        cam.last_error = f'{reason}: {detail}'
+        suppressed = self._throttle.poll((reason, cam.name))
+        if suppressed is None:
+            return
+        when = '' if stamp_ns is None else f' (stamp {stamp_ns / 1e9:.6f})'
+        more = f' [{suppressed} similar not logged]' if suppressed else ''
+        self._log_error(f'camera {cam.name}: {what}{when}, {reason}: {detail}{more}')
+
+    # ------------------------------------------------------------------------------------ input side
+    def _on_info(self, cam: _Camera, raw: bytes) -> None:
+        try:
+            try:
+                stamp_ns, _frame_id, fields = read_camera_info_cdr(raw)
+                info = _Info(fields)
+            except CdrError as exc:
+                self._note(cam, INVALID_CAMERA_INFO, f'unreadable CameraInfo: {exc}', None,
+                           'CameraInfo ignored')
+                return
+            except (CalibrationError, ValueError) as exc:
+                from metric3d_ros.codec.cdr import read_header
+
+                stamp_ns, _ = read_header(raw)
+                info = _Info(None, str(exc))
+            self._handle(cam, cam.input.add_info(info, stamp_ns, time.monotonic()))
+        except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
+            self._note(cam, INTERNAL_ERROR, f'CameraInfo callback raised {exc!r}', None, 'CameraInfo ignored')
+
+    def _on_image(self, cam: _Camera, raw: bytes, compressed: bool) -> None:
+        start_s = time.perf_counter()
+        try:
+            self._take_image(cam, raw, compressed)
+        except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
+            self._reject(cam, INTERNAL_ERROR, f'image callback raised {exc!r}')
+        self._timing.add('image_callback', (time.perf_counter() - start_s) * 1e3)
+
+    def _take_image(self, cam: _Camera, raw: bytes, compressed: bool) -> None:
+        scheduler = self._scheduler
+        outputs = cam.outputs
+        if scheduler is None or outputs is None:
+            return
+        request = outputs.wanted_request()
+        if request is None:
+            cam.skipped_no_subscriber += 1
+            scheduler.stats.record_input(cam.name)
+            return
+        encoding = None
+        try:
+            if compressed:
+                message = read_compressed_cdr(raw)
+                stamp_ns = message.stamp_ns
+                self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
+                rgb = compressed_to_rgb8(message)
+            else:
+                message = read_image_cdr(raw)
+                stamp_ns, encoding = message.stamp_ns, message.encoding
+                self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
+                rgb = image_to_rgb8(message)
+            if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+                raise ImageConversionError(f'image is empty ({rgb.shape[1]}x{rgb.shape[0]})')
+        except CdrError as exc:
+            self._reject(cam, MALFORMED_IMAGE, f'unreadable message: {exc}')
+            return
+        except (ImageConversionError, ValueError) as exc:
+            reason = UNSUPPORTED_ENCODING if encoding is not None and encoding not in COLOUR_ENCODINGS \
+                else MALFORMED_IMAGE
+            self._reject(cam, reason, str(exc), message.stamp_ns)
+            return
+        image = _Image(stamp_ns, message.frame_id, rgb, request)
+        self._handle(cam, cam.input.add_image(image, stamp_ns, time.monotonic()))
+
+    def _expire_held(self) -> None:
+        try:
+            now_s = time.monotonic()
+            for cam in list(self._cameras.values()):
+                self._handle(cam, cam.input.expire(now_s))
+        except Exception as exc:  # noqa: BLE001 - a timer must never take the node down
+            self._log_error(f'{self.group.name}: expiring held images raised {exc!r}')
+
+    def _handle(self, cam: _Camera, outcomes: list) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Dropped):
+                detail = self._pairing_detail(outcome.reason)
+                self._reject(cam, outcome.reason, detail, outcome.image.stamp_ns)
+            else:
+                self._submit(cam, outcome.image, outcome.info)
+
+    def _submit(self, cam: _Camera, image: _Image, info: _Info) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        if info.error is not None:
+            self._reject(cam, INVALID_CAMERA_INFO, info.error, image.stamp_ns)
+            return
+        height, width = image.rgb.shape[:2]
+        try:
+            resolved = self._intrinsics(cam, info.fields, width, height)
+        except CalibrationError as exc:
+            try:
+                described = published_size(info.fields)
+            except CalibrationError:
+                described = None
+            reason = CAMERA_INFO_SIZE_MISMATCH if described is not None and described != (width, height) \
+                else INVALID_CAMERA_INFO
+            self._reject(cam, reason, str(exc), image.stamp_ns)
+            return
+        frame = Frame(image.rgb, resolved.intrinsics, cam.name, image.stamp_ns, image.frame_id)
+        job = Job(cam.name, image.stamp_ns, image.frame_id, info.fields, image.request)
+        outcome = scheduler.submit(cam.name, (frame, job), image.stamp_ns)
+        if outcome is not None and outcome not in (PAUSED, STOPPED):
+            self._note(cam, outcome, _stamp_detail(outcome, scheduler), image.stamp_ns)
+
+    def _intrinsics(self, cam: _Camera, fields: CameraInfoFields, width: int,
+                    height: int) -> CameraIntrinsics:
+        # Keyed by the object itself (held, compared with `is`): an id() of a freed CameraInfo can be reused.
+        cached = cam.intrinsics_cache
+        if cached is not None and cached[0] is fields and cached[1:3] == (width, height):
+            return cached[3]
+        resolved = intrinsics_from_camera_info(fields, width, height, source=self._config.camera_info_source)
+        cam.intrinsics_cache = (fields, width, height, resolved)
+        if resolved.warnings != cam.info_warnings:
+            cam.info_warnings = resolved.warnings
+            for warning in resolved.warnings:
+                self._node.get_logger().warning(f'camera {cam.name}: {warning}')
+        return resolved
+
+    def _pairing_detail(self, reason: str) -> str:
+        config = self._config
+        tolerance = config.pairing.info_tolerance_ms
+        if reason == reasons.NO_CAMERA_INFO:
+            return (f'no CameraInfo received within {config.info_wait_ms:g} ms: is <camera>/camera_info '
+                    'published and remapped, with a QoS compatible with qos.input?')
+        if reason == reasons.CAMERA_INFO_TOO_OLD:
+            return (f'the newest CameraInfo is older than the image by more than '
+                    f'info_tolerance_ms={tolerance:g}; for a static CameraInfo publisher use -1.0')
+        if reason == reasons.CAMERA_INFO_TOO_NEW:
+            return f'every CameraInfo is newer than the image by more than info_tolerance_ms={tolerance:g}'
+        return reason
+
+    # ------------------------------------------------------------------------------------ worker side
+    def _process_batch(self, items: list) -> list:
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError('no engine (the group was closed)')
+        frames = [frame for frame, _ in items]
+        now_ns = self._now_ns()
+        for frame in frames:  # receive + pairing + waiting for the batch's other cameras
+            self._timing.add('stamp_to_dispatch', (now_ns - frame.stamp_ns) / 1e6)
+        results = engine.infer(frames, [job.request for _, job in items])
+        if results and results[0].timings_ms:
+            self._timing.add_all('engine_', results[0].timings_ms)
+        return results
+
+    def _publish(self, item, result) -> str | None:
+        _, job = item
+        cam = self._cameras.get(job.camera_id)
+        if not result.ok:
+            if cam is not None:
+                self._note(cam, INFERENCE_ERROR, result.error, result.stamp_ns)
+            return INFERENCE_ERROR
+        if cam is None or cam.outputs is None:
+            return STOPPED
+        start_s = time.perf_counter()
+        cam.outputs.publish(job, result)  # raises -> publish_error (counted by the scheduler)
+        self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
+        self._timing.add('stamp_to_publish', (self._now_ns() - job.stamp_ns) / 1e6)
+        return None
+
+    # ------------------------------------------------------------------------------------ diagnostics
+    def report(self, restarts: int = 0) -> GroupReport:
+        """Statistics and state of the group now."""
+        stats = self._stats
+        cameras = []
+        for name in self.group.cameras:
+            cam = self._cameras.get(name)
+            outputs = cam.outputs if cam is not None else None
+            subscribed = outputs.subscribed() if outputs is not None else {}
+            extras = CameraExtras(
+                subscribed=tuple(key for key, yes in subscribed.items() if yes),
+                idle=outputs is not None and not any(yes for key, yes in subscribed.items()
+                                                     if key != DEPTH_INFO),
+                skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
+                last_error=cam.last_error if cam else '',
+                info_warnings=cam.info_warnings if cam else (),
+            )
+            if stats is not None:
+                cameras.append((stats.snapshot(name), extras))
+        engine = self._engine
+        return GroupReport(
+            name=self.group.name, device=str(getattr(engine, 'device', self.group.device)), state=self.state,
+            error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
+            timing=self._timing.summary(), restarts=restarts)
+
+
+def _stamp_detail(reason: str, scheduler: BatchScheduler) -> str:
+    if reason == reasons.DUPLICATE_STAMP:
+        return 'same stamp as the previous image of this camera'
+    if reason == reasons.OUT_OF_ORDER_STAMP:
+        return 'stamp older than the previous image of this camera'
+    if reason == reasons.STALE:
+        return (f'older than max_input_age_ms={scheduler.config.max_input_age_ms:g} w.r.t. ROS time '
+                '(clock skew between hosts, or use_sim_time mismatch?)')
+    return reason

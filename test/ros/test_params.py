@@ -1,0 +1,156 @@
+"""Node parameters: engine parameters derived from the engine-option declaration, layout parameters and
+their validation, declaration on a real rclpy node."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+pytest.importorskip('rclpy')
+
+from metric3d_ros.core.config import EngineConfig, engine_options  # noqa: E402
+from metric3d_ros.ros.params import (  # noqa: E402
+    ENGINE_PARAMETERS,
+    PARAMETERS,
+    SPECS,
+    ConfigError,
+    GroupConfig,
+    config_from_values,
+    declare_parameters,
+    read_node_config,
+)
+
+pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
+CAMERAS = ['front', 'left', 'right']
+
+
+def _config(**values):
+    return config_from_values({'cameras': CAMERAS, **values})
+
+
+def _problems(**values) -> str:
+    with pytest.raises(ConfigError) as info:
+        _config(**values)
+    return str(info.value)
+
+
+def test_every_node_engine_option_is_a_parameter_with_its_declared_constraints():
+    declared = {o.name: o for o in engine_options() if o.info.node}
+    assert {s.name for s in ENGINE_PARAMETERS} == set(declared)
+    assert 'pipeline_depth' in SPECS and 'variant' in SPECS and 'onnx.model_path' in SPECS
+    for name, opt in declared.items():
+        spec = SPECS[name]
+        assert spec.description == opt.info.description and spec.read_only == opt.info.read_only
+        assert spec.int_range == opt.info.int_range and spec.float_range == opt.info.float_range
+        assert (spec.choices or ()) == opt.info.choices
+    assert SPECS['variant'].choices == ('small', 'large', 'giant2')
+    assert SPECS['pipeline_depth'].int_range == (1, 4, 1) and SPECS['pipeline_depth'].read_only
+    # the node's own defaults where they differ from EngineConfig's
+    assert SPECS['device'].default == 'auto' and SPECS['max_batch_size'].default == 4
+    assert len({s.name for s in PARAMETERS}) == len(PARAMETERS)
+
+
+def test_removed_parameters_are_gone():
+    for name in ('engine_process', 'publisher_processes', 'input_processes', 'publish_thread',
+                 'malloc_tuning', 'gil_switch_interval_ms'):
+        assert name not in SPECS
+
+
+def test_engine_parameters_reach_the_engine_config():
+    config = _config(pipeline_depth=2, variant='vit_large', precision='bf16', max_batch_size=3,
+                     **{'onnx.providers': ['CPUExecutionProvider']})
+    engine = config.engine
+    assert isinstance(engine, EngineConfig)
+    assert (engine.pipeline_depth, engine.variant, engine.precision) == (2, 'large', 'bf16')
+    assert engine.max_batch_size == config.scheduler.max_batch_size == 3
+    assert engine.onnx.providers == ('CPUExecutionProvider',)
+    assert _config(pad_to_max_batch=True, max_batch_size=3).engine.batch_buckets == (3,)
+
+
+def test_bad_engine_parameters_are_named_once_with_what_to_change():
+    text = _problems(pipeline_depth=5, variant='vit_huge', precision='fp8', net_height_px=600)
+    assert 'pipeline_depth: got 5; use an integer in [1, 4]' in text
+    assert "variant: unknown Metric3D variant 'vit_huge': use small, large or giant2" in text
+    assert 'precision: got \'fp8\'; use one of fp32, tf32, bf16, fp16' in text
+    assert 'net_height_px: got 600; use an integer in [28, 2828] that is a multiple of 28' in text
+    assert text.count('pipeline_depth') == 1  # not again from EngineConfig
+    assert 'onnx.model_path: backend onnxruntime needs' in _problems(backend='onnxruntime')
+
+
+def test_default_layout_is_one_group_with_every_camera_on_the_engine_device():
+    config = _config()
+    assert config.process_layout == 'in_process'
+    assert config.groups == (GroupConfig('group0', tuple(CAMERAS), 'auto'),)
+    assert config.engine_for(config.groups[0]) == config.engine
+
+
+def test_groups_and_devices():
+    config = _config(process_layout='group_workers', camera_groups=['front left', 'right'],
+                     group_devices=['cuda:0', 'cuda:1'], device='cuda')
+    assert config.process_layout == 'group_workers'
+    assert config.groups == (GroupConfig('group0', ('front', 'left'), 'cuda:0'),
+                             GroupConfig('group1', ('right',), 'cuda:1'))
+    assert config.engine_for(config.groups[1]).device == 'cuda:1'
+    assert config.engine_for(config.groups[1]).variant == config.engine.variant
+    assert config.engine.device == 'cuda'
+    with pytest.raises(ValueError, match='group7 is not a camera group'):
+        config.engine_for(GroupConfig('group7', ('front',), 'cpu'))
+    # commas and spaces both separate; devices default to the engine device
+    groups = _config(camera_groups=['front,left', ' right '], device='cpu').groups
+    assert [(g.cameras, g.device) for g in groups] == [(('front', 'left'), 'cpu'), (('right',), 'cpu')]
+
+
+def test_node_config_is_frozen_and_picklable():
+    config = _config(camera_groups=['front', 'left right'])
+    assert pickle.loads(pickle.dumps(config)) == config
+    with pytest.raises(AttributeError):
+        config.process_layout = 'group_workers'  # type: ignore[misc]
+
+
+@pytest.mark.parametrize('values,message', [
+    ({'camera_groups': ['front left', 'rear']},
+     "camera_groups: entry 1 names 'rear', which is not in cameras ['front', 'left', 'right']; use only "
+     'names from the cameras parameter'),
+    ({'camera_groups': ['front left', 'left right']},
+     "camera_groups: camera 'left' is in entries [0, 1]; put every camera in exactly one group"),
+    ({'camera_groups': ['front left']},
+     "camera_groups: camera(s) ['right'] are in no group; add each to one group"),
+    ({'camera_groups': ['front left right', ' ']}, "camera_groups: entry 1 (' ') names no camera"),
+    ({'camera_groups': ['front left', 'right'], 'group_devices': ['cuda:0']},
+     'group_devices: 1 device(s) for 2 camera group(s); give exactly one device per group'),
+    ({'group_devices': ['gpu0']},
+     "group_devices: 'gpu0' is not a device; use 'cuda', 'cuda:N' (N = 0, 1, ...), 'cpu' or 'auto'"),
+    ({'process_layout': 'threads'}, "process_layout: got 'threads'; use one of in_process, group_workers"),
+    ({'camera_groups': 'front left'}, "camera_groups: got 'front left' (str); use a list of strings"),
+])
+def test_layout_problems_name_the_parameter_and_what_to_change(values, message):
+    assert message in _problems(**values)
+
+
+def test_declared_on_a_node_with_overrides():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    rclpy.init()
+    try:
+        node = rclpy.create_node('params_test', parameter_overrides=[
+            Parameter('cameras', value=CAMERAS),
+            Parameter('camera_groups', value=['front', 'left right']),
+            Parameter('pipeline_depth', value=2),
+            Parameter('process_layout', value='group_workers'),
+            Parameter('max_batch_size', value=100),  # outside the declared range: refused, reported
+        ])
+        problems = declare_parameters(node)
+        assert len(problems) == 1 and problems[0].startswith('max_batch_size: the value given at start-up')
+        descriptor = node.describe_parameter('pipeline_depth')
+        assert descriptor.read_only and descriptor.integer_range[0].to_value == 4
+        assert node.describe_parameter('variant').additional_constraints == 'one of: small, large, giant2'
+        config = read_node_config(node)  # the refused value is not re-checked here
+        assert config.engine.pipeline_depth == 2 and config.process_layout == 'group_workers'
+        assert [g.cameras for g in config.groups] == [('front',), ('left', 'right')]
+        assert config.groups[0].device == 'auto'  # group_devices unset: the engine device
+        with pytest.raises(ConfigError, match='max_batch_size: the value given at start-up'):
+            read_node_config(node, problems)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
