@@ -1,10 +1,10 @@
 """Host buffers registered with CUDA (``cudaHostRegister``): the GPU copies straight from and into them.
 
 Pinned (page-locked) memory is what lets a host-to-device or device-to-host copy run as DMA without a
-staging copy. PyTorch's pinned tensors are one way to get it; registering an existing buffer (here: the
-engine process's shared-memory arenas) is the other, and it saves the copy between that buffer and a
-pinned one: frames are uploaded straight from the arena the node wrote them into, and outputs are
-downloaded straight into the arena the node publishes from.
+staging copy. PyTorch's pinned tensors are one way to get it; registering an existing buffer (an mmap or a
+shared-memory block that already holds the frames; ``metric3d_bench --host-frames registered`` does this) is
+the other, and it saves the copy between that buffer and a pinned one: frames are uploaded straight from it,
+and device-to-host copies can land straight in it.
 
 ``register(buffer)`` pins a writable buffer and records its address range; ``is_registered(array)`` says
 whether an array lies wholly inside a registered range (``Preprocessor.upload`` then skips staging);
