@@ -1,4 +1,5 @@
-"""A fake output for the node tests (module level: catalogue entries pickle by reference into group workers)."""
+"""A fake output for the node tests (module level: catalogue entries pickle by reference into group
+workers)."""
 from __future__ import annotations
 
 

@@ -345,8 +345,11 @@ def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
     victim = node.layout._workers['group0']
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.process.join(10.0)
-    assert wait_until(lambda: any(r.name == 'group0' and r.state in ('failed', 'starting')
-                                  or r.restarts for r in node.layout.reports()), 10.0)
+    def noticed():
+        return any(r.name == 'group0' and (r.state in ('failed', 'starting') or r.restarts)
+                   for r in node.layout.reports())
+
+    assert wait_until(noticed, 10.0)
     diag = {s.name.rsplit(' ', 2)[-2]: s for s in node.diagnostics_message().status if s.name.endswith(': engine')}
     assert diag['group0:'].level == bytes([2]) and 'group0' not in diag['group1:'].message
     assert 'worker process died' in diag['group0:'].message or 'restart' in diag['group0:'].message

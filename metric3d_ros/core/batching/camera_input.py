@@ -105,7 +105,7 @@ class CameraInput(Generic[Image, Info]):
             return [Dropped(held.image, held.reason)]
 
     def clear(self) -> list[Dropped]:
-        """Forget the CameraInfo buffer; the held image, if any, is returned as dropped (``no_camera_info``)."""
+        """Forget the CameraInfo buffer; the held image, if any, is returned as dropped (with its reason)."""
         with self._lock:
             self._pairer.clear()
             held, self._held = self._held, None
