@@ -350,7 +350,8 @@ def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
                    for r in node.layout.reports())
 
     assert wait_until(noticed, 10.0)
-    diag = {s.name.rsplit(' ', 2)[-2]: s for s in node.diagnostics_message().status if s.name.endswith(': engine')}
+    diag = {s.name.rsplit(' ', 2)[-2]: s for s in node.diagnostics_message().status
+            if s.name.endswith(': engine')}
     assert diag['group0:'].level == bytes([2]) and 'group0' not in diag['group1:'].message
     assert 'worker process died' in diag['group0:'].message or 'restart' in diag['group0:'].message
     before_two = len(harness.messages(f'{sub_ns}/two/depth/image'))

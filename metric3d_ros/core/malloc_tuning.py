@@ -12,8 +12,8 @@ memory-map lock against every other thread). Measured on the 2-core dev machine:
 trim threshold to 256 MiB, so freed buffers are reused from the heap and what an oversized frame leaves
 behind is returned once more than 256 MiB of the heap top is free (bounded, not kept for good). It is a
 process-wide setting that each process layout applies to the processes that carry frames
-(``ros.layout``: the node process in ``in_process`` mode, each group worker); a no-op (returns False) where the C library has no
-``mallopt`` (musl, macOS).
+(``ros.layout``: the node process in ``in_process`` mode, each group worker); a no-op (returns False)
+where the C library has no ``mallopt`` (musl, macOS).
 """
 from __future__ import annotations
 
