@@ -381,3 +381,73 @@ def test_stop_before_start_and_bad_submissions(make):
             h2.scheduler.submit('a', None, bad_stamp)
     with pytest.raises(TypeError):
         BatchScheduler({'max_batch_size': 2}, h.process, h.publish, h.clock)
+
+
+class _Ticket:
+    """A batch in flight: ``result()`` blocks until the test releases it."""
+
+    def __init__(self, items) -> None:
+        self.items = list(items)
+        self.release = threading.Event()
+
+    def done(self) -> bool:
+        return self.release.is_set()
+
+    def result(self):
+        if not self.release.wait(10.0):
+            raise RuntimeError('ticket never released')
+        return [('r', camera_id, stamp_ns) for camera_id, stamp_ns in self.items]
+
+
+def test_batches_in_flight_overlap_and_publish_in_order():
+    """With in_flight=2 the worker submits the next batch before it waits for the previous one; frames are
+    published in batch order once each ticket is done; stop() collects what is still in flight."""
+    tickets: list[_Ticket] = []
+    published: list[tuple[str, int]] = []
+    cond = threading.Condition()
+
+    def process(items):
+        ticket = _Ticket(items)
+        with cond:
+            tickets.append(ticket)
+            cond.notify_all()
+        return ticket
+
+    def publish(item, result):
+        assert result == ('r', *item)
+        with cond:
+            published.append(item)
+            cond.notify_all()
+
+    clock = FakeClock(1_000_000 * MS)
+    config = SchedulerConfig(max_batch_size=1, max_wait_ms=0.0, queue_depth=4, max_input_age_ms=-1,
+                             camera_timeout_ms=10_000.0, error_log_period_s=60.0)
+    scheduler = BatchScheduler(config, process, publish, clock, in_flight=2)
+    scheduler.start()
+    try:
+        def wait(predicate):
+            with cond:
+                return cond.wait_for(predicate, WAIT_S)
+
+        scheduler.submit('a', ('a', 1 * MS), 1 * MS)
+        assert wait(lambda: len(tickets) == 1)
+        scheduler.submit('a', ('a', 2 * MS), 2 * MS)
+        assert wait(lambda: len(tickets) == 2), 'the second batch is submitted while the first is in flight'
+        assert published == [] and not scheduler.idle()
+        tickets[1].release.set()   # the second finishes first: still published after the first
+        time.sleep(0.05)
+        assert published == []
+        tickets[0].release.set()
+        assert wait(lambda: published == [('a', 1 * MS), ('a', 2 * MS)])
+        assert wait(lambda: scheduler.idle())
+        scheduler.submit('a', ('a', 3 * MS), 3 * MS)
+        assert wait(lambda: len(tickets) == 3)
+    finally:
+        tickets[-1].release.set()
+        assert scheduler.stop(5.0)
+
+
+def test_in_flight_is_validated():
+    config = SchedulerConfig()
+    with pytest.raises(ValueError, match='in_flight'):
+        BatchScheduler(config, lambda items: items, lambda item, result: None, lambda: 0, in_flight=5)

@@ -39,6 +39,7 @@ LAYOUTS = {
     'in_process': dict(process_layout='in_process'),
     'in_process_two_groups': dict(process_layout='in_process', camera_groups=['front rear', 'left']),
     'group_workers': dict(process_layout='group_workers'),
+    'in_process_two_in_flight': dict(process_layout='in_process', pipeline_depth=2),
     'group_workers_two_groups': dict(process_layout='group_workers', camera_groups=['front', 'left, rear'],
                                      group_devices=['cpu', 'cpu']),
 }

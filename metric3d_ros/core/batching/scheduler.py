@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -29,7 +30,15 @@ STOPPED = 'stopped'
 """``submit``'s answer after ``stop`` (not counted)."""
 
 _MIN_WAIT_S = 0.0005
+_POLL_S = 0.001
+"""How often the worker looks at the oldest batch in flight while it waits for the next batch."""
 _LOG = logging.getLogger('metric3d_ros.batching')
+
+
+def _results(handle: object) -> list:
+    """The results of a batch: ``process_batch``'s list, or its handle's ``result()``."""
+    result = getattr(handle, 'result', None)
+    return list(result() if callable(result) else handle)
 
 
 def _default_log_error(message: str) -> None:
@@ -51,6 +60,11 @@ class BatchScheduler(Generic[Item, Result]):
     stats: where inputs, drops, outputs and batches are recorded (a new ``DiagnosticsStats`` if None).
     log_error: receives throttled error messages (default: the ``metric3d_ros.batching`` logger).
     monotonic_ns: the clock of deadlines, camera activity and throttling (tests may pass their own).
+    in_flight: batches in flight (1..4). With more than one, ``process_batch`` may return a handle with a
+        ``result()`` method (e.g. ``DepthEngine.submit``'s ticket) instead of the results: the worker then
+        takes and submits the next batch before it waits for the oldest one, whose frames are published as
+        soon as it is done (in batch order, so per-camera stamp order holds). ``idle`` is false while any batch
+        is in flight.
     """
 
     def __init__(
@@ -64,7 +78,11 @@ class BatchScheduler(Generic[Item, Result]):
         log_error: Callable[[str], None] | None = None,
         monotonic_ns: ClockNs = monotonic_ns,
         thread_name: str = 'metric3d-batching',
+        in_flight: int = 1,
     ) -> None:
+        if isinstance(in_flight, bool) or not isinstance(in_flight, int) or not 1 <= in_flight <= 4:
+            raise ValueError(f'in_flight must be an integer in [1, 4], got {in_flight!r}')
+        self._in_flight = in_flight
         if not isinstance(config, SchedulerConfig):
             raise TypeError(f'config must be a SchedulerConfig, got {type(config).__name__}')
         self._config = config
@@ -212,51 +230,81 @@ class BatchScheduler(Generic[Item, Result]):
 
     # ----------------------------------------------------------------------------------- worker side
     def _run(self) -> None:
+        flight: deque[tuple[list[Pending[Item]], object, int]] = deque()
         while True:
             with self._cond:
-                taken = self._wait_for_batch_locked()
+                taken = self._wait_for_batch_locked(flight[0][1] if flight else None)
                 if taken is None:
-                    return
+                    break
                 batch, stale = taken
-                self._busy = bool(batch)
+                self._busy = bool(batch) or bool(flight)
             try:
                 for pending in stale:
                     self._stats.record_drop(pending.camera_id, reasons.STALE)
                 if batch:
-                    self._process(batch)
+                    started = self._start(batch)
+                    if started is not None:
+                        flight.append(started)
+                # finish the oldest batch when the pipeline is full, or when no new batch is ready
+                if flight and (len(flight) >= self._in_flight or not batch):
+                    self._finish(*flight.popleft())
             except Exception as exc:  # the worker must survive anything
                 self._log('worker', f'batching worker error (carrying on): {exc!r}')
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy = bool(flight)
+        for entry in flight:  # stopping: collect what is in flight (frames dropped, not counted)
+            try:
+                _results(entry[1])
+            except Exception:  # noqa: BLE001 - already stopping
+                pass
 
-    def _wait_for_batch_locked(self) -> tuple[list[Pending[Item]], list[Pending[Item]]] | None:
+    def _wait_for_batch_locked(self, oldest: object = None) \
+            -> tuple[list[Pending[Item]], list[Pending[Item]]] | None:
+        """The next batch (and stale frames) once one is ready; ``([], [])`` as soon as ``oldest`` (the oldest
+        batch in flight) is done (polled every ``_POLL_S`` when it has ``done()``; at once when it has not)."""
+        done = getattr(oldest, 'done', None) if oldest is not None else None
         while not self._stopping:
             now_ns = self._mono()
             if not self._paused and self._planner.ready(now_ns):
                 return self._planner.take(self._clock())
+            if oldest is not None and (done is None or done()):
+                return [], []
             deadline_ns = None if self._paused else self._planner.next_deadline_ns(now_ns)
             timeout_s = None if deadline_ns is None else max((deadline_ns - now_ns) / 1e9, _MIN_WAIT_S)
+            if oldest is not None:
+                timeout_s = _POLL_S if timeout_s is None else min(timeout_s, _POLL_S)
             self._cond.wait(timeout_s)
         return None
 
-    def _process(self, batch: list[Pending[Item]]) -> None:
-        camera_ids = [pending.camera_id for pending in batch]
+    def _start(self, batch: list[Pending[Item]]) -> tuple[list[Pending[Item]], object, int] | None:
         start_ns = self._mono()
         try:
-            results = list(self._process_batch([pending.item for pending in batch]))
+            handle = self._process_batch([pending.item for pending in batch])
+        except Exception as exc:  # counted and logged, never fatal
+            self._batch_failed(batch, exc)
+            return None
+        return batch, handle, start_ns
+
+    def _finish(self, batch: list[Pending[Item]], handle: object, start_ns: int) -> None:
+        try:
+            results = _results(handle)
             if len(results) != len(batch):
                 raise RuntimeError(f'process_batch returned {len(results)} results for {len(batch)} frames')
         except Exception as exc:  # counted and logged, never fatal
-            self._stats.record_batch_error()
-            for camera_id in camera_ids:
-                self._stats.record_drop(camera_id, reasons.PROCESS_ERROR)
-            self._log('process_batch', f'processing a batch of {len(batch)} frames ({", ".join(camera_ids)}) '
-                                       f'failed: {exc!r}')
+            self._batch_failed(batch, exc)
             return
-        self._stats.record_batch(camera_ids, (self._mono() - start_ns) / 1e6)
+        self._stats.record_batch([pending.camera_id for pending in batch], (self._mono() - start_ns) / 1e6)
         for pending, result in zip(batch, results, strict=True):
             self._publish_one(pending, result)
+
+    def _batch_failed(self, batch: list[Pending[Item]], exc: Exception) -> None:
+        camera_ids = [pending.camera_id for pending in batch]
+        self._stats.record_batch_error()
+        for camera_id in camera_ids:
+            self._stats.record_drop(camera_id, reasons.PROCESS_ERROR)
+        self._log('process_batch', f'processing a batch of {len(batch)} frames ({", ".join(camera_ids)}) '
+                                   f'failed: {exc!r}')
 
     def _publish_one(self, pending: Pending[Item], result: Result) -> None:
         camera_id = pending.camera_id

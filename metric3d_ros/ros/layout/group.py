@@ -194,7 +194,8 @@ class CameraGroup:
         stats = DiagnosticsStats(config.stats, self.group.cameras)
         scheduler = BatchScheduler(config.scheduler, self._process_batch, self._publish, self._now_ns,
                                    stats=stats, log_error=self._log_error,
-                                   thread_name=f'metric3d-{self.group.name}')
+                                   thread_name=f'metric3d-{self.group.name}',
+                                   in_flight=self._engine.config.pipeline_depth)
         out_qos = config.output_qos.profile()
         in_qos = config.input_qos.profile()
         with self._lock:
@@ -431,7 +432,10 @@ class CameraGroup:
         now_ns = self._now_ns()
         for frame in frames:  # receive + pairing + waiting for the batch's other cameras
             self._timing.add('stamp_to_dispatch', (now_ns - frame.stamp_ns) / 1e6)
-        results = engine.infer(frames, [job.request for _, job in items])
+        requests = [job.request for _, job in items]
+        if engine.config.pipeline_depth > 1:  # batches in flight: the scheduler collects the ticket later
+            return _TimedTicket(engine.submit(frames, requests), self._timing)
+        results = engine.infer(frames, requests)
         if results and results[0].timings_ms:
             self._timing.add_all('engine_', results[0].timings_ms)
         return results
@@ -475,6 +479,23 @@ class CameraGroup:
             name=self.group.name, device=str(getattr(engine, 'device', self.group.device)), state=self.state,
             error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
             timing=self._timing.summary(), restarts=restarts)
+
+
+class _TimedTicket:
+    """An engine ticket whose results' stage times are recorded when they are collected."""
+
+    def __init__(self, ticket, timing: TimingStats) -> None:
+        self._ticket = ticket
+        self._timing = timing
+
+    def done(self) -> bool:
+        return self._ticket.done()
+
+    def result(self) -> list:
+        results = self._ticket.result()
+        if results and results[0].timings_ms:
+            self._timing.add_all('engine_', results[0].timings_ms)
+        return results
 
 
 def _stamp_detail(reason: str, scheduler: BatchScheduler) -> str:
