@@ -63,8 +63,8 @@ class BatchScheduler(Generic[Item, Result]):
     in_flight: batches in flight (1..4). With more than one, ``process_batch`` may return a handle with a
         ``result()`` method (e.g. ``DepthEngine.submit``'s ticket) instead of the results: the worker then
         takes and submits the next batch before it waits for the oldest one, whose frames are published as
-        soon as it is done (in batch order, so per-camera stamp order holds). ``idle`` is false while any batch
-        is in flight.
+        soon as it is done (in batch order, so per-camera stamp order holds). ``idle`` is false while any
+        batch is in flight.
     """
 
     def __init__(
@@ -261,8 +261,9 @@ class BatchScheduler(Generic[Item, Result]):
 
     def _wait_for_batch_locked(self, oldest: object = None) \
             -> tuple[list[Pending[Item]], list[Pending[Item]]] | None:
-        """The next batch (and stale frames) once one is ready; ``([], [])`` as soon as ``oldest`` (the oldest
-        batch in flight) is done (polled every ``_POLL_S`` when it has ``done()``; at once when it has not)."""
+        """The next batch (and stale frames) once one is ready; ``([], [])`` as soon as ``oldest`` (the
+        oldest batch in flight) is done (polled every ``_POLL_S`` when it has ``done()``; at once when it
+        has not)."""
         done = getattr(oldest, 'done', None) if oldest is not None else None
         while not self._stopping:
             now_ns = self._mono()
