@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.core.config import add_engine_arguments
 from metric3d_ros.core.synthetic_scene import SceneConfig
 from metric3d_ros.tools import eval_report
 from metric3d_ros.tools.bag_builder import BagOptions, write_synthetic_bag
@@ -257,11 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='metric3d_demo', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--output-dir', type=Path, default=Path('demo_output'))
-    p.add_argument('--weights', default='', help="checkpoint path ('' = cache, then official download; "
-                                                 "'synthetic' = fake weights)")
     p.add_argument('--offline', action='store_true', help='never try to download the checkpoint')
-    p.add_argument('--variant', default='small')
-    p.add_argument('--net-size', default='280x392', help='network input HEIGHTxWIDTH (multiples of 28)')
     p.add_argument('--frames', type=int, default=4, help='frames of the synthetic rig (3 cameras each)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cloud-stride', type=int, default=2)
@@ -272,12 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-ros', action='store_true', help='offline evaluation only (no node, no ROS)')
     p.add_argument('--node-start-timeout-s', type=float, default=600.0)
     p.add_argument('--frame-timeout-s', type=float, default=300.0)
+    add_engine_arguments(p, include=('variant', 'weights', 'net_size'), defaults={'net_size': '280x392'})
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from metric3d_ros.core.config import parse_net_size
+    from metric3d_ros.core.model.specs import get_spec
     from metric3d_ros.core.model.weights import WeightsError
     from metric3d_ros.tools.evaluate import EvalOptions, evaluate_with_backend, print_summary
 
@@ -307,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_dir = out / 'eval'
     options = EvalOptions(max_batch_size=len(cameras), cloud_stride=args.cloud_stride,
                           output_bag=eval_dir / 'output_bag', overwrite=True, figure_frames_per_camera=1)
-    print(f'[demo] offline evaluation through the engine (ViT-{args.variant}, {net_h}x{net_w}, CPU) ...')
+    print(f'[demo] offline evaluation through the engine ({get_spec(args.variant).display_name}, '
+          f'{net_h}x{net_w}, CPU) ...')
     t0 = time.monotonic()
     report = evaluate_with_backend(bag, 'torch', engine_options, options, eval_dir)
     print(f'[demo] offline evaluation done in {time.monotonic() - t0:.1f} s')

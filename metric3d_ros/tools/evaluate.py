@@ -3,6 +3,9 @@
     metric3d_eval BAG [--backend torch|onnxruntime|gt] [--variant small] [--weights PATH|synthetic]
                   [--net-size 616x1064] [--output-dir eval_output] [--output-bag OUT] ...
 
+The engine flags (``--variant``, ``--precision``, ``--device``, ``--onnx-model-path``, ...) derive from their
+declaration (``metric3d_ros.core.config.EngineConfig``, see ``--help``).
+
 Cameras are found from the bag's topics: every ``<ns>/camera_info`` (sensor_msgs/CameraInfo) with an image
 at ``<ns>/image`` (Image) or ``<ns>/image/compressed`` (CompressedImage) is a camera named ``<ns>``;
 ``<ns>/depth_gt`` (32FC1 metres or 16UC1 millimetres, NaN / 0 = none) is its ground truth.
@@ -43,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.core.config import add_engine_arguments, engine_values_from_args
 from metric3d_ros.core.geometry.camera_info import (
     CalibrationError,
     CameraInfoFields,
@@ -595,16 +599,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('bag', type=Path, help='rosbag2 folder (sqlite3 or mcap)')
     p.add_argument('--output-dir', type=Path, default=Path('eval_output'))
-    p.add_argument('--backend', default='torch',
-                   help='torch | onnxruntime | gt (ground-truth geometry proof)')
-    p.add_argument('--variant', default='small')
-    p.add_argument('--weights', default='',
-                   help="checkpoint path, 'synthetic', or '' (cache / official download)")
-    p.add_argument('--onnx-model', default='', help='.onnx file for --backend onnxruntime')
-    p.add_argument('--net-size', default='616x1064', help='network input HEIGHTxWIDTH (multiples of 28)')
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
-    p.add_argument('--max-batch-size', type=int, default=8)
     p.add_argument('--cameras', default='', help='comma-separated camera names (default: all)')
     p.add_argument('--gt-suffix', default='depth_gt')
     p.add_argument('--min-depth-m', type=float, default=1e-3)
@@ -620,14 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output-bag', type=Path, default=None, help="write the node's output topics here")
     p.add_argument('--output-storage', choices=STORAGES, default='sqlite3')
     p.add_argument('--overwrite', action='store_true', help='replace an existing output bag')
+    # engine options from their declaration (--backend also takes 'gt', the ground-truth geometry proof);
+    # --max-batch-size also bounds the replay's batches
+    add_engine_arguments(p)
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], EvalOptions]:
-    engine = {'variant': args.variant, 'weights': args.weights, 'net_size': args.net_size,
-              'device': args.device, 'precision': args.precision}
-    if args.onnx_model:
-        engine['onnx'] = {'model_path': args.onnx_model}
+    engine = engine_values_from_args(args)
     options = EvalOptions(
         cameras=tuple(c.strip() for c in args.cameras.split(',') if c.strip()), gt_suffix=args.gt_suffix,
         metrics=MetricsConfig(args.min_depth_m, args.max_depth_m, not args.no_clamp),
