@@ -31,16 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.codec.cloud import read_pointcloud2_cdr
+from metric3d_ros.codec.image import image_to_depth_m, read_image_cdr
 from metric3d_ros.core.synthetic_scene import SceneConfig
 from metric3d_ros.tools import eval_report
 from metric3d_ros.tools.bag_builder import BagOptions, write_synthetic_bag
-from metric3d_ros.tools.bagio import (
-    BagReader,
-    depth_to_metres,
-    header_stamp_ns,
-    pointcloud_to_rgb,
-    pointcloud_to_xyz,
-)
+from metric3d_ros.tools.bagio import BagReader
 
 BANNER = '!' * 100
 DEMO_CAMERAS = ('front', 'left', 'right')
@@ -182,17 +178,18 @@ def export_artifacts(output_bag: Path, out_dir: Path) -> dict[str, list[str]]:
             camera, _, kind = message.topic.strip('/').partition('/')
             if kind not in ('depth/image', 'points'):
                 continue
-            msg = reader.deserialize(message)
-            stamp = header_stamp_ns(msg.header)
             if kind == 'depth/image':
-                depth = depth_to_metres(msg)
+                image = read_image_cdr(message.data)
+                stamp, depth = image.stamp_ns, image_to_depth_m(image)
                 finite = depth[np.isfinite(depth)]
                 lo, hi = (np.percentile(finite, 2), np.percentile(finite, 98)) if finite.size else (0.5, 10.0)
                 path = out_dir / 'depth' / f'{camera}_{stamp}.png'
                 eval_report.save_png(path, eval_report.colourise_depth(depth, float(lo), float(hi)))
                 pngs.append(str(path))
-            elif stamp >= last_cloud.get(camera, (-1, None, None))[0]:
-                last_cloud[camera] = (stamp, pointcloud_to_xyz(msg), pointcloud_to_rgb(msg))
+            else:
+                cloud = read_pointcloud2_cdr(message.data)
+                if cloud.stamp_ns >= last_cloud.get(camera, (-1, None, None))[0]:
+                    last_cloud[camera] = (cloud.stamp_ns, cloud.xyz, cloud.rgb)
     for camera, (stamp, xyz, rgb) in sorted(last_cloud.items()):
         path = out_dir / 'clouds' / f'{camera}_{stamp}.ply'
         write_ply(path, xyz, rgb)
@@ -207,8 +204,8 @@ def compare_depth_bags(node_bag: Path, offline_bag: Path) -> dict[str, float | i
         with BagReader(bag) as reader:
             for message in reader.messages():
                 if message.topic.endswith('/depth/image'):
-                    msg = reader.deserialize(message)
-                    out[(message.topic.split('/')[1], header_stamp_ns(msg.header))] = depth_to_metres(msg)
+                    image = read_image_cdr(message.data)
+                    out[(message.topic.split('/')[1], image.stamp_ns)] = image_to_depth_m(image)
         return out
 
     node, offline = load(node_bag), load(offline_bag)

@@ -43,6 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.codec.camera_info import read_camera_info_cdr
+from metric3d_ros.codec.cdr import read_header
+from metric3d_ros.codec.compressed import compressed_to_rgb8, read_compressed_cdr
+from metric3d_ros.codec.image import image_to_depth_m, image_to_rgb8, read_image_cdr
 from metric3d_ros.core.geometry.camera_info import (
     CalibrationError,
     CameraInfoFields,
@@ -65,11 +69,6 @@ from metric3d_ros.tools.bagio import (
     STORAGES,
     BagReader,
     BagWriter,
-    camera_info_to_fields,
-    compressed_to_rgb,
-    depth_to_metres,
-    image_to_rgb,
-    peek_stamp_ns,
 )
 
 SYNTHETIC_WARNING = ('SYNTHETIC WEIGHTS: the network runs with deterministic random weights; its depth '
@@ -178,7 +177,7 @@ def index_bag(reader: BagReader, cameras: Sequence[CameraTopics]) -> BagIndex:
     duplicates = 0
     for message in reader.messages(by_topic):
         name, kind = by_topic[message.topic]
-        stamp = peek_stamp_ns(message.data)
+        stamp = read_header(message.data)[0]
         if kind == 'image':
             if (name, stamp) in seen:
                 duplicates += 1
@@ -186,7 +185,7 @@ def index_bag(reader: BagReader, cameras: Sequence[CameraTopics]) -> BagIndex:
             seen.add((name, stamp))
             frames.append((stamp, name))
         elif kind == 'info':
-            infos[name].setdefault(stamp, camera_info_to_fields(reader.deserialize(message)))
+            infos[name].setdefault(stamp, read_camera_info_cdr(message.data)[2])
         else:
             gt_keys.add((name, stamp))
     return BagIndex(frames, infos, gt_keys, duplicates)
@@ -341,7 +340,7 @@ class Evaluation:
 
         for message in reader.messages(by_topic):
             cam, kind = by_topic[message.topic]
-            stamp = peek_stamp_ns(message.data)
+            stamp = read_header(message.data)[0]
             key = (stamp, cam.name)
             if key not in wanted:
                 continue
@@ -349,12 +348,12 @@ class Evaluation:
             if (kind == 'image' and item.rgb is not None) or (kind == 'gt' and item.gt is not None):
                 continue  # duplicate message: the first one counts
             t0 = time.perf_counter()
-            msg = reader.deserialize(message)
             if kind == 'image':
-                item.rgb = compressed_to_rgb(msg) if cam.compressed else image_to_rgb(msg)
-                item.frame_id = str(msg.header.frame_id)
+                image = read_compressed_cdr(message.data) if cam.compressed else read_image_cdr(message.data)
+                item.rgb = compressed_to_rgb8(image) if cam.compressed else image_to_rgb8(image)
+                item.frame_id = image.frame_id
             else:
-                item.gt = depth_to_metres(msg)
+                item.gt = image_to_depth_m(read_image_cdr(message.data))
             decode_ms[key] += (time.perf_counter() - t0) * 1e3
             while next_batch < len(batches) and all(complete(k) for k in batches[next_batch]):
                 batch = batches[next_batch]
