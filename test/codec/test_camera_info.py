@@ -52,6 +52,11 @@ def test_converted_fields_feed_the_geometry_core():
     assert resolved.intrinsics.as_tuple() == (600.0 / 2, 600.0 / 4, (330.0 - 16) / 2, (242.0 - 8) / 4)
 
 
+def test_an_empty_header_is_written_as_given():
+    raw = camera_info_cdr(_fields(), 0, '')
+    assert read_camera_info_cdr(raw) == (0, '', _fields())
+
+
 def test_bad_input_is_rejected():
     with pytest.raises(TypeError, match='CameraInfoFields'):
         camera_info_cdr(object(), 0, '')
