@@ -8,24 +8,23 @@ import cv2
 import numpy as np
 import pytest
 
+from metric3d_ros.codec.camera_info import camera_info_from_msg
+from metric3d_ros.codec.cdr import stamp_ns_of
+from metric3d_ros.codec.compressed import compressed_from_msg, compressed_to_rgb8
+from metric3d_ros.codec.image import image_from_msg, image_to_depth_m, image_to_rgb8
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.synthetic_scene import CameraSpec, SceneConfig, render_sequence
 from metric3d_ros.tools import bag_builder as bb
-from metric3d_ros.tools.bagio import (
-    BagReader,
-    camera_info_to_fields,
-    compressed_to_rgb,
-    depth_to_metres,
-    header_stamp_ns,
-    image_to_rgb,
-)
+from metric3d_ros.tools.bagio import BagReader, typestore
 
 
 def _read(path: Path) -> dict[str, list]:
+    """topic -> [(log time, rosbags message object)] (read with the codec's duck-typed readers)."""
     out: dict[str, list] = {}
+    store = typestore()
     with BagReader(path) as r:
         for m in r.messages():
-            out.setdefault(m.topic, []).append((m.log_time_ns, r.deserialize(m)))
+            out.setdefault(m.topic, []).append((m.log_time_ns, store.deserialize_cdr(m.data, m.msgtype)))
     return out
 
 
@@ -58,15 +57,15 @@ def test_single_frame_presets(tmp_path, shared_dir, preset, scale, fx):
     (_, info), = topics[f'/{preset}/camera_info']
     (_, gt), = topics[f'/{preset}/depth_gt']
     expected_rgb = cv2.cvtColor(cv2.imread(str(frame.image_path)), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(image_to_rgb(img), expected_rgb)
+    assert np.array_equal(image_to_rgb8(image_from_msg(img)), expected_rgb)
     raw = cv2.imread(str(frame.depth_path), cv2.IMREAD_UNCHANGED)
-    depth = depth_to_metres(gt)
+    depth = image_to_depth_m(image_from_msg(gt))
     assert np.array_equal(np.isnan(depth), raw == 0)
     np.testing.assert_allclose(depth[raw > 0], raw[raw > 0] / scale, rtol=1e-6)
-    fields = camera_info_to_fields(info)
+    fields = camera_info_from_msg(info)
     assert fields.k[0] == fx and (fields.width, fields.height) == expected_rgb.shape[1::-1]
     assert img.header.frame_id == gt.header.frame_id == info.header.frame_id == f'{preset}_optical_frame'
-    assert header_stamp_ns(img.header) == header_stamp_ns(gt.header) == bb.DEFAULT_START_NS
+    assert stamp_ns_of(img.header) == stamp_ns_of(gt.header) == bb.DEFAULT_START_NS
 
 
 def test_ddad_rig_bag(tmp_path, shared_dir):
@@ -82,15 +81,15 @@ def test_ddad_rig_bag(tmp_path, shared_dir):
         infos = topics[f'/{cam}/camera_info']
         images = topics[f'/{cam}/image/compressed']
         gts = topics[f'/{cam}/depth_gt']
-        assert [header_stamp_ns(m.header) for _, m in images] == expected_stamps
-        assert [header_stamp_ns(m.header) for _, m in gts] == expected_stamps
-        fields = camera_info_to_fields(infos[0][1])
+        assert [stamp_ns_of(m.header) for _, m in images] == expected_stamps
+        assert [stamp_ns_of(m.header) for _, m in gts] == expected_stamps
+        fields = camera_info_from_msg(infos[0][1])
         assert fields.k[0] == rig[cam]['fx'] and fields.k[2] == rig[cam]['cx']
         assert fields.k[4] == rig[cam]['fy'] and fields.k[5] == rig[cam]['cy']
         assert fields.p[0] == rig[cam]['fx'] and list(fields.d) == [float(v) for v in rig[cam]['D']]
-        rgb = compressed_to_rgb(images[0][1])
+        rgb = compressed_to_rgb8(compressed_from_msg(images[0][1]))
         assert rgb.shape == (rig[cam]['height'], rig[cam]['width'], 3)
-        depth = depth_to_metres(gts[0][1])
+        depth = image_to_depth_m(image_from_msg(gts[0][1]))
         valid = np.isfinite(depth)
         assert 0.001 < valid.mean() < 0.2  # sparse LiDAR
         assert images[0][1].header.frame_id == f'{cam}_optical_frame'
@@ -110,14 +109,14 @@ def test_synthetic_bag_holds_exact_depth(tmp_path):
     views = [v for frame in render_sequence(cfg, 2) for v in frame]
     for view in views:
         def at_stamp(topic, stamp=view.stamp_ns):
-            (msg,) = [m for _, m in topics[topic] if header_stamp_ns(m.header) == stamp]
+            (msg,) = [m for _, m in topics[topic] if stamp_ns_of(m.header) == stamp]
             return msg
 
         gt = at_stamp(f'/{view.camera}/depth_gt')
         img = at_stamp(f'/{view.camera}/image')
-        assert np.array_equal(depth_to_metres(gt), view.depth_m)
-        assert np.array_equal(image_to_rgb(img), view.image_rgb)
-    assert sorted({header_stamp_ns(m.header) for _, m in topics['/a/image']}) == [5_000, 50_005_000]
+        assert np.array_equal(image_to_depth_m(image_from_msg(gt)), view.depth_m)
+        assert np.array_equal(image_to_rgb8(image_from_msg(img)), view.image_rgb)
+    assert sorted({stamp_ns_of(m.header) for _, m in topics['/a/image']}) == [5_000, 50_005_000]
 
 
 def test_camera_command_line(tmp_path, shared_dir, capsys):
@@ -132,8 +131,8 @@ def test_camera_command_line(tmp_path, shared_dir, capsys):
     assert summary['topics']['kinect']['depth_gt'] == '/kinect/depth_gt'
     topics = _read(out)
     (_, info), = topics['/kinect/camera_info']
-    assert camera_info_to_fields(info).k[:6] == (500.0, 0.0, 320.0, 0.0, 501.0, 240.0)
-    assert header_stamp_ns(info.header) == 42
+    assert camera_info_from_msg(info).k[:6] == (500.0, 0.0, 320.0, 0.0, 501.0, 240.0)
+    assert stamp_ns_of(info.header) == 42
     assert '/kinect/depth_gt' in topics
     # Writing again needs --overwrite.
     assert bb.main(['preset', 'nyu', '--data-root', str(shared_dir / 'data'), '-o', str(out)]) == 2

@@ -73,3 +73,70 @@ def test_config_is_frozen():
     cfg = EngineConfig()
     with pytest.raises(AttributeError):
         cfg.precision = 'bf16'  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------- the engine-option declaration
+def test_every_field_is_declared_once_with_its_constraints():
+    import dataclasses
+
+    from metric3d_ros.core.config import OPTION, OnnxRuntimeOptions, engine_options
+
+    names = [o.name for o in engine_options()]
+    expected = [f.name for f in dataclasses.fields(EngineConfig) if f.name != 'onnx']
+    expected += [f'onnx.{f.name}' for f in dataclasses.fields(OnnxRuntimeOptions)]
+    assert names == expected
+    for f in dataclasses.fields(EngineConfig):
+        assert f.name == 'onnx' or OPTION in f.metadata, f.name
+    by_name = {o.name: o for o in engine_options()}
+    assert by_name['pipeline_depth'].info.int_range == (1, 4, 1) and by_name['pipeline_depth'].info.node
+    assert by_name['variant'].info.choices == ('small', 'large', 'giant2')
+    assert by_name['precision'].info.choices == ('fp32', 'tf32', 'bf16', 'fp16')
+    # the declared defaults are EngineConfig's
+    cfg = EngineConfig()
+    for opt in engine_options():
+        if not opt.name.startswith('onnx.'):
+            assert getattr(cfg, opt.name) == opt.default, opt.name
+    assert by_name['pipeline_depth'].check(5) == 'got 5; use an integer in [1, 4]'
+    assert 'unknown Metric3D variant' in by_name['variant'].check('vit_huge')
+    assert by_name['variant'].check('ViT-S') is None
+
+
+def test_command_line_flags_derive_from_the_declaration(capsys):
+    import argparse
+
+    from metric3d_ros.core.config import add_engine_arguments, engine_values_from_args
+
+    p = argparse.ArgumentParser()
+    add_engine_arguments(p, exclude=('max_batch_size',), multi=('precision',), defaults={'device': 'auto'})
+    args = p.parse_args(['--variant', 'vit_large', '--no-cuda-graphs', '--pipeline-depth', '2',
+                         '--precision', 'fp32', 'bf16', '--net-size', '280x392',
+                         '--onnx-providers', 'CPUExecutionProvider', '--batch-buckets', '2', '4'])
+    values = engine_values_from_args(args)
+    assert 'max_batch_size' not in values and values['device'] == 'auto'
+    assert values['precision'] == ['fp32', 'bf16']
+    cfg = EngineConfig.from_mapping({**values, 'precision': 'bf16'})
+    assert (cfg.variant, cfg.cuda_graphs, cfg.pipeline_depth, cfg.net_hw) == ('large', False, 2, (280, 392))
+    assert cfg.onnx.providers == ('CPUExecutionProvider',) and cfg.batch_buckets == (2, 4)
+    for bad, message in ((['--pipeline-depth', '9'], 'use an integer in [1, 4]'),
+                         (['--variant', 'huge'], 'unknown Metric3D variant'),
+                         (['--net-size', '100x100'], 'multiple of 28'),
+                         (['--precision', 'fp8'], "invalid choice: 'fp8'")):
+        with pytest.raises(SystemExit):
+            p.parse_args(bad)
+        assert message in capsys.readouterr().err
+    only = argparse.ArgumentParser()
+    add_engine_arguments(only, include=('variant',))
+    assert engine_values_from_args(only.parse_args([])) == {'variant': 'small'}
+
+
+def test_variant_table_is_the_one_home():
+    from metric3d_ros.core.model.specs import VARIANTS, get_spec, resolve_variant
+    from metric3d_ros.core.model.weights import OFFICIAL_WEIGHTS
+
+    assert tuple(VARIANTS) == ('small', 'large', 'giant2')
+    for name, spec in VARIANTS.items():
+        assert resolve_variant(name.upper()) == name and get_spec(name) is spec
+        assert all(resolve_variant(alias) == name for alias in spec.aliases)
+        assert OFFICIAL_WEIGHTS[name].name == spec.checkpoint_file
+        assert OFFICIAL_WEIGHTS[name].sha256 == spec.checkpoint_sha256
+    assert EngineConfig(variant='vit-g2').variant == 'giant2'

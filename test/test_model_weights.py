@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from metric3d_ros.core.model.specs import get_spec
 from metric3d_ros.core.model.weights import (
     DEFAULT_BASE_URL,
     OFFICIAL_WEIGHTS,
     WeightFile,
     WeightsError,
     default_cache_dir,
-    official_file_name,
     resolve_weights,
 )
 
@@ -101,7 +101,7 @@ def test_official_table_matches_the_issue():
         'metric_depth_vit_giant2_800k.pth', 5_510_989_187,
         '22d64c4dec098fa56eb17b6f22b1fb7d16b4742c66a9c8ee73e7dae61c0d2a1b')
     assert DEFAULT_BASE_URL == 'https://huggingface.co/JUGGHM/Metric3D/resolve/main'
-    assert official_file_name('large') == 'metric_depth_vit_large_800k.pth'
+    assert get_spec('vit_large').checkpoint_file == 'metric_depth_vit_large_800k.pth'  # the variant table
 
 
 def test_download_lands_in_cache_and_second_call_uses_cache(tmp_path, server):

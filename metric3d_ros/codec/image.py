@@ -145,8 +145,9 @@ def image_to_array(image: ImageData) -> np.ndarray:
     """The pixels as (H, W) or (H, W, C) of the encoding's dtype in native byte order (module table).
 
     Returns a view of ``image.data`` when no conversion is needed (little-endian data on a little-endian
-    host, or 1-byte elements): copy it before changing it while the source is in use; padded rows give a
-    non-contiguous view. Raises ``ImageConversionError`` for unsupported encodings, a step smaller than a
+    host, or 1-byte elements): read-only when the source is ``bytes`` (a raw subscription's message),
+    otherwise copy it before changing it while the source is in use; padded rows give a non-contiguous
+    view. Raises ``ImageConversionError`` for unsupported encodings, a step smaller than a
     row, or too little data.
     """
     info = encoding_info(image.encoding)
@@ -176,7 +177,8 @@ def image_to_array(image: ImageData) -> np.ndarray:
 def image_to_rgb8(image: ImageData) -> np.ndarray:
     """(H, W, 3) uint8 RGB for the network from an rgb8, bgr8, rgba8, bgra8 or mono8 image.
 
-    Contiguous; for unpadded rgb8 a view of ``image.data``, otherwise a new array. Raises
+    Contiguous; for unpadded rgb8 a view of ``image.data`` (read-only when that is ``bytes``), otherwise
+    a new array. Raises
     ``ImageConversionError`` for other encodings (depth, 16-bit and generic 8UCn have no known colour
     order) and malformed images.
     """

@@ -405,20 +405,25 @@ def _field_type(default: Any) -> type:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, exclude: Sequence[str] = (),
-                         defaults: Mapping[str, Any] | None = None, multi: Sequence[str] = ()) -> None:
+                         defaults: Mapping[str, Any] | None = None, multi: Sequence[str] = (),
+                         include: Sequence[str] | None = None) -> None:
     """Add a flag per declared engine option with ``cli`` (``--<name>``, dashes for '_' and '.'; booleans as
     ``--x`` / ``--no-x``; tuples as lists) plus ``--net-size HxW`` for the network input size, in a group
-    'engine options'. ``exclude``: options a tool sets itself; ``defaults``: the tool's own defaults;
+    'engine options'. ``include``: only these options (None: all); ``exclude``: options a tool sets itself
+    ('net_size' for the size flag); ``defaults``: the tool's own defaults;
     ``multi``: options given as lists of values (a benchmark's sweep). Read them back with
     ``engine_values_from_args``."""
     defaults = dict(defaults or {})
     group = parser.add_argument_group('engine options (EngineConfig)')
-    if 'net_size' not in exclude:
+    def wanted(name: str) -> bool:
+        return name not in exclude and (include is None or name in include)
+
+    if wanted('net_size'):
         size = defaults.get('net_size', f'{DEFAULT_NET_HEIGHT_PX}x{DEFAULT_NET_WIDTH_PX}')
         group.add_argument('--net-size', default=size, type=_net_size_arg, metavar='HxW',
                            help=f'network input HEIGHTxWIDTH, multiples of 28 (default {size})')
     for opt in engine_options():
-        if not opt.info.cli or opt.name in exclude:
+        if not opt.info.cli or not wanted(opt.name):
             continue
         default = defaults.get(opt.name, opt.default)
         kwargs: dict[str, Any] = {'dest': opt.dest, 'default': default}

@@ -25,8 +25,14 @@ Output: one line per configuration with frames/s, latency per call (median, p95)
 and the peak GPU memory; ``--json FILE`` writes everything with the environment (torch, GPU, CPU, date,
 command). Reduced-precision runs also print their deviation from fp32 on the same input (network mode).
 
-Weights: ``--weights FILE`` (an official checkpoint), else the deterministic synthetic weights of
-``metric3d_ros.core.model.synthetic`` (speed does not depend on the values), else random values.
+Weights: ``--weights synthetic`` (default: the deterministic synthetic weights of
+``metric3d_ros.core.model.synthetic``; speed does not depend on the values), a checkpoint file, or '' (the
+official checkpoint from the cache or a download).
+
+Engine options (``--variant``, ``--backend``, ``--precision``, ``--device``, ``--net-size``, ``--compile``,
+``--pipeline-depth``, ``--onnx-model-path``, ...) are derived from their declaration
+(``metric3d_ros.core.config.EngineConfig``); ``--backend`` and ``--precision`` take several values (swept).
+``--outputs`` names what the engine mode computes, from the output catalogue (``metric3d_ros.core.outputs``).
 
 Examples::
 
@@ -51,6 +57,9 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.core.config import add_engine_arguments, engine_values_from_args
+from metric3d_ros.core.outputs import OUTPUTS
+
 STAGES = ('upload', 'preprocess', 'network', 'postprocess', 'cloud', 'download')
 MIXED_CAMERAS = ((1080, 1920), (720, 1280), (720, 1280), (480, 640))
 
@@ -58,20 +67,14 @@ MIXED_CAMERAS = ((1080, 1920), (720, 1280), (720, 1280), (480, 640))
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='metric3d_bench', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument('--variant', default='small', help='small | large | giant2 (default small)')
-    p.add_argument('--backend', nargs='+', default=['torch'], help='engine backends (default torch)')
-    p.add_argument('--precision', nargs='+', default=['fp32', 'bf16'],
-                   help='fp32 bf16 fp16 (default fp32 bf16)')
     p.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 8], help='frames per call (default 1 8)')
-    p.add_argument('--net-size', default='616x1064',
-                   help='network input HxW, multiples of 28 (default 616x1064)')
-    p.add_argument('--device', default='auto', help="'cuda', 'cpu' or 'auto' (default)")
     p.add_argument('--iters', type=int, default=30, help='timed calls per configuration (default 30)')
     p.add_argument('--warmup', type=int, default=5, help='untimed calls first (default 5)')
     p.add_argument('--modes', nargs='+', default=['baseline', 'network', 'engine'],
                    choices=['baseline', 'network', 'engine'], help='what to time (default all three)')
-    p.add_argument('--weights', default='', help='checkpoint file (default: synthetic weights)')
-    p.add_argument('--onnx', default='', help='.onnx file for --backend onnxruntime')
+    p.add_argument('--outputs', nargs='+', default=None, choices=list(OUTPUTS),
+                   help='outputs the engine mode computes (the output catalogue; default depth, with '
+                        '--mixed-cameras depth and points)')
     p.add_argument('--mixed-cameras', action='store_true',
                    help='frames from the 4-camera mix (1920x1080, 2x1280x720, 640x480), '
                         'depth + stride-2 cloud')
@@ -81,40 +84,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "through the engine's pinned staging buffer) or 'registered': one host block pinned "
                         'with cudaHostRegister, as the engine process holds the frames its camera receivers '
                         'deliver (uploaded by DMA straight from it, no staging copy)')
-    p.add_argument('--pipeline-depth', type=int, default=1,
-                   help='engine calls in flight at once (EngineConfig.pipeline_depth, 1..4; default 1)')
-    p.add_argument('--no-cuda-graphs', action='store_true', help='disable CUDA graphs in the torch backend')
-    p.add_argument('--no-channels-last', action='store_true', help='disable channels_last on CUDA')
-    p.add_argument('--compile', default='none', choices=['none', 'default', 'max-autotune'])
-    p.add_argument('--attention', default='auto', choices=['auto', 'sdpa', 'math'])
-    p.add_argument('--autocast-scope', default='encoder', choices=['encoder', 'all', 'cast'])
-    p.add_argument('--preprocess', default='auto', choices=['auto', 'device_exact', 'device', 'reference'])
     p.add_argument('--cudnn-benchmark', action='store_true',
                    help='torch.backends.cudnn.benchmark = True (cuDNN times its algorithms at warm-up)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', default='', help='write all results and the environment to this file')
+    # every engine option from its declaration; backend and precision are swept, the batch size is
+    # --batch-sizes; weights 'synthetic' by default (speed does not depend on the values)
+    add_engine_arguments(p, exclude=('max_batch_size', 'batch_buckets'), multi=('backend', 'precision'),
+                         defaults={'device': 'auto', 'precision': ['fp32', 'bf16'], 'weights': 'synthetic'})
     args = p.parse_args(argv)
-    # Bad values are usage errors (exit 2 with a message), not a traceback per configuration.
-    from metric3d_ros.core.config import PRECISIONS, normalize_variant, parse_net_size
-
+    # Bad values are usage errors (exit 2 with a message), not a traceback per configuration; the engine
+    # options were checked by their declared types, choices and ranges.
     try:
-        normalize_variant(args.variant)
-        parse_net_size(args.net_size)
         _hw(args.image_size)
     except ValueError as exc:
         p.error(str(exc))
     bad = [b for b in args.batch_sizes if b < 1]
     if bad:
         p.error(f'--batch-sizes must be >= 1, got {bad}')
-    unknown = [x for x in args.precision if x not in PRECISIONS]
-    if unknown:
-        p.error(f'--precision {unknown}: use {" ".join(PRECISIONS)}')
     if args.iters < 1:
         p.error(f'--iters must be >= 1, got {args.iters}')
     if args.warmup < 0:
         p.error(f'--warmup must be >= 0, got {args.warmup}')
-    if not 1 <= args.pipeline_depth <= 4:
-        p.error(f'--pipeline-depth must be in 1..4, got {args.pipeline_depth}')
     return args
 
 
@@ -230,32 +221,23 @@ class _Weights:
         self._state: Any = None
 
     def network(self, device: Any, fused_attention: bool) -> Any:
-        import torch
 
         from metric3d_ros.core.model import load_metric3d
 
         if self._state is None:
             t0 = time.perf_counter()
-            if self.path:
-                from metric3d_ros.core.model.checkpoint import read_checkpoint
+            if self.path == 'synthetic':
+                from metric3d_ros.core.model.synthetic import synthetic_state_dict
 
-                self._state = read_checkpoint(self.path)
-                self.source = self.path
+                self._state = synthetic_state_dict(self.variant)
+                self.source = 'synthetic (metric3d_ros.core.model.synthetic)'
             else:
-                try:
-                    from metric3d_ros.core.model.synthetic import synthetic_state_dict
+                from metric3d_ros.core.model.checkpoint import read_checkpoint
+                from metric3d_ros.core.model.weights import resolve_weights
 
-                    self._state = synthetic_state_dict(self.variant)
-                    self.source = 'synthetic (metric3d_ros.core.model.synthetic)'
-                except ImportError:
-                    from metric3d_ros.core.model.network import build_network
-
-                    net = build_network(self.variant)
-                    gen = torch.Generator().manual_seed(0)
-                    self._state = {
-                        k: (torch.randn(v.shape, generator=gen) * 0.02 if v.is_floating_point() else v)
-                        for k, v in net.state_dict().items()}
-                    self.source = 'random'
+                path = resolve_weights(self.variant, self.path or None)
+                self._state = read_checkpoint(path)
+                self.source = str(path)
             print(f'# weights: {self.source} ({time.perf_counter() - t0:.1f} s to prepare)', flush=True)
         return load_metric3d(self._state, variant=self.variant, device=device,
                              fused_attention=fused_attention)
@@ -396,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
 
-    from metric3d_ros.core.config import EngineConfig, OnnxRuntimeOptions, parse_net_size
+    from metric3d_ros.core.config import EngineConfig, parse_net_size
     from metric3d_ros.core.engine.backend import FrameMeta, create_backend
     from metric3d_ros.core.engine.engine import DepthEngine, resolve_device
     from metric3d_ros.core.engine.reference import reference_letterbox_u8, reference_normalize
@@ -412,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     image_hw = _hw(args.image_size)
     device = resolve_device(args.device)
     env = _environment(torch, device)
-    weights = _Weights(EngineConfig(variant=args.variant).variant, args.weights)
+    weights = _Weights(args.variant, args.weights)
     print('# metric3d_bench ' + json.dumps(env), flush=True)
     print(f'# variant={weights.variant} net={net_hw[0]}x{net_hw[1]} frames='
           f'{"mixed 1920x1080,1280x720,1280x720,640x480" if args.mixed_cameras else image_hw} '
@@ -421,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ''.join(f'{s[:8]:>9s}' for s in STAGES) + f'{"peakGiB":>9s}')
     print(header, flush=True)
     records: list[dict[str, Any]] = []
-    request = (OutputRequest(outputs={'depth', 'points'}, cloud_stride=2) if args.mixed_cameras
-               else OutputRequest())
+    outputs = args.outputs or (['depth', 'points'] if args.mixed_cameras else ['depth'])
+    request = OutputRequest(outputs=set(outputs), cloud_stride=2)
     fp32_depth: dict[int, Any] = {}
 
     def report(mode: str, backend: str, precision: str, batch: int, result: dict[str, Any] | None,
@@ -481,22 +463,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     break
                 fresh()
                 try:
-                    config = EngineConfig(
-                        variant=args.variant, backend=backend_name, precision=precision, device=str(device),
-                        net_height_px=net_hw[0], net_width_px=net_hw[1], max_batch_size=batch,
-                        preprocess=args.preprocess, cuda_graphs=not args.no_cuda_graphs,
-                        channels_last=not args.no_channels_last, compile=args.compile,
-                        attention=args.attention,
-                        autocast_scope=args.autocast_scope, warmup_iters=2, weights=args.weights,
-                        onnx=OnnxRuntimeOptions(model_path=args.onnx), pipeline_depth=args.pipeline_depth,
-                    )
+                    config = EngineConfig.from_mapping({
+                        **engine_values_from_args(args), 'backend': backend_name, 'precision': precision,
+                        'device': str(device), 'max_batch_size': batch,
+                    })
                     if backend_name == 'torch':
-                        fused = args.attention in ('sdpa', 'auto')
+                        fused = config.attention in ('sdpa', 'auto')
                         backend = TorchBackend(
                             weights.network(device, fused), device, net_hw, precision=precision,
                             max_batch_size=batch, cuda_graphs=config.cuda_graphs,
                             channels_last=config.channels_last, compile_mode=config.compile,
-                            autocast_scope=config.autocast_scope, warmup_iters=2)
+                            autocast_scope=config.autocast_scope, warmup_iters=config.warmup_iters)
                     else:
                         backend = create_backend(config, device)
                     engine = DepthEngine(config, backend)

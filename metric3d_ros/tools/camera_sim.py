@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metric3d_ros.codec.camera_info import camera_info_cdr
+from metric3d_ros.codec.image import image_cdr
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 
@@ -170,13 +172,12 @@ def parse_args(argv: list[str]) -> tuple[SimConfig, str]:
 
 
 class CameraSimulator:
-    """Publishers and precomputed messages for every simulated camera of one rclpy node."""
+    """Publishers and precomputed frames for every simulated camera of one rclpy node; each tick publishes
+    the codec's serialized bytes (``Publisher.publish(bytes)``: no Python message is built per frame)."""
 
     def __init__(self, node, config: SimConfig) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
-
-        from metric3d_ros.ros.conversions import array_to_image, fields_to_camera_info
 
         self._node = node
         self._config = config
@@ -195,13 +196,13 @@ class CameraSimulator:
             self.info_pubs[cam.name] = node.create_publisher(CameraInfo, f'{cam.name}/camera_info', qos)
             frames = synthetic_frames(cam.width_px, cam.height_px, FRAMES_CYCLED, seed=index)
             encoded = [_encode(f, config.encoding) for f in frames]
-            self.images[cam.name] = [array_to_image(e, config.encoding) for e in encoded]
-            fields = CameraInfoFields.from_intrinsics(cam.intrinsics, cam.width_px, cam.height_px)
-            self.infos[cam.name] = fields_to_camera_info(fields)
+            self.images[cam.name] = encoded
+            self.infos[cam.name] = CameraInfoFields.from_intrinsics(cam.intrinsics, cam.width_px,
+                                                                    cam.height_px)
         self.published = {cam.name: 0 for cam in config.cameras}
         self.stamps_ns: list[int] = []
         self.publish_ms: list[float] = []  # per tick: stamp to the last image handed to the middleware
-        self._static_stamp = None
+        self._static_stamp_ns: int | None = None
         self._last_static_s = -1e9
 
     def wait_for_subscribers(self, timeout_s: float) -> bool:
@@ -215,28 +216,21 @@ class CameraSimulator:
 
     def tick(self, tick_index: int) -> None:
         """Publish one frame of every camera, stamped now."""
-        stamp = self._node.get_clock().now().to_msg()
-        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        stamp_ns = self._node.get_clock().now().nanoseconds
         mode = self._config.info_mode
         now_s = time.monotonic()
         send_static = mode == 'static' and now_s - self._last_static_s >= 1.0
         if send_static:
             self._last_static_s = now_s
-            if self._static_stamp is None:
-                self._static_stamp = stamp
+            if self._static_stamp_ns is None:
+                self._static_stamp_ns = stamp_ns
         for cam in self._config.cameras:
-            image = self.images[cam.name][tick_index % FRAMES_CYCLED]
-            image.header.stamp = stamp
-            image.header.frame_id = cam.frame_id
-            info = self.infos[cam.name]
-            info.header.frame_id = cam.frame_id
-            if mode == 'every':
-                info.header.stamp = stamp
-                self.info_pubs[cam.name].publish(info)
-            elif send_static:
-                info.header.stamp = self._static_stamp
-                self.info_pubs[cam.name].publish(info)
-            self.image_pubs[cam.name].publish(image)
+            frame = self.images[cam.name][tick_index % FRAMES_CYCLED]
+            if mode == 'every' or send_static:
+                info_stamp_ns = stamp_ns if mode == 'every' else self._static_stamp_ns
+                self.info_pubs[cam.name].publish(camera_info_cdr(self.infos[cam.name], info_stamp_ns,
+                                                                 cam.frame_id))
+            self.image_pubs[cam.name].publish(image_cdr(frame, self._config.encoding, stamp_ns, cam.frame_id))
             self.published[cam.name] += 1
         self.stamps_ns.append(stamp_ns)
         self.publish_ms.append((self._node.get_clock().now().nanoseconds - stamp_ns) / 1e6)

@@ -31,16 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.codec.cloud import read_pointcloud2_cdr
+from metric3d_ros.codec.image import image_to_depth_m, read_image_cdr
+from metric3d_ros.core.config import add_engine_arguments
 from metric3d_ros.core.synthetic_scene import SceneConfig
 from metric3d_ros.tools import eval_report
 from metric3d_ros.tools.bag_builder import BagOptions, write_synthetic_bag
-from metric3d_ros.tools.bagio import (
-    BagReader,
-    depth_to_metres,
-    header_stamp_ns,
-    pointcloud_to_rgb,
-    pointcloud_to_xyz,
-)
+from metric3d_ros.tools.bagio import BagReader
 
 BANNER = '!' * 100
 DEMO_CAMERAS = ('front', 'left', 'right')
@@ -182,17 +179,18 @@ def export_artifacts(output_bag: Path, out_dir: Path) -> dict[str, list[str]]:
             camera, _, kind = message.topic.strip('/').partition('/')
             if kind not in ('depth/image', 'points'):
                 continue
-            msg = reader.deserialize(message)
-            stamp = header_stamp_ns(msg.header)
             if kind == 'depth/image':
-                depth = depth_to_metres(msg)
+                image = read_image_cdr(message.data)
+                stamp, depth = image.stamp_ns, image_to_depth_m(image)
                 finite = depth[np.isfinite(depth)]
                 lo, hi = (np.percentile(finite, 2), np.percentile(finite, 98)) if finite.size else (0.5, 10.0)
                 path = out_dir / 'depth' / f'{camera}_{stamp}.png'
                 eval_report.save_png(path, eval_report.colourise_depth(depth, float(lo), float(hi)))
                 pngs.append(str(path))
-            elif stamp >= last_cloud.get(camera, (-1, None, None))[0]:
-                last_cloud[camera] = (stamp, pointcloud_to_xyz(msg), pointcloud_to_rgb(msg))
+            else:
+                cloud = read_pointcloud2_cdr(message.data)
+                if cloud.stamp_ns >= last_cloud.get(camera, (-1, None, None))[0]:
+                    last_cloud[camera] = (cloud.stamp_ns, cloud.xyz, cloud.rgb)
     for camera, (stamp, xyz, rgb) in sorted(last_cloud.items()):
         path = out_dir / 'clouds' / f'{camera}_{stamp}.ply'
         write_ply(path, xyz, rgb)
@@ -207,8 +205,8 @@ def compare_depth_bags(node_bag: Path, offline_bag: Path) -> dict[str, float | i
         with BagReader(bag) as reader:
             for message in reader.messages():
                 if message.topic.endswith('/depth/image'):
-                    msg = reader.deserialize(message)
-                    out[(message.topic.split('/')[1], header_stamp_ns(msg.header))] = depth_to_metres(msg)
+                    image = read_image_cdr(message.data)
+                    out[(message.topic.split('/')[1], image.stamp_ns)] = image_to_depth_m(image)
         return out
 
     node, offline = load(node_bag), load(offline_bag)
@@ -257,11 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='metric3d_demo', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--output-dir', type=Path, default=Path('demo_output'))
-    p.add_argument('--weights', default='', help="checkpoint path ('' = cache, then official download; "
-                                                 "'synthetic' = fake weights)")
     p.add_argument('--offline', action='store_true', help='never try to download the checkpoint')
-    p.add_argument('--variant', default='small')
-    p.add_argument('--net-size', default='280x392', help='network input HEIGHTxWIDTH (multiples of 28)')
     p.add_argument('--frames', type=int, default=4, help='frames of the synthetic rig (3 cameras each)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cloud-stride', type=int, default=2)
@@ -272,12 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-ros', action='store_true', help='offline evaluation only (no node, no ROS)')
     p.add_argument('--node-start-timeout-s', type=float, default=600.0)
     p.add_argument('--frame-timeout-s', type=float, default=300.0)
+    add_engine_arguments(p, include=('variant', 'weights', 'net_size'), defaults={'net_size': '280x392'})
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from metric3d_ros.core.config import parse_net_size
+    from metric3d_ros.core.model.specs import get_spec
     from metric3d_ros.core.model.weights import WeightsError
     from metric3d_ros.tools.evaluate import EvalOptions, evaluate_with_backend, print_summary
 
@@ -307,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_dir = out / 'eval'
     options = EvalOptions(max_batch_size=len(cameras), cloud_stride=args.cloud_stride,
                           output_bag=eval_dir / 'output_bag', overwrite=True, figure_frames_per_camera=1)
-    print(f'[demo] offline evaluation through the engine (ViT-{args.variant}, {net_h}x{net_w}, CPU) ...')
+    print(f'[demo] offline evaluation through the engine ({get_spec(args.variant).display_name}, '
+          f'{net_h}x{net_w}, CPU) ...')
     t0 = time.monotonic()
     report = evaluate_with_backend(bag, 'torch', engine_options, options, eval_dir)
     print(f'[demo] offline evaluation done in {time.monotonic() - t0:.1f} s')

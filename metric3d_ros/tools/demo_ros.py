@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metric3d_ros.tools.bagio import BagReader, BagWriter, peek_stamp_ns
+from metric3d_ros.codec.cdr import read_header
+from metric3d_ros.tools.bagio import BagReader, BagWriter
 from metric3d_ros.tools.play import BagPlayer, PlayOptions
 from metric3d_ros.tools.processes import interrupt_and_wait
 
@@ -112,7 +113,7 @@ class _Recorder:
                 self.writer.write_raw(topic, msgtype, time.time_ns(), data)
                 self.result.outputs[topic] += 1
                 if suffix == 'depth/image':
-                    self.result.received.setdefault((camera, peek_stamp_ns(data)), now)
+                    self.result.received.setdefault((camera, read_header(data)[0]), now)
                 self.changed.notify_all()
         return on_message
 
@@ -175,7 +176,7 @@ def _publish_group(player: BagPlayer, recorder: _Recorder, group: list, image_to
     for message in group:
         player.publishers[message.topic].publish(message.data)
         if message.topic in image_topics:
-            key = (image_topics[message.topic], peek_stamp_ns(message.data))
+            key = (image_topics[message.topic], read_header(message.data)[0])
             result.published[key] = time.time()
             keys.append(key)
     t0 = time.monotonic()
@@ -225,7 +226,7 @@ def run_ros_session(config: RosSessionConfig, log=print) -> RosSessionResult:
         else:
             def on_publish(topic: str, _type: str, _t: int, data: bytes, wall: float) -> None:
                 if topic.endswith('/image') or topic.endswith('/compressed'):
-                    result.published[(topic.split('/')[1], peek_stamp_ns(data))] = wall
+                    result.published[(topic.split('/')[1], read_header(data)[0])] = wall
 
             player.play(on_publish=on_publish)
             recorder.wait_for(list(result.published), config.drain_timeout_s)

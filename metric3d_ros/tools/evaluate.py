@@ -3,6 +3,9 @@
     metric3d_eval BAG [--backend torch|onnxruntime|gt] [--variant small] [--weights PATH|synthetic]
                   [--net-size 616x1064] [--output-dir eval_output] [--output-bag OUT] ...
 
+The engine flags (``--variant``, ``--precision``, ``--device``, ``--onnx-model-path``, ...) derive from their
+declaration (``metric3d_ros.core.config.EngineConfig``, see ``--help``).
+
 Cameras are found from the bag's topics: every ``<ns>/camera_info`` (sensor_msgs/CameraInfo) with an image
 at ``<ns>/image`` (Image) or ``<ns>/image/compressed`` (CompressedImage) is a camera named ``<ns>``;
 ``<ns>/depth_gt`` (32FC1 metres or 16UC1 millimetres, NaN / 0 = none) is its ground truth.
@@ -43,6 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from metric3d_ros.codec.camera_info import read_camera_info_cdr
+from metric3d_ros.codec.cdr import read_header
+from metric3d_ros.codec.compressed import compressed_to_rgb8, read_compressed_cdr
+from metric3d_ros.codec.image import image_to_depth_m, image_to_rgb8, read_image_cdr
+from metric3d_ros.core.config import add_engine_arguments, engine_values_from_args
 from metric3d_ros.core.geometry.camera_info import (
     CalibrationError,
     CameraInfoFields,
@@ -66,11 +74,6 @@ from metric3d_ros.tools.bagio import (
     STORAGES,
     BagReader,
     BagWriter,
-    camera_info_to_fields,
-    compressed_to_rgb,
-    depth_to_metres,
-    image_to_rgb,
-    peek_stamp_ns,
 )
 
 SYNTHETIC_WARNING = ('SYNTHETIC WEIGHTS: the network runs with deterministic random weights; its depth '
@@ -179,7 +182,7 @@ def index_bag(reader: BagReader, cameras: Sequence[CameraTopics]) -> BagIndex:
     duplicates = 0
     for message in reader.messages(by_topic):
         name, kind = by_topic[message.topic]
-        stamp = peek_stamp_ns(message.data)
+        stamp = read_header(message.data)[0]
         if kind == 'image':
             if (name, stamp) in seen:
                 duplicates += 1
@@ -187,7 +190,7 @@ def index_bag(reader: BagReader, cameras: Sequence[CameraTopics]) -> BagIndex:
             seen.add((name, stamp))
             frames.append((stamp, name))
         elif kind == 'info':
-            infos[name].setdefault(stamp, camera_info_to_fields(reader.deserialize(message)))
+            infos[name].setdefault(stamp, read_camera_info_cdr(message.data)[2])
         else:
             gt_keys.add((name, stamp))
     return BagIndex(frames, infos, gt_keys, duplicates)
@@ -342,7 +345,7 @@ class Evaluation:
 
         for message in reader.messages(by_topic):
             cam, kind = by_topic[message.topic]
-            stamp = peek_stamp_ns(message.data)
+            stamp = read_header(message.data)[0]
             key = (stamp, cam.name)
             if key not in wanted:
                 continue
@@ -350,12 +353,12 @@ class Evaluation:
             if (kind == 'image' and item.rgb is not None) or (kind == 'gt' and item.gt is not None):
                 continue  # duplicate message: the first one counts
             t0 = time.perf_counter()
-            msg = reader.deserialize(message)
             if kind == 'image':
-                item.rgb = compressed_to_rgb(msg) if cam.compressed else image_to_rgb(msg)
-                item.frame_id = str(msg.header.frame_id)
+                image = read_compressed_cdr(message.data) if cam.compressed else read_image_cdr(message.data)
+                item.rgb = compressed_to_rgb8(image) if cam.compressed else image_to_rgb8(image)
+                item.frame_id = image.frame_id
             else:
-                item.gt = depth_to_metres(msg)
+                item.gt = image_to_depth_m(read_image_cdr(message.data))
             decode_ms[key] += (time.perf_counter() - t0) * 1e3
             while next_batch < len(batches) and all(complete(k) for k in batches[next_batch]):
                 batch = batches[next_batch]
@@ -595,16 +598,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('bag', type=Path, help='rosbag2 folder (sqlite3 or mcap)')
     p.add_argument('--output-dir', type=Path, default=Path('eval_output'))
-    p.add_argument('--backend', default='torch',
-                   help='torch | onnxruntime | gt (ground-truth geometry proof)')
-    p.add_argument('--variant', default='small')
-    p.add_argument('--weights', default='',
-                   help="checkpoint path, 'synthetic', or '' (cache / official download)")
-    p.add_argument('--onnx-model', default='', help='.onnx file for --backend onnxruntime')
-    p.add_argument('--net-size', default='616x1064', help='network input HEIGHTxWIDTH (multiples of 28)')
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
-    p.add_argument('--max-batch-size', type=int, default=8)
     p.add_argument('--cameras', default='', help='comma-separated camera names (default: all)')
     p.add_argument('--gt-suffix', default='depth_gt')
     p.add_argument('--min-depth-m', type=float, default=1e-3)
@@ -620,14 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output-bag', type=Path, default=None, help="write the node's output topics here")
     p.add_argument('--output-storage', choices=STORAGES, default='sqlite3')
     p.add_argument('--overwrite', action='store_true', help='replace an existing output bag')
+    # engine options from their declaration (--backend also takes 'gt', the ground-truth geometry proof);
+    # --max-batch-size also bounds the replay's batches
+    add_engine_arguments(p)
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], EvalOptions]:
-    engine = {'variant': args.variant, 'weights': args.weights, 'net_size': args.net_size,
-              'device': args.device, 'precision': args.precision}
-    if args.onnx_model:
-        engine['onnx'] = {'model_path': args.onnx_model}
+    engine = engine_values_from_args(args)
     options = EvalOptions(
         cameras=tuple(c.strip() for c in args.cameras.split(',') if c.strip()), gt_suffix=args.gt_suffix,
         metrics=MetricsConfig(args.min_depth_m, args.max_depth_m, not args.no_clamp),

@@ -20,13 +20,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from metric3d_ros.core.config import parse_net_size
+from metric3d_ros.core.config import add_engine_arguments, parse_net_size
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='metric3d_export', description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument('--variant', required=True, help='small | large | giant2 (vit_small etc. accepted)')
     p.add_argument('--weights', required=True, help="checkpoint file (.pth), or 'synthetic'")
     p.add_argument('--output', required=True, help='the .onnx file to write')
     p.add_argument('--fp16', action='store_true',
@@ -37,7 +36,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument('--check-size', default='280x392',
                    help="network size HxW of the parity run (multiples of 28; default 280x392; 'none' skips)")
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
-    return p.parse_args(argv)
+    add_engine_arguments(p, include=('variant',), defaults={'variant': None})
+    args = p.parse_args(argv)
+    if args.variant is None:
+        p.error('--variant is required (a name of the variant table, e.g. small)')
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site:$PWD
 python3 -m metric3d_ros.tools.export --variant small --weights synthetic --output /tmp/vit_s.onnx
 python3 -m metric3d_ros.tools.export --variant small --weights synthetic --output /tmp/vit_s_fp16.onnx --fp16 --check-size none
 python3 scripts/gpu/ort_parity.py /tmp/vit_s.onnx
-python3 -m metric3d_ros.tools.bench --device cuda --backend onnxruntime --onnx /tmp/vit_s.onnx --precision fp32 tf32 \
+python3 -m metric3d_ros.tools.bench --device cuda --backend onnxruntime --onnx-model-path /tmp/vit_s.onnx --precision fp32 tf32 \
   --batch-sizes 1 8 --modes network engine --iters 20 --warmup 3 --json "${OUT:-/tmp}/ort_fp32.json"
-python3 -m metric3d_ros.tools.bench --device cuda --backend onnxruntime --onnx /tmp/vit_s_fp16.onnx --precision fp32 \
+python3 -m metric3d_ros.tools.bench --device cuda --backend onnxruntime --onnx-model-path /tmp/vit_s_fp16.onnx --precision fp32 \
   --batch-sizes 1 8 --modes network engine --iters 20 --warmup 3 --json "${OUT:-/tmp}/ort_fp16file.json"

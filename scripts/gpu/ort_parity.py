@@ -21,7 +21,7 @@ frames = []
 for i, (h, w) in enumerate([(720, 1280), (480, 640), (1080, 1920)]):
     img = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     frames.append(Frame(np.ascontiguousarray(img), Intrinsics(0.8 * w, 0.8 * w, w / 2, h / 2), f'c{i}', i))
-req = OutputRequest(depth=True, confidence=True, normals=True)
+req = OutputRequest(outputs={'depth', 'confidence', 'normals'})
 out = {}
 for name, cfg in [
     ('torch_fp32', EngineConfig(backend='torch', device=device, precision='fp32', weights='synthetic',
@@ -41,7 +41,7 @@ for name, cfg in [
         torch.cuda.empty_cache()
 for a, b in zip(out['torch_fp32'], out['ort_cuda_fp32'], strict=True):
     for key in ('depth_m', 'confidence', 'normals'):
-        x, y = getattr(a, key), getattr(b, key)
+        x, y = a.arrays[key], b.arrays[key]
         ok = np.isfinite(x) & np.isfinite(y)
         d = np.abs(x[ok] - y[ok])
         tol = 1e-3 + 1e-3 * np.abs(x[ok])

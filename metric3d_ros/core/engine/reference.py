@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from metric3d_ros.core.engine.backend import MEAN_RGB, STD_RGB
-from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import PADDING_RGB, Letterbox, compute_letterbox
 
 
@@ -82,8 +81,3 @@ def reference_postprocess(
     ).squeeze()
     depth = depth * (network_fx_px / canonical_focal_px)
     return torch.clamp(depth, clamp_m[0], clamp_m[1])
-
-
-def reference_network_intrinsics(intrinsics: Intrinsics, letterbox: Letterbox) -> Intrinsics:
-    """Upstream's scaled intrinsics: all four values times ``letterbox.scale`` (no padding shift)."""
-    return letterbox.scale_intrinsics(intrinsics)

@@ -56,11 +56,6 @@ OFFICIAL_WEIGHTS: Mapping[str, WeightFile] = {
 }
 
 
-def official_file_name(variant: str) -> str:
-    """The official checkpoint file name of a variant ('small', 'large', 'giant2')."""
-    return _lookup(variant, OFFICIAL_WEIGHTS).name
-
-
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The cache directory: $METRIC3D_CACHE, $TORCH_HOME/metric3d, $XDG_CACHE_HOME/torch/metric3d,
     else ~/.cache/torch/metric3d. Empty variables count as unset."""
