@@ -53,16 +53,6 @@ class QosSettings:
         )
 
 
-def input_qos_default() -> QosSettings:
-    """Image and CameraInfo subscriptions: best effort, keep last 1, volatile."""
-    return QosSettings('best_effort', 1, 'volatile')
-
-
-def output_qos_default() -> QosSettings:
-    """Depth, CameraInfo, cloud, normals and confidence publishers: reliable, keep last 1, volatile."""
-    return QosSettings('reliable', 1, 'volatile')
-
-
 def diagnostics_qos() -> QoSProfile:
     """/diagnostics as diagnostic_updater publishes it: reliable, keep last 10, volatile."""
     return QoSProfile(
