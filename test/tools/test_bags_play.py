@@ -18,9 +18,9 @@ from metric3d_ros.tools.bagio import BagWriter
 pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip('rclpy')
+from node_support import REPO_ROOT, ros_env, unique_namespace, wait_until  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from test_node_support import REPO_ROOT, ros_env, unique_namespace, wait_until  # noqa: E402
 
 ENV = ros_env(47)
 DOMAIN = int(ENV['ROS_DOMAIN_ID'])

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from test_node_support import (
+from node_support import (
     Harness,
     camera_info_msg,
     group_of,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_node_support import (
+from node_support import (
     Harness,
     group_of,
     ros_env,
@@ -40,7 +40,7 @@ def harness():
 
 
 def _send(harness, node, sub_ns, cams, stamp_ns=None):
-    from test_node_support import rgb_image
+    from node_support import rgb_image
 
     stamp_ns = node.get_clock().now().nanoseconds if stamp_ns is None else stamp_ns
     for cam in cams:

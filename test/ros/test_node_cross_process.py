@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from test_node_support import (
+from node_support import (
     FAST_NODE,
     REPO_ROOT,
     Spinner,

@@ -70,7 +70,7 @@ def test_write_ply(tmp_path):
 
 
 def _run_demo(tmp_path, *extra):
-    from test_node_support import REPO_ROOT, ros_env
+    from node_support import REPO_ROOT, ros_env
 
     env = {**os.environ, **ros_env(53)}
     env.pop('METRIC3D_CACHE', None)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from test_node_support import (
+from node_support import (
     Harness,
     camera_info_msg,
     group_of,
@@ -221,8 +221,8 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
         infos[cam] = info
 
     def publish(stamp_ns):
+        from node_support import image_msg, rgb_image
         from sensor_msgs.msg import CameraInfo, Image
-        from test_node_support import image_msg, rgb_image
 
         for cam, (w, h) in cams.items():
             info = infos[cam]

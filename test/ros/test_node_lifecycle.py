@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from test_node_support import (
+from node_support import (
     FAST_NODE,
     REPO_ROOT,
     Harness,
