@@ -18,7 +18,7 @@ Modes (``--modes``, any subset, each run for every backend x precision x batch s
 Frames: ``--image-size HxW`` synthetic frames (default 720x1280), or with ``--mixed-cameras`` the 4-camera
 mix 1920x1080, 2 x 1280x720, 640x480 repeated to fill the batch (batch 4 = one of each), producing depth at
 camera resolution and a stride-2 organized XYZ cloud on the host. ``--host-frames registered`` puts them in
-host memory pinned with cudaHostRegister, where the node's engine process receives them (no staging copy).
+host memory pinned with cudaHostRegister (uploaded by DMA straight from it, no staging copy).
 
 Output: one line per configuration with frames/s, latency per call (median, p95), the median stage split
 (upload, preprocess, network, postprocess, cloud, download; CUDA events on a GPU, perf_counter on the CPU)
@@ -82,8 +82,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument('--host-frames', default='pageable', choices=['pageable', 'registered'],
                    help="where the engine's input frames lie: 'pageable' numpy arrays (default; uploaded "
                         "through the engine's pinned staging buffer) or 'registered': one host block pinned "
-                        'with cudaHostRegister, as the engine process holds the frames its camera receivers '
-                        'deliver (uploaded by DMA straight from it, no staging copy)')
+                        'with cudaHostRegister (uploaded by DMA straight from it, no staging copy)')
     p.add_argument('--cudnn-benchmark', action='store_true',
                    help='torch.backends.cudnn.benchmark = True (cuDNN times its algorithms at warm-up)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
@@ -186,7 +185,7 @@ class _PinnedBlock:
 
 def _registered_copies(frames: list[Any]) -> tuple[list[Any], _PinnedBlock]:
     """The frames with their images copied into one page-aligned host block pinned with cudaHostRegister
-    (``host_memory.register``, the engine process's arenas do the same); returns (frames, pinned block)."""
+    (``host_memory.register``); returns (frames, pinned block)."""
     import dataclasses
     import mmap
 

@@ -72,7 +72,7 @@ from metric3d_ros.core.engine import postprocess as post
 from metric3d_ros.core.engine.backend import Backend, FrameMeta, create_backend
 from metric3d_ros.core.engine.preprocess import Preprocessor
 from metric3d_ros.core.engine.timing import StageTimer
-from metric3d_ros.core.engine.transfer import HostAllocator, PendingDownload
+from metric3d_ros.core.engine.transfer import PendingDownload
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox, compute_letterbox
@@ -257,10 +257,6 @@ class DepthEngine:
         self._next_lane = 0
         self._lock = threading.Lock()
         self._closed = False
-        #: where the device-to-host copies land (``transfer.HostAllocator``); None: fresh pinned blocks owned
-        #: by the results. With an allocator the results are views of its memory: its owner must not hand
-        #: the same memory out again while they are in use
-        self.output_allocator: HostAllocator | None = None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> DepthEngine:
@@ -501,7 +497,7 @@ class DepthEngine:
                 start, stop, first.letterbox, req,
                 tuple(metas[r].network_intrinsics.fx_px for r in range(start, stop)), out_intr,
             ))
-        download = PendingDownload(self.device, self.output_allocator)
+        download = PendingDownload(self.device)
         rgb_index: dict[int, int] = {}
         rgb_groups = [gi for gi, g in enumerate(post_groups)
                       if g.request.cloud_rgb and g.request.resolution == 'network']

@@ -3,8 +3,7 @@
 Pinned (page-locked) memory is what lets a host-to-device or device-to-host copy run as DMA without a
 staging copy. PyTorch's pinned tensors are one way to get it; registering an existing buffer (an mmap or a
 shared-memory block that already holds the frames; ``metric3d_bench --host-frames registered`` does this) is
-the other, and it saves the copy between that buffer and a pinned one: frames are uploaded straight from it,
-and device-to-host copies can land straight in it.
+the other, and it saves the copy between that buffer and a pinned one: frames are uploaded straight from it.
 
 ``register(buffer)`` pins a writable buffer and records its address range; ``is_registered(array)`` says
 whether an array lies wholly inside a registered range (``Preprocessor.upload`` then skips staging);
@@ -33,15 +32,6 @@ class HostRegistration:
         self.address = address
         self.size_b = size_b
         self._open = True
-
-    def contains(self, array: np.ndarray) -> bool:
-        return self._open and _inside(array, self.address, self.address + self.size_b)
-
-    def offset_of(self, array: np.ndarray) -> int | None:
-        """Byte offset of a C-contiguous ``array`` that lies inside the buffer, else None."""
-        if not self.contains(array) or not array.flags.c_contiguous:
-            return None
-        return _address(array) - self.address
 
     def close(self) -> None:
         if not self._open:

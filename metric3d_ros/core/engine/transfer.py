@@ -4,22 +4,15 @@ All groups' tensors of one kind (e.g. every frame's depth) are flattened into on
 with ONE non-blocking copy into pinned host memory; ``finish`` waits for those copies (an event recorded after
 them on the stream that enqueued them) and splits the host buffer into per-group numpy views. The pinned
 blocks come from PyTorch's caching host allocator and stay owned by the returned arrays (a numpy view keeps
-its tensor alive), so results never alias the next batch's buffers. An ``allocator`` (``HostAllocator``) may
-supply the host buffers instead (the engine process hands out pieces of its CUDA-registered output arena, so
-outputs land where they are published from; it reuses the arena for a later batch only once these results are
-consumed); where it returns None the pinned block is used. On the CPU nothing is copied: the numpy arrays are
-views of the result tensors.
+its tensor alive), so results never alias the next batch's buffers. On the CPU nothing is copied: the numpy
+arrays are views of the result tensors.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-#: ``allocator(numel, dtype)``: a pinned (or CUDA-registered) CPU tensor of ``numel`` elements, or None.
-HostAllocator = Callable[[int, torch.dtype], 'torch.Tensor | None']
 
 
 @dataclass
@@ -27,7 +20,6 @@ class PendingDownload:
     """Copies in flight; ``finish()`` returns ``{kind: [array per part]}`` in the order parts were added."""
 
     device: torch.device
-    allocator: HostAllocator | None = None
     parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     _host: dict[str, torch.Tensor] = field(default_factory=dict)
     _started: bool = False
@@ -48,9 +40,7 @@ class PendingDownload:
             return
         for kind, items in self.parts.items():
             flat = items[0].reshape(-1) if len(items) == 1 else torch.cat([t.reshape(-1) for t in items])
-            host = self.allocator(flat.numel(), flat.dtype) if self.allocator is not None else None
-            if host is None:
-                host = torch.empty(flat.numel(), dtype=flat.dtype, pin_memory=True)
+            host = torch.empty(flat.numel(), dtype=flat.dtype, pin_memory=True)
             host.copy_(flat, non_blocking=True)
             self._host[kind] = host
         self._done = torch.cuda.Event()
