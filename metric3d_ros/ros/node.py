@@ -21,6 +21,7 @@ from it.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 import rclpy
@@ -260,6 +261,8 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # a second Ctrl-C (terminal and launch both send one) must not cut the release of the camera groups
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.release()
             node.destroy_node()

@@ -30,8 +30,6 @@ STOPPED = 'stopped'
 """``submit``'s answer after ``stop`` (not counted)."""
 
 _MIN_WAIT_S = 0.0005
-_POLL_S = 0.001
-"""How often the worker looks at the oldest batch in flight while it waits for the next batch."""
 _LOG = logging.getLogger('metric3d_ros.batching')
 
 
@@ -61,9 +59,10 @@ class BatchScheduler(Generic[Item, Result]):
     log_error: receives throttled error messages (default: the ``metric3d_ros.batching`` logger).
     monotonic_ns: the clock of deadlines, camera activity and throttling (tests may pass their own).
     in_flight: batches in flight (1..4). With more than one, ``process_batch`` may return a handle with a
-        ``result()`` method (e.g. ``DepthEngine.submit``'s ticket) instead of the results: the worker then
-        takes and submits the next batch before it waits for the oldest one, whose frames are published as
-        soon as it is done (in batch order, so per-camera stamp order holds). ``idle`` is false while any
+        ``result()`` method (e.g. ``DepthEngine.submit``'s ticket) instead of the results: when the next batch
+        is ready while one is in flight (frames queue faster than a batch takes), the worker submits it before
+        it waits for the oldest one; when none is ready it collects the oldest at once. Frames are published
+        in batch order, so per-camera stamp order holds. ``idle`` is false while any
         batch is in flight.
     """
 
@@ -233,7 +232,7 @@ class BatchScheduler(Generic[Item, Result]):
         flight: deque[tuple[list[Pending[Item]], object, int]] = deque()
         while True:
             with self._cond:
-                taken = self._wait_for_batch_locked(flight[0][1] if flight else None)
+                taken = self._wait_for_batch_locked(in_flight=bool(flight))
                 if taken is None:
                     break
                 batch, stale = taken
@@ -259,22 +258,18 @@ class BatchScheduler(Generic[Item, Result]):
             except Exception:  # noqa: BLE001 - already stopping
                 pass
 
-    def _wait_for_batch_locked(self, oldest: object = None) \
+    def _wait_for_batch_locked(self, in_flight: bool = False) \
             -> tuple[list[Pending[Item]], list[Pending[Item]]] | None:
-        """The next batch (and stale frames) once one is ready; ``([], [])`` as soon as ``oldest`` (the
-        oldest batch in flight) is done (polled every ``_POLL_S`` when it has ``done()``; at once when it
-        has not)."""
-        done = getattr(oldest, 'done', None) if oldest is not None else None
+        """The next batch (and stale frames) once one is ready; with a batch ``in_flight``, ``([], [])`` at
+        once when none is ready (the worker then collects the batch in flight instead of waiting)."""
         while not self._stopping:
             now_ns = self._mono()
             if not self._paused and self._planner.ready(now_ns):
                 return self._planner.take(self._clock())
-            if oldest is not None and (done is None or done()):
+            if in_flight:
                 return [], []
             deadline_ns = None if self._paused else self._planner.next_deadline_ns(now_ns)
             timeout_s = None if deadline_ns is None else max((deadline_ns - now_ns) / 1e9, _MIN_WAIT_S)
-            if oldest is not None:
-                timeout_s = _POLL_S if timeout_s is None else min(timeout_s, _POLL_S)
             self._cond.wait(timeout_s)
         return None
 

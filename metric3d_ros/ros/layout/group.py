@@ -160,6 +160,7 @@ class CameraGroup:
         self._lock = threading.RLock()
         self.state = 'unconfigured'
         self.error = ''
+        self._stuck = False
 
     @property
     def engine(self):
@@ -218,8 +219,9 @@ class CameraGroup:
                     cam.subscriptions.append(node.create_subscription(
                         Image, topics.image, lambda raw, c=cam: self._on_image(c, raw, False), in_qos,
                         raw=True))
-            period_s = max(0.005, min(config.info_wait_ms / 4e3, 0.1))
-            self._timer = node.create_timer(period_s, self._expire_held)
+            if config.info_wait_ms > 0.0:  # images may be held: drop them when their wait is over
+                period_s = max(0.01, min(config.info_wait_ms / 4e3, 0.1))
+                self._timer = node.create_timer(period_s, self._expire_held)
             self._add_jump_handler()
             self.state = 'active'
 
@@ -236,7 +238,9 @@ class CameraGroup:
                 self._timer = None
             scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and not scheduler.stop(timeout_s=30.0):
-            self._log_error(f'{self.group.name}: the inference worker did not stop within 30 s')
+            self._stuck = True
+            self._log_error(f'{self.group.name}: the inference worker did not stop within 30 s; its engine '
+                            'is left open')
         with self._lock:
             for cam in self._cameras.values():
                 if cam.outputs is not None:
@@ -253,7 +257,7 @@ class CameraGroup:
         self.deactivate()
         engine, self._engine = self._engine, None
         self.state = 'unconfigured'
-        if engine is not None:
+        if engine is not None and not self._stuck:  # never under an inference thread that is still running
             engine.close()
 
     def reset_stamps(self) -> None:
@@ -331,6 +335,7 @@ class CameraGroup:
             scheduler.stats.record_input(cam.name)
             return
         encoding = None
+        message = None
         try:
             if compressed:
                 message = read_compressed_cdr(raw)
@@ -350,7 +355,7 @@ class CameraGroup:
         except (ImageConversionError, ValueError) as exc:
             reason = UNSUPPORTED_ENCODING if encoding is not None and encoding not in COLOUR_ENCODINGS \
                 else MALFORMED_IMAGE
-            self._reject(cam, reason, str(exc), message.stamp_ns)
+            self._reject(cam, reason, str(exc), None if message is None else message.stamp_ns)
             return
         image = _Image(stamp_ns, message.frame_id, rgb, request)
         self._handle(cam, cam.input.add_image(image, stamp_ns, time.monotonic()))
@@ -364,12 +369,16 @@ class CameraGroup:
             self._log_error(f'{self.group.name}: expiring held images raised {exc!r}')
 
     def _handle(self, cam: _Camera, outcomes: list) -> None:
-        for outcome in outcomes:
-            if isinstance(outcome, Dropped):
-                detail = self._pairing_detail(outcome.reason)
-                self._reject(cam, outcome.reason, detail, outcome.image.stamp_ns)
-            else:
-                self._submit(cam, outcome.image, outcome.info)
+        for outcome in outcomes:  # each image is counted once, whatever happens to the others
+            try:
+                if isinstance(outcome, Dropped):
+                    detail = self._pairing_detail(outcome.reason)
+                    self._reject(cam, outcome.reason, detail, outcome.image.stamp_ns)
+                else:
+                    self._submit(cam, outcome.image, outcome.info)
+            except Exception as exc:  # noqa: BLE001 - counted, never lost
+                self._reject(cam, INTERNAL_ERROR, f'handling a paired image raised {exc!r}',
+                             outcome.image.stamp_ns)
 
     def _submit(self, cam: _Camera, image: _Image, info: _Info) -> None:
         scheduler = self._scheduler
@@ -447,8 +456,8 @@ class CameraGroup:
             if cam is not None:
                 self._note(cam, INFERENCE_ERROR, result.error, result.stamp_ns)
             return INFERENCE_ERROR
-        if cam is None or cam.outputs is None:
-            return STOPPED
+        if cam is None or cam.outputs is None or not self._node.context.ok():
+            return STOPPED  # deactivated, or shutting down (Ctrl-C): not a publish error
         start_s = time.perf_counter()
         cam.outputs.publish(job, result)  # raises -> publish_error (counted by the scheduler)
         self._timing.add('publish', (time.perf_counter() - start_s) * 1e3)
@@ -456,7 +465,7 @@ class CameraGroup:
         return None
 
     # ------------------------------------------------------------------------------------ diagnostics
-    def report(self, restarts: int = 0) -> GroupReport:
+    def report(self) -> GroupReport:
         """Statistics and state of the group now."""
         stats = self._stats
         cameras = []
@@ -478,7 +487,7 @@ class CameraGroup:
         return GroupReport(
             name=self.group.name, device=str(getattr(engine, 'device', self.group.device)), state=self.state,
             error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
-            timing=self._timing.summary(), restarts=restarts)
+            timing=self._timing.summary())
 
 
 class _TimedTicket:
@@ -487,9 +496,6 @@ class _TimedTicket:
     def __init__(self, ticket, timing: TimingStats) -> None:
         self._ticket = ticket
         self._timing = timing
-
-    def done(self) -> bool:
-        return self._ticket.done()
 
     def result(self) -> list:
         results = self._ticket.result()

@@ -37,6 +37,9 @@ from metric3d_ros.ros.params import GroupConfig, NodeConfig
 
 LOG = logging.getLogger(__name__)
 _RESTART_DELAY_S = 5.0
+_COMMAND_POLL_S = 0.02
+_CONFIGURE_TIMEOUT_S = 900.0
+"""Engine load, warm-up and torch.compile of a group (minutes with compile on a big network)."""
 _STOP_TIMEOUT_S = 30.0
 
 
@@ -59,91 +62,77 @@ class WorkerSpec:
 
 # ------------------------------------------------------------------------------------------ worker side
 def _serve(spec: WorkerSpec, conn) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process: one thread runs the executor and the node's commands."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # before unblocking it (the node blocked it around start)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     try:
         from rclpy.signals import SignalHandlerOptions
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     except ImportError:  # pragma: no cover - older rclpy
-        rclpy.init()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+        rclpy.init(args=[])
     keep_large_allocations()  # frame-sized buffers stay mapped between frames (no page faults per frame)
     from metric3d_ros.ros.layout.group import CameraGroup
 
     for output in spec.catalogue.values():  # the node's catalogue, outputs registered at run time included
         if output.name not in OUTPUTS:
             register_output(output)
-
+    # use_global_arguments=False: the node's command line (spawn restores sys.argv; under launch it carries
+    # -r __node:=...) must not rename or remap the worker
     node = rclpy.create_node(f'{spec.node_name}_{spec.group.name}', namespace=spec.namespace,
+                             use_global_arguments=False,
                              parameter_overrides=[Parameter('use_sim_time', value=spec.use_sim_time)])
     group = CameraGroup(node, spec.config, spec.group, spec.topics, spec.catalogue)
-    commands: queue.SimpleQueue = queue.SimpleQueue()
-    done = threading.Event()
-    send_lock = threading.Lock()
 
-    def send(msg: tuple) -> None:
-        with send_lock:
-            try:
-                conn.send(msg)
-            except (OSError, ValueError):  # the node is gone: end
-                done.set()
+    def send(msg: tuple) -> bool:
+        try:
+            conn.send(msg)
+            return True
+        except (OSError, ValueError):  # the node is gone
+            return False
 
-    def run_commands() -> None:  # on the executor thread
-        while True:
-            try:
-                command = commands.get_nowait()
-            except queue.Empty:
-                return
-            error = None
-            try:
-                if command == 'configure':
-                    group.configure()
-                elif command == 'activate':
-                    group.activate()
-                elif command == 'deactivate':
-                    group.deactivate()
-                elif command == 'close':
-                    group.close()
-                    done.set()
-                else:
-                    error = f'unknown command {command!r}'
-            except Exception as exc:  # noqa: BLE001 - reported to the node
-                error = f'{type(exc).__name__}: {exc}'
-                group.error = error
-            send(('reply', command, error))
-
-    wake = node.create_guard_condition(run_commands)
-
-    def read_commands() -> None:  # thread 'metric3d-<group>-commands'
-        while not done.is_set():
-            try:
-                command = conn.recv()[0]
-            except (EOFError, OSError):
-                commands.put('close')
-                wake.trigger()
-                return
-            commands.put(command)
-            wake.trigger()
+    def run(command: str) -> str | None:
+        try:
+            if command == 'configure':
+                group.configure()
+            elif command == 'activate':
+                group.activate()
+            elif command == 'deactivate':
+                group.deactivate()
+            elif command == 'close':
+                group.close()
+            else:
+                return f'unknown command {command!r}'
+        except Exception as exc:  # noqa: BLE001 - reported to the node
+            group.error = f'{type(exc).__name__}: {exc}'
+            return group.error
+        return None
 
     node.create_timer(spec.config.diagnostics_period_s, lambda: send(('report', group.report())))
-    threading.Thread(target=read_commands, name=f'metric3d-{spec.group.name}-commands', daemon=True).start()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not done.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        try:
-            group.close()
-        finally:
+        while True:
+            executor.spin_once(timeout_sec=_COMMAND_POLL_S)
+            try:
+                if not conn.poll():
+                    continue
+                command = conn.recv()[0]
+            except (EOFError, OSError):  # the node process is gone: end
+                break
+            error = run(command)
             send(('report', group.report()))
-            executor.remove_node(node)
-            node.destroy_node()
-            rclpy.try_shutdown()
-            conn.close()
+            if not send(('reply', command, error)) or command == 'close':
+                break
+    finally:
+        group.close()
+        executor.remove_node(node)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        conn.close()
 
 
 # -------------------------------------------------------------------------------------------- node side
@@ -156,10 +145,16 @@ class _Worker:
         self._replies: queue.SimpleQueue = queue.SimpleQueue()
         self.report: GroupReport | None = None
         self.closing = False
+        self._close_sent = False
         ctx = multiprocessing.get_context('spawn')
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(spec, child), name=f'metric3d-{spec.group.name}')
-        self.process.start()
+        # Ctrl-C reaches the whole process group: the child must not see it before it ignores it
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child.close()
         self._reader = threading.Thread(target=self._read, name=f'metric3d-{spec.group.name}-reader',
                                         daemon=True)
@@ -185,11 +180,16 @@ class _Worker:
             self._conn.send((command,))
         except (OSError, ValueError) as exc:
             raise WorkerError(f'camera group {self.spec.group.name}: worker unreachable ({exc})') from exc
-        try:
-            answered, error = self._replies.get(timeout=timeout_s)
-        except queue.Empty:
-            raise WorkerError(f'camera group {self.spec.group.name}: no answer to {command} '
-                              f'within {timeout_s:g} s') from None
+        deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:  # a late reply to an earlier command that timed out is skipped
+            left_s = None if deadline_s is None else max(0.0, deadline_s - time.monotonic())
+            try:
+                answered, error = self._replies.get(timeout=left_s)
+            except queue.Empty:
+                raise WorkerError(f'camera group {self.spec.group.name}: no answer to {command} '
+                                  f'within {timeout_s:g} s') from None
+            if answered in (command, None):
+                break
         if answered is None:
             code = self.process.exitcode
             raise WorkerError(f'camera group {self.spec.group.name}: the worker process died during '
@@ -198,15 +198,20 @@ class _Worker:
             raise WorkerError(f'camera group {self.spec.group.name} (device {self.spec.group.device}): '
                               f'{command} failed: {error}')
 
-    def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
-        """Close the worker (engine and node) and wait for its process; killed if it does not end."""
+    def request_close(self) -> None:
+        """Ask the worker to close (engine and node) and end; ``stop`` waits for it."""
         self.closing = True
-        if self.process.is_alive():
-            try:
-                self.call('close', timeout_s)
-            except WorkerError as exc:
-                LOG.warning('%s', exc)
-            self.process.join(timeout_s)
+        self._close_sent = True
+        try:
+            self._conn.send(('close',))
+        except (OSError, ValueError):
+            pass
+
+    def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        """Close the worker and wait for its process; killed if it does not end within ``timeout_s``."""
+        if not self._close_sent:
+            self.request_close()
+        self.process.join(timeout_s)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5.0)
@@ -214,68 +219,83 @@ class _Worker:
         self._reader.join(5.0)
 
 
+@dataclass
+class _GroupState:
+    """The node's record of one group (guarded by the layout's lock)."""
+
+    spec: WorkerSpec
+    worker: _Worker | None = None
+    restarting: bool = False
+    failed: str = ''
+    restarts: int = 0
+    lost: int = 0
+
+
 class GroupWorkersLayout:
-    """One worker process per camera group (module docstring)."""
+    """One worker process per camera group (module docstring).
+
+    One lock orders lifecycle transitions and restarts: a restarted worker is installed, and activated when
+    the node is active, under it; ``activate``/``deactivate`` skip a group that is restarting (its restart
+    applies the state the node is in when it is back).
+    """
 
     def __init__(self, node, config: NodeConfig, topics: Mapping[str, CameraTopics],
                  catalogue: Mapping[str, OutputSpec]) -> None:
         self._node = node
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._active = False
         self._closed = False
-        self._restarts: dict[str, int] = {}
-        self._lost: dict[str, int] = {}
-        self._failed: dict[str, str] = {}
+        self._restart_threads: list[threading.Thread] = []
         use_sim_time = bool(node.get_parameter('use_sim_time').value)
-        self._specs = [
-            WorkerSpec(node.get_name(), node.get_namespace(), config, group,
-                       {cam: topics[cam] for cam in group.cameras}, dict(catalogue), use_sim_time)
-            for group in config.groups]
-        self._workers: dict[str, _Worker] = {}
-
-    def _start(self, spec: WorkerSpec) -> _Worker:
-        worker = _Worker(spec, self._on_death)
-        try:
-            worker.call('configure')
-            if self._active:
-                worker.call('activate')
-        except Exception:
-            worker.stop()
-            raise
-        return worker
+        self._groups = {
+            group.name: _GroupState(WorkerSpec(
+                node.get_name(), node.get_namespace(), config, group,
+                {cam: topics[cam] for cam in group.cameras}, dict(catalogue), use_sim_time))
+            for group in config.groups}
 
     def configure(self) -> None:
         try:
-            for spec in self._specs:
-                self._workers[spec.group.name] = self._start(spec)
-        except Exception:
+            workers = [(state, _Worker(state.spec, self._on_death)) for state in self._groups.values()]
+            with self._lock:
+                for state, worker in workers:
+                    state.worker = worker
+            for _state, worker in workers:  # the groups load and warm up at the same time
+                worker.call('configure', _CONFIGURE_TIMEOUT_S)
+        except BaseException:  # Ctrl-C during a long configure included: no worker left behind
             self.close()
             raise
 
     def activate(self) -> None:
         with self._lock:
             self._active = True
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.call('activate', _STOP_TIMEOUT_S)
+            for state in self._groups.values():
+                if state.worker is not None and not state.restarting:
+                    state.worker.call('activate', _STOP_TIMEOUT_S)
 
     def deactivate(self) -> None:
         with self._lock:
             self._active = False
-            workers = list(self._workers.values())
-        for worker in workers:
-            try:
-                worker.call('deactivate', _STOP_TIMEOUT_S)
-            except WorkerError as exc:
-                self._node.get_logger().warning(str(exc))
+            for state in self._groups.values():
+                if state.worker is not None and not state.restarting:
+                    try:
+                        state.worker.call('deactivate', _STOP_TIMEOUT_S)
+                    except WorkerError as exc:
+                        self._node.get_logger().warning(str(exc))
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._active = False
-            workers, self._workers = list(self._workers.values()), {}
+            workers = [state.worker for state in self._groups.values() if state.worker is not None]
+            for state in self._groups.values():
+                state.worker = None
+            threads, self._restart_threads = self._restart_threads, []
+        for worker in workers:  # all at once, then wait for each
+            worker.request_close()
         for worker in workers:
             worker.stop()
+        for thread in threads:
+            thread.join(_STOP_TIMEOUT_S)
 
     def engines(self) -> list:
         return []
@@ -283,63 +303,73 @@ class GroupWorkersLayout:
     def reports(self) -> list[GroupReport]:
         out = []
         with self._lock:
-            workers = dict(self._workers)
-        for spec in self._specs:
-            name = spec.group.name
-            worker = workers.get(name)
+            states = [(state.spec.group, state.worker, state.failed, state.restarts, state.lost)
+                      for state in self._groups.values()]
+        for group, worker, failed, restarts, lost in states:
             report = worker.report if worker is not None else None
-            failed = self._failed.get(name, '')
             if report is None:
-                report = GroupReport(name=name, device=spec.group.device, state='starting' if not failed else
-                                     'failed', error=failed, cameras=(), batch=None, timing={})
+                report = GroupReport(name=group.name, device=group.device,
+                                     state='failed' if failed else 'starting', error=failed, cameras=(),
+                                     batch=None, timing={})
             elif failed:
                 report = replace(report, state='failed', error=failed)
-            out.append(replace(report, restarts=self._restarts.get(name, 0), lost=self._lost.get(name, 0)))
+            out.append(replace(report, restarts=restarts, lost=lost))
         return out
 
     # ----------------------------------------------------------------------------------- failures
     def _on_death(self, worker: _Worker) -> None:
-        """A worker ended without being asked (reader thread): count what it held, restart it off-path."""
+        """A worker ended without being asked (its reader thread): count what it held, restart it off-path."""
         name = worker.spec.group.name
+        code = worker.process.exitcode
         lost = _in_flight(worker.report)
         with self._lock:
-            if self._closed or self._workers.get(name) is not worker:
+            state = self._groups[name]
+            if self._closed or state.worker is not worker:
                 return
-            self._lost[name] = self._lost.get(name, 0) + lost
-            self._failed[name] = f'worker process died (exit code {worker.process.exitcode}); restarting'
+            state.restarting = True
+            state.lost += lost
+            state.failed = f'worker process died (exit code {code}); restarting'
+            thread = threading.Thread(target=self._restart, args=(state, worker),
+                                      name=f'metric3d-{name}-restart', daemon=True)
+            self._restart_threads.append(thread)
         self._node.get_logger().error(
-            f'camera group {name}: worker process died (exit code {worker.process.exitcode}); '
-            f'{lost} frame(s) in flight counted as worker_died; restarting it')
-        threading.Thread(target=self._restart, args=(worker,), name=f'metric3d-{name}-restart',
-                         daemon=True).start()
+            f'camera group {name}: worker process died (exit code {code}); {lost} frame(s) in flight counted '
+            f'as worker_died; restarting it')
+        thread.start()
 
-    def _restart(self, dead: _Worker) -> None:
-        name = dead.spec.group.name
+    def _restart(self, state: _GroupState, dead: _Worker) -> None:
+        name = state.spec.group.name
         dead.closing = True
         dead.process.join(5.0)
         while True:
             with self._lock:
-                if self._closed or self._workers.get(name) is not dead:
+                if self._closed:
                     return
+            worker = None
             try:
-                worker = self._start(dead.spec)
-            except Exception as exc:  # noqa: BLE001 - retried
+                worker = _Worker(state.spec, self._on_death)
+                worker.closing = True  # a death before it is installed is this thread's to handle
+                worker.call('configure', _CONFIGURE_TIMEOUT_S)
                 with self._lock:
-                    self._failed[name] = f'restart failed: {exc}; retrying in {_RESTART_DELAY_S:g} s'
+                    if self._closed:
+                        raise WorkerError('closed meanwhile')
+                    if self._active:
+                        worker.call('activate', _STOP_TIMEOUT_S)
+                    worker.closing = False
+                    state.worker, state.restarting, state.failed = worker, False, ''
+                    state.restarts += 1
+            except Exception as exc:  # noqa: BLE001 - retried until the node closes
+                if worker is not None:
+                    worker.stop()
+                with self._lock:
+                    if self._closed:
+                        return
+                    state.failed = f'restart failed: {exc}; retrying in {_RESTART_DELAY_S:g} s'
                 self._node.get_logger().error(f'camera group {name}: restart failed: {exc}')
                 time.sleep(_RESTART_DELAY_S)
                 continue
-            with self._lock:
-                if self._closed or self._workers.get(name) is not dead:
-                    stale = worker
-                else:
-                    stale = None
-                    self._workers[name] = worker
-                    self._restarts[name] = self._restarts.get(name, 0) + 1
-                    self._failed.pop(name, None)
-            if stale is not None:
-                stale.stop()
-                return
+            if not worker.process.is_alive():  # died between its reply and its install
+                self._on_death(worker)
             self._node.get_logger().info(f'camera group {name}: worker restarted')
             return
 
@@ -349,6 +379,7 @@ def _in_flight(report: GroupReport | None) -> int:
     if report is None:
         return 0
     total = 0
-    for snap, _extras in report.cameras:
-        total += max(0, snap.inputs_total - snap.outputs_total - sum(snap.drops_total.values()))
+    for snap, extras in report.cameras:  # frames skipped for want of a subscriber are inputs without a drop
+        done = snap.outputs_total + sum(snap.drops_total.values()) + extras.skipped_no_subscriber
+        total += max(0, snap.inputs_total - done)
     return total

@@ -390,9 +390,6 @@ class _Ticket:
         self.items = list(items)
         self.release = threading.Event()
 
-    def done(self) -> bool:
-        return self.release.is_set()
-
     def result(self):
         if not self.release.wait(10.0):
             raise RuntimeError('ticket never released')
@@ -400,8 +397,8 @@ class _Ticket:
 
 
 def test_batches_in_flight_overlap_and_publish_in_order():
-    """With in_flight=2 the worker submits the next batch before it waits for the previous one; frames are
-    published in batch order once each ticket is done; stop() collects what is still in flight."""
+    """With in_flight=2 and frames queued, the worker submits the next batch before it waits for the previous
+    one; frames are published in batch order; with nothing queued the batch in flight is collected at once."""
     tickets: list[_Ticket] = []
     published: list[tuple[str, int]] = []
     cond = threading.Condition()
@@ -423,15 +420,14 @@ def test_batches_in_flight_overlap_and_publish_in_order():
     config = SchedulerConfig(max_batch_size=1, max_wait_ms=0.0, queue_depth=4, max_input_age_ms=-1,
                              camera_timeout_ms=10_000.0, error_log_period_s=60.0)
     scheduler = BatchScheduler(config, process, publish, clock, in_flight=2)
+    for stamp_ms in (1, 2):  # queued before the worker starts
+        scheduler.submit('a', ('a', stamp_ms * MS), stamp_ms * MS)
     scheduler.start()
     try:
         def wait(predicate):
             with cond:
                 return cond.wait_for(predicate, WAIT_S)
 
-        scheduler.submit('a', ('a', 1 * MS), 1 * MS)
-        assert wait(lambda: len(tickets) == 1)
-        scheduler.submit('a', ('a', 2 * MS), 2 * MS)
         assert wait(lambda: len(tickets) == 2), 'the second batch is submitted while the first is in flight'
         assert published == [] and not scheduler.idle()
         tickets[1].release.set()   # the second finishes first: still published after the first
@@ -440,10 +436,13 @@ def test_batches_in_flight_overlap_and_publish_in_order():
         tickets[0].release.set()
         assert wait(lambda: published == [('a', 1 * MS), ('a', 2 * MS)])
         assert wait(lambda: scheduler.idle())
-        scheduler.submit('a', ('a', 3 * MS), 3 * MS)
+        scheduler.submit('a', ('a', 3 * MS), 3 * MS)  # alone: collected as soon as it is done
         assert wait(lambda: len(tickets) == 3)
+        tickets[2].release.set()
+        assert wait(lambda: published[-1:] == [('a', 3 * MS)])
     finally:
-        tickets[-1].release.set()
+        for ticket in tickets:
+            ticket.release.set()
         assert scheduler.stop(5.0)
 
 
