@@ -178,7 +178,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument('--qos-depth', type=int, default=1)
     parser.add_argument('--wait-for-subscribers-s', type=float, default=0.0,
                         help='wait this long at most for a subscriber on every topic')
-    parser.add_argument('--start-at-unix-s', type=float, default=0.0, help='first tick at this wall-clock time')
+    parser.add_argument('--start-at-unix-s', type=float, default=0.0,
+                        help='first tick at this wall-clock time')
     parser.add_argument('--summary-json', default='')
     args = parser.parse_args(argv)
     args.outputs = [o.strip() for o in args.outputs.split(',') if o.strip()]
