@@ -247,8 +247,8 @@ def evaluate(published: Mapping[str, Sequence[int]], records: Mapping[str, Mappi
     for cam, stamps in published.items():
         expected = measured_stamps(stamps, warmup_ns)
         # n frames cover n periods: the mean period times n
-        span_s = (expected[-1] - expected[0]) / 1e9 * len(expected) / (len(expected) - 1) if len(expected) > 1 \
-            else 0.0
+        n = len(expected)
+        span_s = (expected[-1] - expected[0]) / 1e9 * n / (n - 1) if n > 1 else 0.0
         spans.append(span_s)
         empty = {'stamp_ns': [], 'receive_ns': [], 'size': []}
         for topic in topics_of[cam]:
