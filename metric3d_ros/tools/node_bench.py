@@ -72,7 +72,7 @@ CONSUMER_MODES = ('per-camera', 'per-topic')
 SETUP_KEYS = ('cameras', 'size', 'rate_hz', 'duration_s', 'warmup_s', 'outputs', 'cloud_stride', 'backend',
               'variant', 'weights', 'device', 'precision', 'net_size', 'max_batch_size', 'max_wait_ms',
               'layout', 'param', 'sim_per_camera', 'consumers', 'consumer_reliability', 'consumer_depth',
-              'check')
+              'consumer_executor', 'check')
 REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
 NAN = float('nan')
 
@@ -123,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='one consumer process per camera (default) or per topic')
     p.add_argument('--consumer-reliability', default='reliable', choices=('reliable', 'best_effort'))
     p.add_argument('--consumer-depth', type=int, default=10, help="consumers' QoS history depth")
+    p.add_argument('--consumer-executor', default='events', choices=('events', 'single'),
+                   help="consumers' rclpy executor (EventsExecutor: less CPU per message)")
     p.add_argument('--check', action='store_true',
                    help='measure the consumers alone: a known stream shaped like the outputs, no node')
     p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID (0: 100 + pid %% 50)')
@@ -470,7 +472,8 @@ def run_point(args: argparse.Namespace, n_cameras: int, work: Path) -> dict:
         groups = consumer_topics(cameras, args.outputs, args.consumers)
         for i, topics in enumerate(groups):
             cmd = [python, '-m', 'metric3d_ros.tools.consumer', '--report', str(work / f'consumer{i}.json'),
-                   '--reliability', args.consumer_reliability, '--depth', str(args.consumer_depth)]
+                   '--reliability', args.consumer_reliability, '--depth', str(args.consumer_depth),
+                   '--executor', args.consumer_executor]
             cmd += [a for topic, type_name in topics for a in ('--topic', f'{topic}:{type_name}')]
             consumers.append(start(f'consumer{i}', cmd + ros))
         consumer_logs = [work / f'consumer{i}.log' for i in range(len(groups))]
@@ -566,7 +569,8 @@ def format_result(result: dict) -> str:
         f"{setup['duration_s']} s measured after {setup['warmup_s']} s, {what}, outputs "
         f"{','.join(setup['outputs'])} (cloud stride {setup['cloud_stride']}); "
         f"consumers {setup['consumers']}, "
-        f"{setup['consumer_reliability']} depth {setup['consumer_depth']}",
+        f"{setup['consumer_reliability']} depth {setup['consumer_depth']}, "
+        f"{setup['consumer_executor']} executor",
         f"{'topic (at its consumer)':34s} {'expected':>8s} {'delivered':>9s} {'%':>7s}   stamp->receive ms:"
         f" {'p50':>5s} {'p95':>7s} {'p99':>7s} {'max':>7s}  {'MB/s':>6s}",
     ]

@@ -47,5 +47,8 @@ def test_config_checks():
         ConsumerConfig(topics=(('a', 'Imag'),))
     with pytest.raises(ValueError, match='reliability'):
         ConsumerConfig(topics=(('a', 'Image'),), reliability='sometimes')
+    with pytest.raises(ValueError, match='executor'):
+        ConsumerConfig(topics=(('a', 'Image'),), executor='multi')
     config, report = parse_args(['--topic', 'cam0/points:PointCloud2', '--depth', '3', '--report', '-'])
     assert config.topics == (('cam0/points', 'PointCloud2'),) and config.depth == 3 and report == '-'
+    assert config.executor == 'events' and config.reliability == 'reliable'

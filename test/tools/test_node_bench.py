@@ -175,7 +175,7 @@ def _run_bench(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess
     return proc, json.loads(out.read_text())
 
 
-def _check_consistent(result: dict, cameras: list[str], topics: list[str]) -> None:
+def _check_consistent(result: dict, cameras: list[str], topics: list[str], per_topic: bool = False) -> None:
     assert sorted(result['cameras']) == cameras
     assert sorted(result['topics']) == sorted(f'{c}/{t}' for c in cameras for t in topics)
     for topic, t in result['topics'].items():
@@ -193,9 +193,10 @@ def _check_consistent(result: dict, cameras: list[str], topics: list[str]) -> No
     assert total['expected'] == sum(c['expected'] for c in result['cameras'].values())
     assert total['complete'] == sum(c['complete'] for c in result['cameras'].values())
     assert total['expected'] > 0
-    # one consumer process per camera, each with its own topics
-    assert sorted(tuple(c['topics']) for c in result['consumers']) == sorted(
-        tuple(sorted(f'{cam}/{t}' for t in topics)) for cam in cameras)
+    # one consumer process per camera (or per topic), each with its own topics
+    groups = [[f'{cam}/{t}'] for cam in cameras for t in topics] if per_topic else [
+        sorted(f'{cam}/{t}' for t in topics) for cam in cameras]
+    assert sorted(c['topics'] for c in result['consumers']) == sorted(groups)
     assert all(c['matched'] and c['exit_code'] == 0 for c in result['consumers'])
 
 
@@ -224,8 +225,9 @@ def test_short_run_with_the_fake_backend(tmp_path):
 @pytest.mark.ros
 def test_consumers_alone_on_a_known_stream(tmp_path):
     pytest.importorskip('rclpy')
-    _, result = _run_bench(tmp_path, '--check', '--outputs', 'depth,points')
-    _check_consistent(result, ['cam0', 'cam1'], ['depth/image', 'points'])
+    _, result = _run_bench(tmp_path, '--check', '--outputs', 'depth,points', '--consumers', 'per-topic',
+                           '--consumer-executor', 'single')
+    _check_consistent(result, ['cam0', 'cam1'], ['depth/image', 'points'], per_topic=True)
     assert result['node'] == {} and result['node_exit_code'] is None
     assert result['total']['complete'] > 0
     depth = result['topics']['cam0/depth/image']
