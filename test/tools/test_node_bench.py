@@ -235,3 +235,23 @@ def test_consumers_alone_on_a_known_stream(tmp_path):
     # 160x120 32FC1 images: 76800 bytes of pixels (+ header) per frame received
     assert depth['received_mb_per_s'] == pytest.approx(depth['delivered'] * 76_800 / 1e6 / span_s, rel=0.05)
     assert np.isfinite(result['total']['frame_latency_ms']['p99'])
+
+
+def test_sweep_rows_and_table():
+    from metric3d_ros.tools.node_bench import format_sweep, sweep_row
+
+    latency = {'p50': 31.0, 'p95': 40.0, 'p99': 45.0, 'max': 60.0}
+    result = {'setup': {'cameras': 4, 'rate_hz': 30.0},
+              'total': {'offered_frames_per_s': 120.0, 'delivered_frames_per_s': 118.8,
+                        'complete_fraction': 0.99, 'frame_latency_ms': latency},
+              'node': {'cameras': {'cam0': {'published_fraction': 0.995},
+                                   'cam1': {'published_fraction': 0.99}}}}
+    row = sweep_row(result)
+    assert row == {'cameras': 4, 'rate_hz': 30.0, 'offered_frames_per_s': 120.0,
+                   'delivered_frames_per_s': 118.8, 'complete_fraction': 0.99, 'frame_latency_p50_ms': 31.0,
+                   'frame_latency_p99_ms': 45.0, 'node_published_fraction_min': 0.99}
+    table = format_sweep([row, {'cameras': 8, 'error': 'the node starting: not within 300 s'}]).splitlines()
+    assert len(table) == 3 and '118.8' in table[1] and 'failed: the node starting' in table[2]
+    assert parse_args(['--sweep', '1,2,4', '--out-dir', 'x']).sweep == [1, 2, 4]
+    with pytest.raises(SystemExit):
+        parse_args(['--sweep', '1,2'])  # no --out-dir
