@@ -529,8 +529,14 @@ def run_point(args: argparse.Namespace, n_cameras: int, work: Path) -> dict:
                                   'stamp_to_published_ms': summary.get('stamp_to_published_ms', {})}
     records = {}
     consumer_runs = []
-    for i in range(len(consumers)):
-        report = json.loads((work / f'consumer{i}.json').read_text())
+    for i, group in enumerate(groups):
+        path = work / f'consumer{i}.json'
+        if not path.is_file():  # the consumer died: its topics count as not delivered, and the run says so
+            consumer_runs.append({'topics': sorted(t for t, _ in group), 'cpu_s': NAN, 'wall_s': NAN,
+                                  'matched': False, 'exit_code': consumer_codes[i],
+                                  'error': f'no report:\n{_tail(work / f"consumer{i}.log")}'})
+            continue
+        report = json.loads(path.read_text())
         records.update(report['topics'])
         consumer_runs.append({'topics': sorted(report['topics']), 'cpu_s': report['cpu_s'],
                               'wall_s': report['wall_s'], 'matched': report['matched'],
@@ -612,6 +618,8 @@ def format_result(result: dict) -> str:
                      f"(ms) {sim['stamp_to_published_ms'] or '-'}")
     cpu = ', '.join(f"{c['cpu_s']:.1f}" for c in result['consumers'])
     lines.append(f'consumer processes: {len(result["consumers"])}, CPU s each: {cpu}')
+    lines.extend(f"consumer of {', '.join(c['topics'])} FAILED ({c['exit_code']}): {c['error']}"
+                 for c in result['consumers'] if 'error' in c)
     return '\n'.join(lines)
 
 
