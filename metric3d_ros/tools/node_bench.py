@@ -499,13 +499,14 @@ def run_point(args: argparse.Namespace, n_cameras: int, work: Path) -> dict:
                     '--duration-s', str(total_s), '--start-at-unix-s', f'{start_at:.3f}',
                     '--wait-for-subscribers-s', '10', '--summary-json', str(summary)]
             sims.append((start(f'sim{i}', cmd + ros), cam_list, summary))
-        for sim, _, _ in sims:
+        for i, (sim, _, _) in enumerate(sims):
             try:
                 sim.wait(timeout=total_s + 60.0)
             except subprocess.TimeoutExpired as exc:
-                raise RuntimeError('a camera process did not finish in time') from exc
+                raise RuntimeError(f'camera process sim{i} did not finish in time') from exc
             if sim.returncode:
-                raise RuntimeError(f'a camera process failed ({sim.returncode}):\n{_tail(work / "sim0.log")}')
+                raise RuntimeError(f'camera process sim{i} failed ({sim.returncode}):\n'
+                                   f'{_tail(work / f"sim{i}.log")}')
         if listener is not None:
             with listener.lock:
                 listener.live = False
