@@ -1,41 +1,60 @@
-"""Benchmark of the depth node as deployed: camera simulator process -> depth_node process -> observer.
+"""Benchmark of the depth node measured at its consumers: camera simulator -> depth_node -> one consumer
+process per camera, each receiving that camera's outputs as a downstream node would.
 
     python -m metric3d_ros.tools.node_bench --cameras 2 --size 640x480 --rate-hz 5 --duration-s 30 \
         --net-size 140x196 --device cpu --weights synthetic
+    python -m metric3d_ros.tools.node_bench --sweep 1,2,4,6,8 --rate-hz 30 --size 1280x720 --out-dir DIR ...
+    python -m metric3d_ros.tools.node_bench --check --cameras 4 --size 1280x720 --rate-hz 30
 
-Starts ``depth_node`` (its own process, the shipped Fast DDS shared-memory profile) with the given model and
-outputs, an observer node in this process that subscribes to every requested output of every camera, then
-``metric3d_camera_sim`` publishing N cameras at R Hz. When the simulator is done it reports:
+Processes (all on this host, the shipped Fast DDS shared-memory profile ``config/fastdds_shm.xml``):
+``metric3d_camera_sim`` (one process, or one per camera with ``--sim-per-camera``) publishes N cameras at R
+Hz;
+``depth_node`` (its own process, parameters from a params file: the model options below, ``--layout`` for
+``process_layout`` and any ``--param NAME:=VALUE``) infers; ``metric3d_ros.tools.consumer`` processes, one
+per camera (``--consumers per-topic``: one per topic), subscribe to that camera's requested outputs
+(``--outputs``, default depth image, depth CameraInfo and cloud) with raw subscriptions: each reads the
+stamp from the serialized header and records its receive time, nothing else, so it keeps up like a C++
+consumer would (``--check`` shows what it reaches). This process only reads /diagnostics.
 
-- delivered fraction: input frames (published by the simulator) for which EVERY requested output arrived
-  at the observer;
-- latency: observer receive time of the last output of a frame minus the frame's stamp (stamp = the
-  simulator's publish time; same host clock), p50 / p95 / p99 / max, in ms. This includes the DDS transfer
-  to the observer (raw subscriptions: the stamp is read from the serialized header, nothing else is
-  deserialized, so the observer keeps up like a C++ consumer would);
-- the node's own stamp-to-publish latency (p50 / p95 / p99 of the last 512 frames, measured right after
-  the last message of a frame was published) and the fraction of input frames it published: the figures
-  the targets (``--target-p50-ms``, ``--target-p99-ms``) are checked against;
-- the node's own /diagnostics figures (stamp-to-publish latency p50/p95, inference time, batch sizes,
-  drops by reason) from the last DiagnosticArray; input/output rates from the last one received while
-  the simulator was still publishing (the rolling window of a later one includes the idle end).
+The node runs its start-up (model load, warm-up) before the cameras start; the cameras then publish for
+``--warmup-s`` + ``--duration-s``; frames stamped in the first ``--warmup-s`` are not measured. Reported per
+topic, from the consumers' records:
 
-Frames stamped in the first ``--skip-s`` seconds are left out of both figures (start-up transients); the
-full-run delivered fraction is printed as well. Exit code 0 when the targets given with
-``--target-published`` (the node's published fraction: the issue's "published for >= 99 % of input
-frames"), ``--target-delivered`` (the observer's fraction), ``--target-p50-ms``, ``--target-p99-ms`` (the
-node's stamp-to-publish latency) are met (or none are given), else 1.
+- expected: frames the simulator published in the measured window (its own list of stamps);
+- delivered: the fraction of them whose message reached the topic's consumer (stamp matched);
+- stamp-to-receive p50 / p95 / p99 / max (ms): the consumer's receive time minus the frame's stamp (the
+  simulator's publish time; same host clock), i.e. the whole path camera -> node -> consumer;
+- per camera the fraction of frames complete (every topic received) and the frame latency (last topic);
+
+and beside them the node's own figures from its last /diagnostics: outputs published / frames sent (whole
+run), inputs, drops by reason, its stamp-to-publish p50 / p95 / p99 per camera and the engine's timing
+series (``stamp_to_*``), inference time and batch sizes. Output: a table on stdout, the whole result with
+``--json FILE``.
+
+``--sweep 1,2,4,6,8``: one run per camera count (same rate and settings; ``--max-batch-size 0`` = the camera
+count), one JSON per point in ``--out-dir`` (``cameras_<N>.json``) and the curve (offered and delivered
+frames/s, delivered %, frame latency p50/p99) on stdout and in ``sweep.json``.
+
+``--check``: no simulator and no node: one ``metric3d_ros.tools.output_sim`` process per camera publishes a
+known stream shaped like the node's outputs (same sizes, reliable) at the rate, and the same consumers
+measure it. What they miss there is the limit of the measurement itself.
+
+Exit code 0 when the targets given are met (or none are given), else 1: ``--target-delivered`` (fraction of
+frames complete at the consumers, every camera), ``--target-published`` (the node's own published fraction,
+every camera), ``--target-p50-ms`` and ``--target-p99-ms`` (consumer frame latency: stamp to the last output
+received, all cameras).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +68,13 @@ OUTPUT_TYPES = {
     'normals': ('normals/image', 'Image'),
     'confidence': ('confidence/image', 'Image'),
 }
-SETUP_KEYS = ('cameras', 'size', 'rate_hz', 'duration_s', 'skip_s', 'outputs', 'cloud_stride', 'backend',
-              'variant', 'weights', 'device', 'precision', 'net_size', 'max_wait_ms', 'extra_param',
-              'sim_per_camera')
+CONSUMER_MODES = ('per-camera', 'per-topic')
+SETUP_KEYS = ('cameras', 'size', 'rate_hz', 'duration_s', 'warmup_s', 'outputs', 'cloud_stride', 'backend',
+              'variant', 'weights', 'device', 'precision', 'net_size', 'max_batch_size', 'max_wait_ms',
+              'layout', 'param', 'sim_per_camera', 'consumers', 'consumer_reliability', 'consumer_depth',
+              'consumer_executor', 'check')
 REPO_CONFIG = Path(__file__).resolve().parents[2] / 'config'
+NAN = float('nan')
 
 
 def _profile_path() -> Path:
@@ -66,15 +88,22 @@ def _profile_path() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog='node_bench', description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(
+        prog='metric3d_node_bench', formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__,
+        epilog='Delivered fraction and stamp-to-receive latency are measured at the consumers (one process '
+               "per camera, raw subscriptions); the node's /diagnostics figures are printed beside them.")
     p.add_argument('--cameras', type=int, default=2, help='number of cameras (cam0, cam1, ...)')
+    p.add_argument('--sweep', default='', metavar='N,N,...',
+                   help='run once per camera count (e.g. 1,2,4,6,8); needs --out-dir')
+    p.add_argument('--out-dir', default='', help='--sweep: one JSON per point and sweep.json here')
     p.add_argument('--size', default='640x480', help='WIDTHxHEIGHT of every camera')
     p.add_argument('--rate-hz', type=float, default=5.0)
-    p.add_argument('--duration-s', type=float, default=30.0)
-    p.add_argument('--skip-s', type=float, default=2.0, help='frames stamped this early are not measured')
+    p.add_argument('--duration-s', type=float, default=30.0, help='measured time (after --warmup-s)')
+    p.add_argument('--warmup-s', type=float, default=2.0,
+                   help='the cameras publish this long before the measured window (frames not counted)')
     p.add_argument('--outputs', default='depth,depth_info,points', help=f'of {",".join(OUTPUT_TYPES)}')
     p.add_argument('--cloud-stride', type=int, default=2)
-    p.add_argument('--backend', default='torch')
+    p.add_argument('--backend', default='torch', help="node backend ('fake': the test backend, no weights)")
     p.add_argument('--variant', default='small')
     p.add_argument('--weights', default='synthetic', help="checkpoint path, 'synthetic' or '' (official)")
     p.add_argument('--device', default='auto')
@@ -82,58 +111,278 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--net-size', default='616x1064', help='network HEIGHTxWIDTH (multiples of 28)')
     p.add_argument('--max-batch-size', type=int, default=0, help='0: the number of cameras')
     p.add_argument('--max-wait-ms', type=float, default=15.0)
-    p.add_argument('--extra-param', action='append', default=[], metavar='NAME:=VALUE',
-                   help='further node parameters, e.g. cuda_graphs:=false (repeatable)')
+    p.add_argument('--layout', default='', help="the node's process_layout (in_process, group_workers); "
+                                                "'' leaves the node's default")
+    p.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                   help='any further node parameter, value in YAML (e.g. cuda_graphs:=false, '
+                        'camera_groups:="[cam0 cam1, cam2 cam3]"); repeatable, applied last')
     p.add_argument('--sim-per-camera', action='store_true',
                    help='one simulator process per camera, ticking together (independent drivers); default: '
                         'one process publishing every camera in turn')
+    p.add_argument('--consumers', default='per-camera', choices=CONSUMER_MODES,
+                   help='one consumer process per camera (default) or per topic')
+    p.add_argument('--consumer-reliability', default='reliable', choices=('reliable', 'best_effort'))
+    p.add_argument('--consumer-depth', type=int, default=10, help="consumers' QoS history depth")
+    p.add_argument('--consumer-executor', default='events', choices=('events', 'single'),
+                   help="consumers' rclpy executor (EventsExecutor: less CPU per message)")
+    p.add_argument('--check', action='store_true',
+                   help='measure the consumers alone: a known stream shaped like the outputs, no node')
     p.add_argument('--domain-id', type=int, default=0, help='ROS_DOMAIN_ID (0: 100 + pid %% 50)')
     p.add_argument('--startup-timeout-s', type=float, default=300.0, help='for loading and warm-up')
-    p.add_argument('--json', default='', help='also write the results here')
-    p.add_argument('--log-dir', default='', help='keep the node and simulator output here')
-    p.add_argument('--target-delivered', type=float, default=None, help='observer fraction, e.g. 0.99')
+    p.add_argument('--tail-s', type=float, default=2.0, help='wait this long for trailing outputs')
+    p.add_argument('--json', default='', help='also write the result here')
+    p.add_argument('--log-dir', default='', help='keep the logs, params file and raw reports here')
+    p.add_argument('--target-delivered', type=float, default=None,
+                   help='frames complete at the consumers, every camera, e.g. 0.99')
     p.add_argument('--target-published', type=float, default=None,
-                   help="the node's published fraction (every requested output), e.g. 0.99")
-    p.add_argument('--target-p50-ms', type=float, default=None)
-    p.add_argument('--target-p99-ms', type=float, default=None)
+                   help="the node's own published fraction, every camera, e.g. 0.99")
+    p.add_argument('--target-p50-ms', type=float, default=None, help='consumer frame latency p50')
+    p.add_argument('--target-p99-ms', type=float, default=None, help='consumer frame latency p99')
     args = p.parse_args(argv)
     args.outputs = [o.strip() for o in args.outputs.split(',') if o.strip()]
     unknown = sorted(set(args.outputs) - set(OUTPUT_TYPES))
     if unknown or not args.outputs:
         p.error(f'--outputs: unknown {unknown}; choose from {",".join(OUTPUT_TYPES)}')
+    try:
+        args.sweep = [int(n) for n in args.sweep.split(',') if n.strip()]
+        args.params = parse_params(args.param)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.sweep and not args.out_dir:
+        p.error('--sweep needs --out-dir')
+    if any(n < 1 for n in args.sweep) or args.cameras < 1:
+        p.error('camera counts must be >= 1')
+    if args.duration_s <= 0.0 or args.warmup_s < 0.0 or args.rate_hz <= 0.0:
+        p.error('need --duration-s > 0, --warmup-s >= 0, --rate-hz > 0')
     return args
 
 
-class Observer:
-    """Subscribes to the requested outputs of every camera and records arrival times per stamp."""
+def parse_params(items: Sequence[str]) -> dict[str, object]:
+    """``['a.b:=1', 'c:=[x, y]']`` -> ``{'a.b': 1, 'c': ['x', 'y']}`` (values parsed as YAML)."""
+    import yaml
 
-    def __init__(self, cameras: list[str], outputs: list[str], namespace: str, domain_id: int) -> None:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition(':=')
+        if not sep or not name.strip():
+            raise ValueError(f'--param looks like NAME:=VALUE, got {item!r}')
+        params[name.strip()] = yaml.safe_load(value) if value.strip() else ''
+    return params
+
+
+# --------------------------------------------------------------------------------------------- accounting
+def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 / p99 (linear interpolation) and max of ``values_ms``; NaN for none."""
+    if len(values_ms) == 0:
+        return {'p50': NAN, 'p95': NAN, 'p99': NAN, 'max': NAN}
+    arr = np.asarray(values_ms, dtype=np.float64)
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {'p50': float(p50), 'p95': float(p95), 'p99': float(p99), 'max': float(arr.max())}
+
+
+def measured_stamps(published_ns: Sequence[int], warmup_ns: int) -> list[int]:
+    """The published stamps of the measured window: from the first stamp + ``warmup_ns`` on."""
+    if not published_ns:
+        return []
+    start_ns = min(published_ns) + warmup_ns
+    return sorted(s for s in published_ns if s >= start_ns)
+
+
+def first_receipts(record: Mapping[str, Sequence[int]]) -> dict[int, int]:
+    """stamp -> first receive time of one topic's consumer record (``stamp_ns``, ``receive_ns`` lists)."""
+    first: dict[int, int] = {}
+    for stamp_ns, receive_ns in zip(record['stamp_ns'], record['receive_ns'], strict=True):
+        if stamp_ns not in first or receive_ns < first[stamp_ns]:
+            first[stamp_ns] = receive_ns
+    return first
+
+
+def topic_figures(expected_ns: Sequence[int], record: Mapping[str, Sequence[int]], span_s: float) -> dict:
+    """One topic: expected frames, delivered (count, fraction), stamp-to-receive percentiles (ms), duplicates,
+    messages stamped in the window with a stamp that was never published (``unexpected``), MB/s received in
+    the window, messages too short for a header (``bad``, whole run)."""
+    expected = set(expected_ns)
+    first = first_receipts(record)
+    got = [s for s in expected_ns if s in first]
+    latencies_ms = [(first[s] - s) / 1e6 for s in got]
+    start_ns = min(expected_ns) if expected_ns else 0
+    in_window = [(s, n) for s, n in zip(record['stamp_ns'], record['size'], strict=True) if s in expected]
+    window_stamps = [s for s in record['stamp_ns'] if s >= start_ns]
+    return {
+        'expected': len(expected_ns),
+        'delivered': len(got),
+        'delivered_fraction': len(got) / len(expected_ns) if expected_ns else NAN,
+        'stamp_to_receive_ms': percentiles(latencies_ms),
+        'duplicates': len(in_window) - len(got),
+        'unexpected': sum(1 for s in window_stamps if s not in expected),
+        'received_mb_per_s': sum(n for _, n in in_window) / 1e6 / span_s if span_s > 0 else NAN,
+        'bad': int(record.get('bad', 0)),
+    }
+
+
+def camera_figures(expected_ns: Sequence[int], records: Sequence[Mapping[str, Sequence[int]]]) -> dict:
+    """One camera over all its topics: frames complete (every topic received) and their latency (stamp to
+    the last topic received)."""
+    firsts = [first_receipts(r) for r in records]
+    latencies_ms = []
+    for stamp_ns in expected_ns:
+        times = [f.get(stamp_ns) for f in firsts]
+        if all(t is not None for t in times):
+            latencies_ms.append((max(times) - stamp_ns) / 1e6)
+    return {
+        'expected': len(expected_ns),
+        'complete': len(latencies_ms),
+        'complete_fraction': len(latencies_ms) / len(expected_ns) if expected_ns else NAN,
+        'frame_latency_ms': percentiles(latencies_ms),
+        'latencies_ms': latencies_ms,
+    }
+
+
+def evaluate(published: Mapping[str, Sequence[int]], records: Mapping[str, Mapping],
+             topics_of: Mapping[str, Sequence[str]], warmup_ns: int) -> dict:
+    """Per topic and per camera figures and the totals from the simulator's stamps (``published``: camera ->
+    stamps) and the consumers' records (topic -> record); ``topics_of``: camera -> its topics."""
+    topics = {}
+    cameras = {}
+    all_latencies: list[float] = []
+    spans = []
+    for cam, stamps in published.items():
+        expected = measured_stamps(stamps, warmup_ns)
+        # n frames cover n periods: the mean period times n
+        n = len(expected)
+        span_s = (expected[-1] - expected[0]) / 1e9 * n / (n - 1) if n > 1 else 0.0
+        spans.append(span_s)
+        empty = {'stamp_ns': [], 'receive_ns': [], 'size': []}
+        for topic in topics_of[cam]:
+            topics[topic] = topic_figures(expected, records.get(topic, empty), span_s)
+        figures = camera_figures(expected, [records.get(t, empty) for t in topics_of[cam]])
+        all_latencies.extend(figures.pop('latencies_ms'))
+        cameras[cam] = figures
+    expected_total = sum(c['expected'] for c in cameras.values())
+    complete_total = sum(c['complete'] for c in cameras.values())
+    span_s = max(spans, default=0.0)
+    return {
+        'topics': topics,
+        'cameras': cameras,
+        'total': {
+            'expected': expected_total,
+            'complete': complete_total,
+            'complete_fraction': complete_total / expected_total if expected_total else NAN,
+            'span_s': span_s,
+            'offered_frames_per_s': expected_total / span_s if span_s else NAN,
+            'delivered_frames_per_s': complete_total / span_s if span_s else NAN,
+            'frame_latency_ms': percentiles(all_latencies),
+            'worst_topic_delivered_fraction': min((t['delivered_fraction'] for t in topics.values()),
+                                                  default=NAN),
+        },
+    }
+
+
+def diagnostics_table(statuses: Sequence) -> dict[str, dict[str, str]]:
+    """hardware_id -> {'level', 'message', key: value} of a DiagnosticArray's statuses (duck-typed)."""
+    out = {}
+    for status in statuses:
+        out[status.hardware_id] = {'level': int(status.level[0]) if status.level else 0,
+                                   'message': status.message, **{kv.key: kv.value for kv in status.values}}
+    return out
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else NAN
+    except ValueError:
+        return NAN
+
+
+def _count(text: str | None) -> int:
+    value = _number(text)
+    return int(value) if value == value else 0
+
+
+def node_figures(diag: Mapping[str, Mapping[str, str]], published: Mapping[str, Sequence[int]]) -> dict:
+    """The node's own view from its last /diagnostics, per camera (outputs published over frames the
+    simulator sent, whole run; inputs; drops by reason; stamp-to-publish p50/p95/p99) and its engine status
+    (every ``stamp_to_*`` series, inference time, batch sizes)."""
+    cameras = {}
+    for cam, stamps in published.items():
+        values = diag.get(cam)
+        if values is None:
+            continue
+        outputs = _count(values.get('outputs_total'))
+        cameras[cam] = {
+            'sent': len(stamps),
+            'inputs': _count(values.get('inputs_total')),
+            'published': outputs,
+            'published_fraction': outputs / len(stamps) if stamps else NAN,
+            'drops': {k[6:]: _count(v) for k, v in values.items()
+                      if k.startswith('drops_') and k != 'drops_total'},
+            'stamp_to_publish_ms': {q: _number(values.get(f'latency_{q}_ms')) for q in ('p50', 'p95', 'p99')},
+        }
+    engine = next((v for v in diag.values() if 'batches_total' in v), {})
+    engine_figures = {k: _number(v) for k, v in engine.items()
+                      if k.startswith('stamp_to_') or k.endswith('_ms')
+                      or k in ('batches_total', 'batch_size_mean')}
+    if 'batch_size_histogram' in engine:
+        engine_figures['batch_size_histogram'] = engine['batch_size_histogram']
+    return {'cameras': cameras, 'engine': engine_figures}
+
+
+# ------------------------------------------------------------------------------------------------ processes
+def consumer_topics(cameras: Sequence[str], outputs: Sequence[str], mode: str) -> list[list[tuple[str, str]]]:
+    """The (topic, type) lists of the consumer processes: one list per camera or one per topic."""
+    per_camera = [[(f'{cam}/{OUTPUT_TYPES[o][0]}', OUTPUT_TYPES[o][1]) for o in outputs] for cam in cameras]
+    if mode == 'per-camera':
+        return per_camera
+    if mode == 'per-topic':
+        return [[t] for topics in per_camera for t in topics]
+    raise ValueError(f'consumer mode must be one of {CONSUMER_MODES}, got {mode!r}')
+
+
+def node_parameters(args: argparse.Namespace, cameras: Sequence[str]) -> dict[str, object]:
+    """Flat parameter names -> values of the node under test (``--param`` last)."""
+    net_h, net_w = (int(v) for v in args.net_size.lower().split('x'))
+    params: dict[str, object] = {
+        'cameras': list(cameras), 'backend': args.backend, 'variant': args.variant, 'weights': args.weights,
+        'device': args.device, 'precision': args.precision, 'net_height_px': net_h, 'net_width_px': net_w,
+        'max_batch_size': args.max_batch_size or len(cameras), 'max_wait_ms': float(args.max_wait_ms),
+        'cloud_stride': args.cloud_stride,
+    }
+    if args.layout:
+        params['process_layout'] = args.layout
+    params.update(args.params)
+    return params
+
+
+def params_file_text(params: Mapping[str, object]) -> str:
+    """A ROS 2 params file (every node: ``/**``) with dotted names nested."""
+    import yaml
+
+    tree: dict = {}
+    for name, value in params.items():
+        *parents, leaf = name.split('.')
+        branch = tree
+        for part in parents:
+            branch = branch.setdefault(part, {})
+        branch[leaf] = value
+    return yaml.safe_dump({'/**': {'ros__parameters': tree}}, sort_keys=False)
+
+
+class DiagnosticsListener:
+    """This process's only ROS node: keeps the node's last /diagnostics and counts its subscribers."""
+
+    def __init__(self, namespace: str, domain_id: int) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs import msg as sensor_msgs
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node('node_bench_observer', namespace=namespace, context=self.context)
+        self.node = rclpy.create_node('node_bench_diagnostics', namespace=namespace, context=self.context)
         self.lock = threading.Lock()
-        self.arrivals: dict[tuple[str, int], dict[str, int]] = {}
-        self.diagnostics = None
-        self.diagnostics_live = None  # the last one received while the simulator was still publishing
+        self.last = None
+        self.last_live = None  # the last one received while the cameras were publishing
         self.live = True
-        self.outputs = outputs
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.subscriptions = []
-        for cam in cameras:
-            for out in outputs:
-                topic, type_name = OUTPUT_TYPES[out]
-                # raw: the serialized bytes, not deserialized into Python (a Python subscriber deserializing
-                # every depth image and cloud falls behind and, being reliable, would slow the node down)
-                self.subscriptions.append(self.node.create_subscription(
-                    getattr(sensor_msgs, type_name), f'{cam}/{topic}',
-                    lambda m, c=cam, o=out: self._store(c, o, m), qos, raw=True))
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -146,27 +395,21 @@ class Observer:
         except Exception:  # noqa: BLE001 - ends with the context
             pass
 
-    def _store(self, cam: str, out: str, data: bytes) -> None:
-        now_ns = time.time_ns()
-        stamp_ns = cdr_stamp_ns(data)
-        with self.lock:
-            self.arrivals.setdefault((cam, stamp_ns), {})[out] = now_ns
-
     def _on_diag(self, msg) -> None:
-        if any(s.name.endswith(': engine') for s in msg.status):
+        if any('batches_total' in {kv.key for kv in s.values} for s in msg.status):
             with self.lock:
-                self.diagnostics = msg
+                self.last = msg
                 if self.live:
-                    self.diagnostics_live = msg
+                    self.last_live = msg
 
-    def wait_for_node(self, cameras: list[str], timeout_s: float) -> bool:
-        """Wait until every camera's image topic has a subscriber (the node is active)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if all(self.node.count_subscribers(f'{cam}/image') > 0 for cam in cameras):
-                return True
-            time.sleep(0.2)
-        return False
+    def subscribed(self, topics: Sequence[str]) -> bool:
+        return all(self.node.count_subscribers(t) > 0 for t in topics)
+
+    def snapshot(self) -> tuple[dict, dict]:
+        """(last, last while live) as diagnostics tables."""
+        with self.lock:
+            return (diagnostics_table(self.last.status) if self.last else {},
+                    diagnostics_table(self.last_live.status) if self.last_live else {})
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
@@ -174,233 +417,300 @@ class Observer:
         self.rclpy.shutdown(context=self.context)
 
 
-def cdr_stamp_ns(data: bytes) -> int:
-    """header.stamp of a serialized message whose first field is a std_msgs/Header (CDR: a 4-byte
-    encapsulation header, then int32 sec and uint32 nanosec in the byte order it names)."""
-    order = '<' if data[1] & 1 else '>'
-    sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
-    return sec * 1_000_000_000 + nanosec
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
+    except OSError:
+        return ''
 
 
-def _percentiles(values_ms: list[float]) -> dict[str, float]:
-    if not values_ms:
-        return {'p50': float('nan'), 'p95': float('nan'), 'p99': float('nan'), 'max': float('nan')}
-    arr = np.asarray(values_ms)
-    return {'p50': float(np.percentile(arr, 50)), 'p95': float(np.percentile(arr, 95)),
-            'p99': float(np.percentile(arr, 99)), 'max': float(arr.max())}
+def _wait(condition, timeout_s: float, what: str, alive=()) -> None:
+    """Poll ``condition`` until true; RuntimeError on timeout or when a process of ``alive`` has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for process, log in alive:
+            if process.poll() is not None:
+                raise RuntimeError(f'{what}: a process exited with {process.returncode}:\n{_tail(log)}')
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'{what}: not within {timeout_s} s')
+        time.sleep(0.2)
 
 
-def evaluate(published: dict[str, list[int]], arrivals: dict, outputs: list[str], skip_ns: int) -> dict:
-    """Delivered fraction and latency from the simulator's stamps and the observer's arrivals."""
-    all_stamps = sorted({s for stamps in published.values() for s in stamps})
-    start_ns = (all_stamps[0] + skip_ns) if all_stamps else 0
-    total = measured = delivered_all = delivered = 0
-    latencies_ms = []
-    per_camera = {}
-    for cam, stamps in published.items():
-        cam_total = cam_delivered = 0
-        for stamp_ns in stamps:
-            got = arrivals.get((cam, stamp_ns), {})
-            complete = all(out in got for out in outputs)
-            total += 1
-            delivered_all += complete
-            if stamp_ns < start_ns:
-                continue
-            measured += 1
-            cam_total += 1
-            if complete:
-                delivered += 1
-                cam_delivered += 1
-                latencies_ms.append((max(got[out] for out in outputs) - stamp_ns) / 1e6)
-        per_camera[cam] = {'frames': cam_total, 'delivered': cam_delivered,
-                           'fraction': cam_delivered / cam_total if cam_total else float('nan')}
-    return {
-        'frames_published': total,
-        'delivered_fraction_full_run': delivered_all / total if total else float('nan'),
-        'frames_measured': measured,
-        'delivered_fraction': delivered / measured if measured else float('nan'),
-        'latency_ms': _percentiles(latencies_ms),
-        'per_camera': per_camera,
-    }
-
-
-def _diag_summary(msg) -> dict:
-    if msg is None:
-        return {}
-    out = {}
-    for status in msg.status:
-        out[status.hardware_id] = {'level': int(status.level[0]) if status.level else 0,
-                                   'message': status.message,
-                                   **{kv.key: kv.value for kv in status.values}}
-    return out
-
-
-def node_figures(diag: dict, published: dict[str, list[int]]) -> dict:
-    """The node's own view from its last /diagnostics: frames published / frames sent (whole run) and
-    stamp-to-publish latency measured right after publishing (last 512 frames, all cameras)."""
-    sent = sum(len(stamps) for stamps in published.values())
-    outputs = sum(int(diag[cam]['outputs_total']) for cam in published if cam in diag)
-    engine = next((v for v in diag.values() if 'batches_total' in v), {})
-    latency = {q: float(engine[f'stamp_to_publish_{q}_ms']) for q in ('p50', 'p95', 'p99')
-               if f'stamp_to_publish_{q}_ms' in engine}
-    return {'published_fraction': outputs / sent if sent else float('nan'), 'latency_ms': latency}
-
-
-def run(args: argparse.Namespace) -> dict:
+def run_point(args: argparse.Namespace, n_cameras: int, work: Path) -> dict:
+    """One benchmark run with ``n_cameras``; logs, params file and raw reports under ``work``."""
     profile = str(_profile_path())
     domain_id = args.domain_id or 100 + os.getpid() % 50
-    os.environ.update({
-        'ROS_DOMAIN_ID': str(domain_id),
-        'FASTDDS_DEFAULT_PROFILES_FILE': profile,
-        'FASTRTPS_DEFAULT_PROFILES_FILE': profile,
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-    })
-    cameras = [f'cam{i}' for i in range(args.cameras)]
-    namespace = f'/node_bench_{os.getpid()}'
-    net_h, net_w = (int(v) for v in args.net_size.lower().split('x'))
-    params = {
-        'cameras': '[' + ','.join(cameras) + ']', 'backend': args.backend, 'variant': args.variant,
-        'weights': f'"{args.weights}"', 'device': args.device, 'precision': args.precision,
-        'net_height_px': net_h, 'net_width_px': net_w,
-        'max_batch_size': args.max_batch_size or args.cameras, 'max_wait_ms': float(args.max_wait_ms),
-        'cloud_stride': args.cloud_stride, 'info_tolerance_ms': 50.0,
-    }
-    node_cmd = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args', '-r', f'__ns:={namespace}']
-    node_cmd += [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]
-    for extra in args.extra_param:
-        node_cmd += ['-p', extra]
-    log_dir = Path(args.log_dir) if args.log_dir else None
-    if log_dir:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    node_log = open(log_dir / 'node.log', 'w') if log_dir else subprocess.DEVNULL  # noqa: SIM115
-    summary_path = Path(args.json + '.sim.json' if args.json else f'/tmp/node_bench_sim_{os.getpid()}.json')
-    observer = Observer(cameras, args.outputs, namespace, domain_id)
-    node = subprocess.Popen(node_cmd, stdout=node_log, stderr=subprocess.STDOUT)
-    sim = None
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(domain_id), 'FASTDDS_DEFAULT_PROFILES_FILE': profile,
+           'FASTRTPS_DEFAULT_PROFILES_FILE': profile, 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+           'PYTHONUNBUFFERED': '1'}
+    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'FASTDDS_DEFAULT_PROFILES_FILE',
+                                           'FASTRTPS_DEFAULT_PROFILES_FILE',
+                                           'ROS_AUTOMATIC_DISCOVERY_RANGE')})
+    work.mkdir(parents=True, exist_ok=True)
+    cameras = [f'cam{i}' for i in range(n_cameras)]
+    namespace = f'/node_bench_{os.getpid()}_{n_cameras}'
+    ros = ['--ros-args', '-r', f'__ns:={namespace}']
+    python = sys.executable
+    processes: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(name: str, cmd: list[str]) -> subprocess.Popen:
+        log = work / f'{name}.log'
+        with open(log, 'w') as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        processes.append((process, log))
+        return process
+
+    params = node_parameters(args, cameras)
+    listener = None if args.check else DiagnosticsListener(namespace, domain_id)
+    node = None
+    consumers = []
     try:
-        base = [sys.executable, '-m', 'metric3d_ros.tools.camera_sim', '--size', args.size,
-                '--rate-hz', str(args.rate_hz), '--duration-s', str(args.duration_s)]
-        ros = ['--ros-args', '-r', f'__ns:={namespace}']
-        limit_s = args.startup_timeout_s + args.duration_s + 60.0
-        if args.sim_per_camera:
-            if not observer.wait_for_node(cameras, args.startup_timeout_s):
-                raise RuntimeError('the node did not subscribe to every camera within '
-                                   f'{args.startup_timeout_s} s')
-            start_at = time.time() + 4.0  # every simulator process up and discovered by then
-            sims = [subprocess.Popen(base + ['--cameras', cam, '--start-at-unix-s', f'{start_at:.3f}',
-                                             '--wait-for-subscribers-s', '10', '--summary-json',
-                                             f'{summary_path}.{cam}'] + ros,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                    for cam in cameras]
-            outputs = [sim.communicate(timeout=limit_s) for sim in sims]
-            failed = [(sim.returncode, out) for sim, out in zip(sims, outputs, strict=True) if sim.returncode]
-            if failed:
-                raise RuntimeError(f'camera simulator failed: {failed}')
-        else:
-            sim_cmd = base + ['--cameras', ','.join(cameras), '--wait-for-subscribers-s',
-                              str(args.startup_timeout_s), '--start-delay-s', '1.0', '--summary-json',
-                              str(summary_path)] + ros
-            sim = subprocess.run(sim_cmd, capture_output=True, text=True, timeout=limit_s)
-            if sim.returncode != 0:
-                raise RuntimeError(f'camera simulator failed:\n{sim.stdout}\n{sim.stderr}')
-        with observer.lock:
-            observer.live = False
-        time.sleep(2.0)  # trailing outputs
+        if not args.check:
+            (work / 'node_params.yaml').write_text(params_file_text(params))
+            node = start('node', [python, '-m', 'metric3d_ros.ros.node'] + ros
+                         + ['--params-file', str(work / 'node_params.yaml')])
+        groups = consumer_topics(cameras, args.outputs, args.consumers)
+        for i, topics in enumerate(groups):
+            cmd = [python, '-m', 'metric3d_ros.tools.consumer', '--report', str(work / f'consumer{i}.json'),
+                   '--reliability', args.consumer_reliability, '--depth', str(args.consumer_depth),
+                   '--executor', args.consumer_executor]
+            cmd += [a for topic, type_name in topics for a in ('--topic', f'{topic}:{type_name}')]
+            consumers.append(start(f'consumer{i}', cmd + ros))
+        consumer_logs = [work / f'consumer{i}.log' for i in range(len(groups))]
+        _wait(lambda: all('"subscribed"' in p.read_text() for p in consumer_logs), 60.0,
+              'consumers subscribing', processes)
+        if not args.check:
+            # the node is active once it subscribes to every camera and publishes every consumed topic
+            _wait(lambda: listener.subscribed([f'{c}/image' for c in cameras])
+                  and all('"matched"' in p.read_text() for p in consumer_logs),
+                  args.startup_timeout_s, 'the node starting', processes)
+        total_s = args.warmup_s + args.duration_s
+        start_at = time.time() + 3.0  # every camera process up and discovered by then
+        sims = []
+        per_camera = args.sim_per_camera or args.check
+        for i, cam_list in enumerate([[c] for c in cameras] if per_camera else [cameras]):
+            summary = work / f'sim{i}.json'
+            if args.check:
+                cmd = [python, '-m', 'metric3d_ros.tools.output_sim', '--outputs', ','.join(args.outputs),
+                       '--cloud-stride', str(args.cloud_stride)]
+            else:
+                cmd = [python, '-m', 'metric3d_ros.tools.camera_sim']
+            cmd += ['--cameras', ','.join(cam_list), '--size', args.size, '--rate-hz', str(args.rate_hz),
+                    '--duration-s', str(total_s), '--start-at-unix-s', f'{start_at:.3f}',
+                    '--wait-for-subscribers-s', '10', '--summary-json', str(summary)]
+            sims.append((start(f'sim{i}', cmd + ros), cam_list, summary))
+        for i, (sim, _, _) in enumerate(sims):
+            try:
+                sim.wait(timeout=total_s + 60.0)
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError(f'camera process sim{i} did not finish in time') from exc
+            if sim.returncode:
+                raise RuntimeError(f'camera process sim{i} failed ({sim.returncode}):\n'
+                                   f'{_tail(work / f"sim{i}.log")}')
+        if listener is not None:
+            with listener.lock:
+                listener.live = False
+        time.sleep(args.tail_s)  # trailing outputs
     finally:
-        interrupt_and_wait(node)
-        observer.close()
-    if args.sim_per_camera:
-        summaries = {cam: json.loads(Path(f'{summary_path}.{cam}').read_text()) for cam in cameras}
-        published = {cam: list(summaries[cam]['stamps_ns']) for cam in cameras}
-        summary = summaries[cameras[0]]
-    else:
+        consumer_codes = [interrupt_and_wait(c, timeout_s=20.0) for c in consumers]
+        node_code = interrupt_and_wait(node) if node is not None else None
+        for process, _ in processes:
+            if process.poll() is None:
+                interrupt_and_wait(process, timeout_s=5.0)
+        diag, diag_live = listener.snapshot() if listener is not None else ({}, {})
+        if listener is not None:
+            listener.close()
+    published: dict[str, list[int]] = {}
+    sim_figures = {}
+    for i, (_, cam_list, summary_path) in enumerate(sims):
         summary = json.loads(summary_path.read_text())
-        published = {cam: list(summary['stamps_ns']) for cam in cameras}
-    with observer.lock:
-        arrivals = dict(observer.arrivals)
-        diagnostics = observer.diagnostics
-        live = observer.diagnostics_live
-    result = evaluate(published, arrivals, args.outputs, int(args.skip_s * 1e9))
-    result['node'] = node_figures(_diag_summary(diagnostics), published)
+        for cam in cam_list:
+            published[cam] = list(summary['stamps_ns'])
+        sim_figures[f'sim{i}'] = {'ticks': summary['ticks'], 'elapsed_s': summary['elapsed_s'],
+                                  'stamp_to_published_ms': summary.get('stamp_to_published_ms', {})}
+    records = {}
+    consumer_runs = []
+    for i, group in enumerate(groups):
+        path = work / f'consumer{i}.json'
+        if not path.is_file():  # the consumer died: its topics count as not delivered, and the run says so
+            consumer_runs.append({'topics': sorted(t for t, _ in group), 'cpu_s': NAN, 'wall_s': NAN,
+                                  'matched': False, 'exit_code': consumer_codes[i],
+                                  'error': f'no report:\n{_tail(work / f"consumer{i}.log")}'})
+            continue
+        report = json.loads(path.read_text())
+        records.update(report['topics'])
+        consumer_runs.append({'topics': sorted(report['topics']), 'cpu_s': report['cpu_s'],
+                              'wall_s': report['wall_s'], 'matched': report['matched'],
+                              'exit_code': consumer_codes[i]})
+    topics_of = {cam: [t for group in groups for t, _ in group if t.startswith(f'{cam}/')] for cam in cameras}
+    result = evaluate(published, records, topics_of, int(args.warmup_s * 1e9))
+    setup = {k: getattr(args, k) for k in SETUP_KEYS}
+    setup['cameras'] = n_cameras
     result.update({
-        'date': time.strftime('%Y-%m-%d'),
-        'setup': {k: getattr(args, k) for k in SETUP_KEYS},
-        'max_batch_size': params['max_batch_size'],
-        'simulator_rate_hz': summary['ticks'] / summary['elapsed_s'] if summary['elapsed_s'] else 0.0,
-        # per simulator process: its stamp to its last image of the tick handed to the middleware
-        'simulator_stamp_to_published_ms': (
-            {cam: summaries[cam].get('stamp_to_published_ms', {}) for cam in cameras} if args.sim_per_camera
-            else summary.get('stamp_to_published_ms', {})),
-        'node_exit_code': node.returncode,
-        'node_diagnostics': _diag_summary(diagnostics),
+        'date': time.strftime('%Y-%m-%dT%H:%M:%S'),
+        'setup': setup,
+        'node_parameters': params if not args.check else {},
+        'node': node_figures(diag, published) if not args.check else {},
+        'node_exit_code': node_code,
+        'consumers': consumer_runs,
+        'simulators': sim_figures,
+        'node_diagnostics': diag,
         # rates over the rolling window are only meaningful while the cameras were publishing
-        'node_diagnostics_live': _diag_summary(live),
+        'node_diagnostics_live': diag_live,
     })
     return result
 
 
+# ------------------------------------------------------------------------------------------------- report
+def _ms(figures: Mapping[str, float]) -> str:
+    return ' '.join(f'{figures.get(q, NAN):7.1f}' for q in ('p50', 'p95', 'p99', 'max'))
+
+
 def format_result(result: dict) -> str:
-    lat = result['latency_ms']
     setup = result['setup']
+    what = ('consumer check (output_sim, no node)' if setup['check'] else
+            f"{setup['backend']} {setup['variant']} {setup['net_size']} {setup['precision']} on "
+            f"{setup['device']}, layout {setup['layout'] or 'default'}")
     lines = [
         f"node bench {result['date']}: {setup['cameras']} x {setup['size']} @ {setup['rate_hz']} Hz, "
-        f"{setup['duration_s']} s, {setup['backend']} {setup['variant']} {setup['net_size']} "
-        f"{setup['precision']} on {setup['device']}, outputs {','.join(setup['outputs'])} "
-        f"(cloud stride {setup['cloud_stride']}), "
-        f"{'one simulator process per camera' if setup.get('sim_per_camera') else 'one simulator process'}",
-        f"  delivered: {100 * result['delivered_fraction']:.2f} % of {result['frames_measured']} frames "
-        f"(full run {100 * result['delivered_fraction_full_run']:.2f} % of {result['frames_published']})",
-        f"  latency stamp -> observer (ms): p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  "
-        f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}",
+        f"{setup['duration_s']} s measured after {setup['warmup_s']} s, {what}, outputs "
+        f"{','.join(setup['outputs'])} (cloud stride {setup['cloud_stride']}); "
+        f"consumers {setup['consumers']}, "
+        f"{setup['consumer_reliability']} depth {setup['consumer_depth']}, "
+        f"{setup['consumer_executor']} executor",
+        f"{'topic (at its consumer)':34s} {'expected':>8s} {'delivered':>9s} {'%':>7s}   stamp->receive ms:"
+        f" {'p50':>5s} {'p95':>7s} {'p99':>7s} {'max':>7s}  {'MB/s':>6s}",
     ]
-    node = result.get('node', {})
-    node_lat = node.get('latency_ms', {})
-    fraction = node.get('published_fraction', float('nan'))
-    lines.append(f"  node: published {100 * fraction:.2f} % of input frames; "
-                 f"stamp -> publish (ms) p50 {node_lat.get('p50', float('nan')):.1f}  "
-                 f"p95 {node_lat.get('p95', float('nan')):.1f}  p99 {node_lat.get('p99', float('nan')):.1f}")
-    engine = next((v for k, v in result['node_diagnostics'].items() if 'batches_total' in v), None)
+    for topic, t in result['topics'].items():
+        lines.append(f"{topic:34s} {t['expected']:8d} {t['delivered']:9d} "
+                     f"{100 * t['delivered_fraction']:7.2f}"
+                     f"                     {_ms(t['stamp_to_receive_ms'])}  {t['received_mb_per_s']:6.1f}"
+                     + (f"  dup {t['duplicates']}" if t['duplicates'] else '')
+                     + (f"  unexpected {t['unexpected']}" if t['unexpected'] else ''))
+    node = result.get('node') or {}
+    for cam, c in result['cameras'].items():
+        line = (f"{cam}: complete {c['complete']}/{c['expected']} ({100 * c['complete_fraction']:.2f} %), "
+                f"frame latency ms {_ms(c['frame_latency_ms'])}")
+        n = node.get('cameras', {}).get(cam)
+        if n:
+            s2p = n['stamp_to_publish_ms']
+            line += (f" | node: published {n['published']}/{n['sent']} "
+                     f"({100 * n['published_fraction']:.2f} %, whole run), inputs {n['inputs']}, "
+                     f"drops {n['drops'] or 'none'}, stamp->publish p50/p95/p99 "
+                     f"{s2p['p50']:.1f}/{s2p['p95']:.1f}/{s2p['p99']:.1f} ms")
+        lines.append(line)
+    total = result['total']
+    lines.append(f"total: {total['complete']}/{total['expected']} frames complete "
+                 f"({100 * total['complete_fraction']:.2f} %), offered {total['offered_frames_per_s']:.1f} "
+                 f"frames/s, delivered {total['delivered_frames_per_s']:.1f} frames/s, frame latency ms "
+                 f"{_ms(total['frame_latency_ms'])} (p50 p95 p99 max)")
+    engine = node.get('engine')
     if engine:
-        lines.append(f"  node: inference p50 {engine.get('inference_p50_ms')} ms, batch size mean "
-                     f"{engine.get('batch_size_mean')}, histogram {engine.get('batch_size_histogram')}")
-        means = {k[:-8]: v for k, v in engine.items() if k.endswith('_mean_ms') and k != 'inference_mean_ms'}
-        if means:
-            lines.append('  node time means (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(means.items())))
-        tails = {k[:-7]: v for k, v in engine.items() if k.startswith('stamp_to_') and k.endswith('_p99_ms')}
-        if tails:
-            lines.append('  node p99 (ms): ' + ', '.join(f'{k} {v}' for k, v in sorted(tails.items())))
-    sim_times = result.get('simulator_stamp_to_published_ms')
-    if sim_times:
-        lines.append(f'  simulator: stamp -> last image of the tick published (ms) {sim_times}')
-    live = result.get('node_diagnostics_live', {})
-    for cam, diag in sorted(result['node_diagnostics'].items()):
-        if 'latency_p50_ms' in diag:
-            rates = live.get(cam, {})
-            drops = {k[6:]: v for k, v in diag.items() if k.startswith('drops_') and k != 'drops_total'}
-            lines.append(f"  {cam}: node latency p50 {diag['latency_p50_ms']} / p95 {diag['latency_p95_ms']} "
-                         f"ms, in {rates.get('input_rate_hz', '?')} Hz, "
-                         f"out {rates.get('output_rate_hz', '?')} Hz (during the run), "
-                         f"drops {drops or 'none'}")
+        series = ', '.join(f'{k} {v:.1f}' for k, v in sorted(engine.items())
+                           if k.startswith('stamp_to_') and isinstance(v, float))
+        lines.append(f"node engine: batches {engine.get('batches_total', NAN):.0f}, batch size mean "
+                     f"{engine.get('batch_size_mean', NAN):.2f} ({engine.get('batch_size_histogram', '')}), "
+                     f"inference p50 {engine.get('inference_p50_ms', NAN):.1f} ms")
+        if series:
+            lines.append(f'node timing (ms): {series}')
+    for name, sim in result['simulators'].items():
+        lines.append(f"{name}: {sim['ticks']} ticks in {sim['elapsed_s']} s, "
+                     "stamp -> last message handed over "
+                     f"(ms) {sim['stamp_to_published_ms'] or '-'}")
+    cpu = ', '.join(f"{c['cpu_s']:.1f}" for c in result['consumers'])
+    lines.append(f'consumer processes: {len(result["consumers"])}, CPU s each: {cpu}')
+    lines.extend(f"consumer of {', '.join(c['topics'])} FAILED ({c['exit_code']}): {c['error']}"
+                 for c in result['consumers'] if 'error' in c)
     return '\n'.join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    print(format_result(result), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+def sweep_row(result: dict) -> dict:
+    """One point of the capacity curve."""
+    total = result['total']
+    node = result.get('node') or {}
+    published = [c['published_fraction'] for c in node.get('cameras', {}).values()]
+    return {'cameras': result['setup']['cameras'], 'rate_hz': result['setup']['rate_hz'],
+            'offered_frames_per_s': total['offered_frames_per_s'],
+            'delivered_frames_per_s': total['delivered_frames_per_s'],
+            'complete_fraction': total['complete_fraction'],
+            'frame_latency_p50_ms': total['frame_latency_ms']['p50'],
+            'frame_latency_p99_ms': total['frame_latency_ms']['p99'],
+            'node_published_fraction_min': min(published, default=NAN)}
+
+
+def format_sweep(rows: Sequence[dict]) -> str:
+    lines = [f"{'cameras':>7s} {'offered/s':>9s} {'delivered/s':>11s} {'complete %':>10s} {'p50 ms':>7s} "
+             f"{'p99 ms':>7s} {'node published % (min)':>22s}"]
+    for r in rows:
+        if 'error' in r:
+            lines.append(f"{r['cameras']:7d} failed: {r['error']}")
+            continue
+        lines.append(f"{r['cameras']:7d} {r['offered_frames_per_s']:9.1f} "
+                     f"{r['delivered_frames_per_s']:11.1f} "
+                     f"{100 * r['complete_fraction']:10.2f} {r['frame_latency_p50_ms']:7.1f} "
+                     f"{r['frame_latency_p99_ms']:7.1f} {100 * r['node_published_fraction_min']:22.2f}")
+    return '\n'.join(lines)
+
+
+def targets_met(args: argparse.Namespace, result: dict) -> bool:
     ok = True
-    node_lat = result['node'].get('latency_ms', {})
+    cams = result['cameras'].values()
+    latency = result['total']['frame_latency_ms']
     if args.target_delivered is not None:
-        ok &= result['delivered_fraction'] >= args.target_delivered
+        ok &= all(c['complete_fraction'] >= args.target_delivered for c in cams)
     if args.target_published is not None:
-        ok &= result['node'].get('published_fraction', 0.0) >= args.target_published
+        node_cams = (result.get('node') or {}).get('cameras', {})
+        ok &= bool(node_cams) and all(c['published_fraction'] >= args.target_published
+                                      for c in node_cams.values())
     if args.target_p50_ms is not None:
-        ok &= node_lat.get('p50', float('inf')) <= args.target_p50_ms
+        ok &= latency['p50'] <= args.target_p50_ms
     if args.target_p99_ms is not None:
-        ok &= node_lat.get('p99', float('inf')) <= args.target_p99_ms
-    return 0 if ok else 1
+        ok &= latency['p99'] <= args.target_p99_ms
+    return bool(ok)
+
+
+def _json_safe(value):
+    """NaN -> None (strict JSON)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``metric3d_node_bench``."""
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix='node_bench_') as tmp:
+        root = Path(args.log_dir) if args.log_dir else Path(tmp)
+        if not args.sweep:
+            result = run_point(args, args.cameras, root)
+            print(format_result(result), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(_json_safe(result), indent=1))
+            return 0 if targets_met(args, result) else 1
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        ok = True
+        for n in args.sweep:
+            try:
+                result = run_point(args, n, root / f'cameras_{n}')
+            except RuntimeError as exc:
+                print(f'{n} cameras: failed: {exc}', flush=True)
+                rows.append({'cameras': n, 'error': str(exc).splitlines()[0]})
+                ok = False
+                continue
+            print(format_result(result), flush=True)
+            (out_dir / f'cameras_{n}.json').write_text(json.dumps(_json_safe(result), indent=1))
+            rows.append(sweep_row(result))
+            ok &= targets_met(args, result)
+            (out_dir / 'sweep.json').write_text(json.dumps(_json_safe(rows), indent=1))
+        print(format_sweep(rows), flush=True)
+        (out_dir / 'sweep.json').write_text(json.dumps(_json_safe(rows), indent=1))
+        return 0 if ok else 1
 
 
 if __name__ == '__main__':
