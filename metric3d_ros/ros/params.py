@@ -145,7 +145,9 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
     _p('qos.output.reliability', 'reliable', 'all output publishers', choices=RELIABILITIES),
-    _p('qos.output.depth', 1, 'all output publishers: keep last N', int_range=(1, 1000, 1)),
+    _p('qos.output.depth', 10, 'all output publishers: keep last N (10: a sample whose fragments were lost '
+       'is still repairable after the next frame; 1 only for best-effort consumers that want the newest; '
+       'docs/NODE.md QoS)', int_range=(1, 1000, 1)),
     _p('qos.output.durability', 'volatile', 'all output publishers', choices=DURABILITIES),
     # --- diagnostics and logging
     _p('diagnostics.period_s', 1.0, '/diagnostics publishing period', float_range=(0.05, 60.0)),
