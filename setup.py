@@ -36,8 +36,9 @@ setup(
         'bags': ['rosbags>=0.10'],
         'dev': [
             'torch>=2.1', 'rosbags>=0.10', 'pytest>=7', 'ruff>=0.4', 'matplotlib',
-            # colcon from PyPI: the tests build the package as an ament_python workspace.
-            'colcon-core', 'colcon-ros', 'colcon-python-setup-py',
+            # colcon from PyPI: the tests build the package as an ament_python workspace;
+            # package-selection for --packages-select, bash for install/setup.bash.
+            'colcon-core', 'colcon-ros', 'colcon-python-setup-py', 'colcon-package-selection', 'colcon-bash',
         ],
     },
     zip_safe=True,
