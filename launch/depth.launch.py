@@ -5,16 +5,21 @@
         camera_topics:='front=/cam_front/color,left=/cam_left/color' image_topic:=image_rect
 
 Arguments:
-  params_file     parameters YAML (default: the package's config/depth.yaml)
+  params_file     parameters YAML (default: the package's config/depth.yaml). Its entry for the node applies
+                  under any namespace: '/**:' (as config/depth.yaml) matches every node, and an entry keyed
+                  by the bare node name 'metric3d_depth:' is given to /NAMESPACE/metric3d_depth. A file
+                  with no entry for the node is refused (it would be silently ignored).
   namespace       namespace of the node and its relative topics (default: none)
   use_sim_time    true to use /clock (bag playback)
   camera_topics   per-camera remapping, NAME=DRIVER_NAMESPACE[,NAME=...]: NAME/image ->
                   DRIVER_NAMESPACE/<image_topic>, NAME/camera_info -> DRIVER_NAMESPACE/camera_info
   image_topic     the image topic inside each driver namespace (default image_raw; image_rect for rectified)
   remappings      any further remappings, FROM:=TO[;FROM:=TO...] (e.g. front/points:=/front/cloud)
-  fastdds_profile Fast DDS XML profile set for the node (default: the package's config/fastdds_shm.xml,
-                  64 MiB shared memory); '' to leave the environment alone. Camera drivers need the same
-                  profile: see docs/NODE.md.
+  fastdds_profile Fast DDS XML profile for the node's processes only (default: the package's
+                  config/fastdds_shm.xml, 64 MiB shared memory); 'none' leaves the environment alone. Set as
+                  FASTDDS_DEFAULT_PROFILES_FILE for Fast DDS 3 (Kilted and later) and as
+                  FASTRTPS_DEFAULT_PROFILES_FILE for Fast DDS 2 (Humble, Jazzy). Camera drivers need the
+                  same profile: see docs/NODE.md.
   autostart       false to leave the node unconfigured for a lifecycle manager
   log_level       debug, info, warn, error
 
@@ -23,8 +28,11 @@ No shell, eval or subprocess: arguments are parsed as plain strings in an Opaque
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+import yaml
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -34,7 +42,8 @@ from launch import LaunchDescription
 PACKAGE = 'metric3d_ros'
 EXECUTABLE = 'depth_node'
 NODE_NAME = 'metric3d_depth'
-PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+NO_PROFILE = ('none', '')
+FASTDDS2_DISTROS = ('humble', 'iron', 'jazzy')
 
 
 def parse_camera_topics(text: str, image_topic: str) -> list[tuple[str, str]]:
@@ -75,34 +84,104 @@ def _as_bool(text: str, name: str) -> bool:
     raise ValueError(f'launch argument {name} must be true or false, got {text!r}')
 
 
+def fully_qualified_name(namespace: str) -> str:
+    """'/robot1/metric3d_depth' for namespace 'robot1' (or '/robot1/'), '/metric3d_depth' for ''."""
+    namespace = namespace.strip().strip('/')
+    return f'/{namespace}/{NODE_NAME}' if namespace else f'/{NODE_NAME}'
+
+
+def key_matches(key: str, fqn: str) -> bool:
+    """Whether a params-file node key matches the node's fully-qualified name as rcl matches them: a key
+    without a leading '/' is absolute, '*' matches one name token and '**' any number of tokens."""
+    pattern = [t for t in str(key).strip('/').split('/') if t]
+    tokens = [t for t in fqn.strip('/').split('/') if t]
+
+    def match(p: int, t: int) -> bool:
+        if p == len(pattern):
+            return t == len(tokens)
+        if pattern[p] == '**':
+            return any(match(p + 1, k) for k in range(t, len(tokens) + 1))
+        return t < len(tokens) and pattern[p] in ('*', tokens[t]) and match(p + 1, t + 1)
+
+    return match(0, 0)
+
+
+def params_file_for(path: str, namespace: str) -> str:
+    """The parameters file to give the node in ``namespace``: ``path`` itself when one of its entries
+    matches the node's fully-qualified name; a rewritten copy (in the temp folder) when its entry for the
+    node is keyed by the bare node name ('metric3d_depth:' or '/metric3d_depth:') and the namespace is not
+    empty. Raises ValueError for a missing or unreadable file and for a file with no entry for the node."""
+    if not os.path.isfile(path):
+        raise ValueError(f'params_file {path!r} does not exist')
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f'params_file {path!r} is not valid YAML: {exc}') from exc
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f'params_file {path!r} holds no node entries (expected "/**:" or '
+                         f'"{NODE_NAME}:" with "ros__parameters:" below)')
+    fqn = fully_qualified_name(namespace)
+    bare = [key for key in data if str(key).strip('/') == NODE_NAME]
+    if not bare or fqn == f'/{NODE_NAME}':
+        if not any(key_matches(key, fqn) for key in data):
+            raise ValueError(f'params_file {path!r} has no entry for the node {fqn} (its entries: '
+                             f'{", ".join(map(str, data))}): key its parameters "/**:" or "{NODE_NAME}:"')
+        return path
+    rewritten = {(fqn if key in bare else key): value for key, value in data.items()}
+    with tempfile.NamedTemporaryFile('w', prefix=f'{NODE_NAME}_params_', suffix='.yaml', delete=False) as out:
+        yaml.safe_dump(rewritten, out, sort_keys=False)
+    return out.name
+
+
+def profile_variable() -> str:
+    """The environment variable that the Fast DDS of this ROS distribution reads for its XML profiles:
+    FASTDDS_DEFAULT_PROFILES_FILE for Fast DDS 3 (Kilted, rclpy >= 9), FASTRTPS_DEFAULT_PROFILES_FILE for
+    Fast DDS 2 (Humble, Jazzy; Fast DDS 3 warns that this one is deprecated). ROS_DISTRO decides when it is
+    set (a sourced ROS install), else the version of the installed rclpy (the PyPI wheels)."""
+    distro = os.environ.get('ROS_DISTRO', '').strip().lower()
+    if distro:
+        fastdds2 = distro in FASTDDS2_DISTROS
+        return 'FASTRTPS_DEFAULT_PROFILES_FILE' if fastdds2 else 'FASTDDS_DEFAULT_PROFILES_FILE'
+    from ament_index_python.packages import get_package_share_directory
+
+    text = (Path(get_package_share_directory('rclpy')) / 'package.xml').read_text()
+    major = int(text.split('<version>', 1)[1].split('.', 1)[0])
+    return 'FASTDDS_DEFAULT_PROFILES_FILE' if major >= 9 else 'FASTRTPS_DEFAULT_PROFILES_FILE'
+
+
+def profile_env(profile: str) -> dict[str, str]:
+    """The environment for the node's processes: {} for 'none' (or ''), else the profile variable."""
+    if profile.strip().lower() in NO_PROFILE:
+        return {}
+    if not os.path.isfile(profile):
+        raise ValueError(f"fastdds_profile {profile!r} does not exist (give 'none' to leave the environment "
+                         'alone)')
+    return {profile_variable(): profile}
+
+
 def _launch_setup(context, *args, **kwargs):
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    actions = []
-    profile = arg('fastdds_profile')
-    if profile:
-        if not os.path.isfile(profile):
-            raise ValueError(f'fastdds_profile {profile!r} does not exist')
-        actions.extend(SetEnvironmentVariable(variable, profile) for variable in PROFILE_VARIABLES)
+    namespace = arg('namespace')
     remappings = parse_camera_topics(arg('camera_topics'), arg('image_topic'))
     remappings += parse_remappings(arg('remappings'))
     overrides = {'use_sim_time': _as_bool(arg('use_sim_time'), 'use_sim_time')}
     autostart = arg('autostart')
     if autostart:
         overrides['autostart'] = _as_bool(autostart, 'autostart')
-    actions.append(Node(
+    return [Node(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,
-        namespace=arg('namespace'),
+        namespace=namespace,
         output='screen',
         emulate_tty=True,
-        parameters=[arg('params_file'), overrides],
+        parameters=[params_file_for(arg('params_file'), namespace), overrides],
         remappings=remappings,
         arguments=['--ros-args', '--log-level', arg('log_level')],
-    ))
-    return actions
+        additional_env=profile_env(arg('fastdds_profile')),  # this process (and its workers) only
+    )]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -110,7 +189,7 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument('params_file',
                               default_value=PathJoinSubstitution([share, 'config', 'depth.yaml']),
-                              description='parameters YAML of the depth node'),
+                              description="parameters YAML of the depth node ('/**:' or 'metric3d_depth:')"),
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the node'),
         DeclareLaunchArgument('use_sim_time', default_value='false', description='use /clock'),
         DeclareLaunchArgument('camera_topics', default_value='',
@@ -120,7 +199,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('remappings', default_value='', description='FROM:=TO[;FROM:=TO...]'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=PathJoinSubstitution([share, 'config', 'fastdds_shm.xml']),
-                              description="Fast DDS XML profile for the node ('' = leave the environment)"),
+                              description="Fast DDS XML profile for the node's processes ('none' = leave "
+                                          'the environment alone)'),
         DeclareLaunchArgument('autostart', default_value='',
                               description="'' = as in params_file; false = wait for a lifecycle manager"),
         DeclareLaunchArgument('log_level', default_value='info', description='node log level'),

@@ -1,10 +1,8 @@
-"""launch/depth.launch.py without launch_ros: static checks, and a run against stub launch modules."""
+"""launch/depth.launch.py and config/depth.yaml, static checks (no launch modules needed). The launch file
+runs for real in test_depth_launch.py (launch_testing) and its helpers in test_launch_arguments.py."""
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
-import types
 
 import pytest
 import yaml
@@ -75,7 +73,8 @@ def test_default_params_file_exists_and_is_installed():
     assert "glob('config/*.yaml')" in setup_text and "glob('config/*.xml')" in setup_text
     assert "glob('launch/*.py')" in setup_text
     data = yaml.safe_load(PARAMS_FILE.read_text())
-    params = data['metric3d_depth']['ros__parameters']
+    assert list(data) == ['/**'], 'config/depth.yaml must apply under any namespace (ros2 run -r __ns:=...)'
+    params = data['/**']['ros__parameters']
     assert params['cameras'] and all(isinstance(c, str) for c in params['cameras'])
 
 
@@ -83,7 +82,7 @@ def test_default_params_file_matches_the_declared_parameters():
     pytest.importorskip('rclpy')
     from metric3d_ros.ros.params import SPECS, config_from_values
 
-    params = yaml.safe_load(PARAMS_FILE.read_text())['metric3d_depth']['ros__parameters']
+    params = yaml.safe_load(PARAMS_FILE.read_text())['/**']['ros__parameters']
 
     def flatten(prefix, mapping):
         for key, value in mapping.items():
@@ -101,122 +100,6 @@ def test_default_params_file_matches_the_declared_parameters():
         assert type(value) is type(default) or (isinstance(default, list) and isinstance(value, list)), name
     config = config_from_values(flat)  # the shipped file must validate
     assert config.cameras == ('front', 'left', 'right')
-
-
-# ------------------------------------------------------------------------------------- stub launch modules
-class _Action:
-    def __init__(self, *args, **kwargs):
-        self.args = args
-        self.kwargs = kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context.launch_configurations[self.name]
-
-
-class _PathJoin:
-    def __init__(self, parts):
-        self.parts = parts
-
-
-class _FindPackageShare:
-    def __init__(self, package):
-        self.package = package
-
-
-class _Context:
-    def __init__(self, values):
-        self.launch_configurations = values
-
-
-@pytest.fixture()
-def launch_module(monkeypatch):
-    def module(name, **attrs):
-        mod = types.ModuleType(name)
-        for key, value in attrs.items():
-            setattr(mod, key, value)
-        monkeypatch.setitem(sys.modules, name, mod)
-        return mod
-
-    classes = {n: type(n, (_Action,), {}) for n in (
-        'LaunchDescription', 'DeclareLaunchArgument', 'OpaqueFunction', 'SetEnvironmentVariable', 'Node')}
-    module('launch', LaunchDescription=classes['LaunchDescription'])
-    module('launch.actions', DeclareLaunchArgument=classes['DeclareLaunchArgument'],
-           OpaqueFunction=classes['OpaqueFunction'], SetEnvironmentVariable=classes['SetEnvironmentVariable'])
-    module('launch.substitutions', LaunchConfiguration=_LaunchConfiguration, PathJoinSubstitution=_PathJoin)
-    module('launch_ros')
-    module('launch_ros.actions', Node=classes['Node'])
-    module('launch_ros.substitutions', FindPackageShare=_FindPackageShare)
-    spec = importlib.util.spec_from_file_location('metric3d_depth_launch', LAUNCH_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, classes
-
-
-def _run(mod, **values):
-    description = mod.generate_launch_description()
-    entities = description.args[0]
-    declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == 'DeclareLaunchArgument'}
-    defaults = {name: kw['default_value'] for name, kw in declared.items()}
-    config = {name: (value if isinstance(value, str) else '') for name, value in defaults.items()}
-    config.update(values)
-    opaque = [e for e in entities if type(e).__name__ == 'OpaqueFunction']
-    assert len(opaque) == 1
-    actions = opaque[0].kwargs['function'](_Context(config))
-    return declared, actions
-
-
-def test_generate_launch_description_with_stub_modules(launch_module):
-    mod, _ = launch_module
-    declared, actions = _run(
-        mod, params_file=str(PARAMS_FILE), namespace='robot1', use_sim_time='true',
-        camera_topics='front=/cam_front/color, left=/cam_left/color/', image_topic='image_rect',
-        remappings='front/points:=/front/cloud', fastdds_profile=str(PROFILE), autostart='false',
-        log_level='warn',
-    )
-    assert {'params_file', 'namespace', 'use_sim_time', 'camera_topics', 'remappings',
-            'fastdds_profile'} <= set(declared)
-    default_params = declared['params_file']['default_value']
-    assert isinstance(default_params, _PathJoin)
-    assert default_params.parts[0].package == 'metric3d_ros'
-    assert default_params.parts[1:] == ['config', 'depth.yaml']
-    env = [a for a in actions if type(a).__name__ == 'SetEnvironmentVariable']
-    assert {a.args[0] for a in env} == {'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'}
-    assert all(a.args[1] == str(PROFILE) for a in env)
-    nodes = [a for a in actions if type(a).__name__ == 'Node']
-    assert len(nodes) == 1 and actions.index(nodes[0]) > max(actions.index(a) for a in env)
-    kw = nodes[0].kwargs
-    assert (kw['package'], kw['executable'], kw['name']) == ('metric3d_ros', 'depth_node', 'metric3d_depth')
-    assert kw['namespace'] == 'robot1'
-    assert kw['parameters'] == [str(PARAMS_FILE), {'use_sim_time': True, 'autostart': False}]
-    remaps = dict(kw['remappings'])
-    assert remaps['front/image'] == '/cam_front/color/image_rect'
-    assert remaps['front/camera_info'] == '/cam_front/color/camera_info'
-    assert remaps['left/image'] == '/cam_left/color/image_rect'
-    assert remaps['left/camera_info'] == '/cam_left/color/camera_info'
-    assert remaps['front/points'] == '/front/cloud'
-    assert kw['arguments'] == ['--ros-args', '--log-level', 'warn']
-
-
-def test_launch_defaults_and_bad_arguments(launch_module):
-    mod, _ = launch_module
-    _, actions = _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='')
-    assert [type(a).__name__ for a in actions] == ['Node']  # '' profile: environment left alone
-    kw = actions[0].kwargs
-    assert kw['parameters'][1] == {'use_sim_time': False}  # autostart '' = as in the params file
-    assert kw['remappings'] == [] and kw['namespace'] == ''
-    with pytest.raises(ValueError, match='NAME=DRIVER_NAMESPACE'):
-        _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='', camera_topics='front')
-    with pytest.raises(ValueError, match='FROM:=TO'):
-        _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='', remappings='a=b')
-    with pytest.raises(ValueError, match='use_sim_time'):
-        _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='', use_sim_time='maybe')
-    with pytest.raises(ValueError, match='does not exist'):
-        _run(mod, params_file=str(PARAMS_FILE), fastdds_profile='/nonexistent/profile.xml')
 
 
 def test_node_docs_document_every_parameter_and_topic():
