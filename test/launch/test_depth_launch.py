@@ -31,6 +31,7 @@ from pathlib import Path
 import launch_testing
 import launch_testing.actions
 import launch_testing.asserts
+import launch_testing.markers
 import psutil
 import pytest
 import yaml
@@ -105,6 +106,7 @@ def _fastdds3() -> bool:
 @pytest.mark.launch_test
 @pytest.mark.ros
 @pytest.mark.slow
+@launch_testing.markers.keep_alive  # test_5 stops ros2 launch itself; launch waits for the tests
 @launch_testing.parametrize('run', list(RUNS))
 def generate_test_description(run):
     ws, env = _workspace()
@@ -139,7 +141,7 @@ def _ros2(*args: str) -> str:
     """Run the venv's ``ros2`` (no daemon: it would outlive the test) in the sourced environment; again
     while it has not discovered the node yet ('Node not found')."""
     verb, rest = args[0], args[1:]
-    cmd = [str(venv_tool('ros2')), verb, *rest[:1], '--no-daemon', '--spin-time', '2', *rest[1:]]
+    cmd = [str(venv_tool('ros2')), verb, *rest[:1], '--no-daemon', *rest[1:]]
     deadline = time.monotonic() + CLI_TIMEOUT_S
     while True:
         result = subprocess.run(cmd, env=_STATE['env'], capture_output=True, text=True,
