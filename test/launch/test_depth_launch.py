@@ -106,8 +106,8 @@ def _fastdds3() -> bool:
 @pytest.mark.launch_test
 @pytest.mark.ros
 @pytest.mark.slow
-@launch_testing.markers.keep_alive  # test_5 stops ros2 launch itself; launch waits for the tests
 @launch_testing.parametrize('run', list(RUNS))
+@launch_testing.markers.keep_alive  # test_5 stops ros2 launch; inside parametrize: it marks each run
 def generate_test_description(run):
     ws, env = _workspace()
     spec = RUNS[run]
