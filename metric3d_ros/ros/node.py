@@ -44,6 +44,10 @@ except ImportError:  # pragma: no cover
         """Stand-in for rclpy.executors.ExternalShutdownException."""
 
 NODE_NAME = 'metric3d_depth'
+SYNTHETIC_WEIGHTS = 'synthetic'
+SYNTHETIC_WARNING = ("weights: synthetic -- THE DEPTH IS MEANINGLESS: deterministic fake weights for tests "
+                     "and benchmarks. Set weights to a checkpoint path or '' (the official checkpoint) for "
+                     "real depth.")
 
 
 class DepthNode(LifecycleNode):
@@ -127,6 +131,8 @@ class DepthNode(LifecycleNode):
         log.info(f'configured: {config.process_layout}, groups {groups}, backend {config.engine.backend}, '
                  f'variant {config.engine.variant}, network {config.engine.net_height_px}x'
                  f'{config.engine.net_width_px}, max batch {config.scheduler.max_batch_size}')
+        if config.engine.weights == SYNTHETIC_WEIGHTS:
+            log.warning(SYNTHETIC_WARNING)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -141,8 +147,12 @@ class DepthNode(LifecycleNode):
             self.get_logger().error(f'activate failed: {exc}')
             self._deactivate()
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f'active: {len(self._config.cameras)} camera(s); publishing on '
-                               f'<camera>/depth/image and the other outputs once they have subscribers')
+        outputs = self.camera_topics(self._config)
+        first = next(iter(outputs.values()))
+        self.get_logger().info(
+            f'active: {len(self._config.cameras)} camera(s); publishing on <camera>/depth/image and the '
+            f'other outputs once they have subscribers, e.g. {first.outputs["depth"]} (input {first.image}); '
+            'see them with: ros2 topic list')
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -238,8 +248,55 @@ def _autostart(node: DepthNode) -> bool:
         return False
 
 
+USAGE = """usage: depth_node [-h] [--ros-args --params-file FILE [-p NAME:=VALUE ...] [-r __ns:=/NAMESPACE]]
+
+Metric3D v2 metric depth for several cameras (ROS 2 lifecycle node {node}).
+
+  ros2 launch metric3d_ros depth.launch.py params_file:=FILE [namespace:=NS] [camera_topics:=...]
+  ros2 run metric3d_ros depth_node --ros-args --params-file FILE
+  depth_node --ros-args --params-file config/depth.yaml -p backend:=fake   (no weights needed)
+
+Per camera NAME it reads NAME/image (or NAME/image/compressed) and NAME/camera_info and publishes
+NAME/depth/image, NAME/depth/camera_info, NAME/points, NAME/normals/image, NAME/confidence/image and
+/diagnostics. With weights "" the official checkpoint is downloaded once into the cache at configure.
+
+Parameters (default; constraints; [read-only] = only at start-up):
+{parameters}
+
+Docs: docs/NODE.md (topics, QoS, lifecycle, Fast DDS profile), config/depth.yaml (every parameter, commented).
+"""
+
+
+def usage() -> str:
+    """The ``depth_node --help`` text: how to run it and every parameter with its default and range."""
+    lines = []
+    for spec in SPECS.values():
+        limits = []
+        if spec.choices:
+            limits.append('one of ' + '|'.join(spec.choices))
+        if spec.int_range is not None:
+            limits.append(f'{spec.int_range[0]}..{spec.int_range[1]}')
+        if spec.float_range is not None:
+            limits.append(f'{spec.float_range[0]:g}..{spec.float_range[1]:g}')
+        if spec.read_only:
+            limits.append('[read-only]')
+        head = f'  {spec.name} ({spec.default!r}' + (f'; {", ".join(limits)}' if limits else '') + ')'
+        lines.append(f'{head}\n      {spec.description}')
+    return USAGE.format(node=NODE_NAME, parameters='\n'.join(lines))
+
+
+def _wants_help(args: list[str]) -> bool:
+    """-h/--help among the arguments before ``--ros-args`` (after it they belong to ROS)."""
+    own = args[:args.index('--ros-args')] if '--ros-args' in args else args
+    return any(a in ('-h', '--help') for a in own)
+
+
 def main(args: list[str] | None = None) -> int:
-    """Console entry point ``depth_node``: ``depth_node --ros-args --params-file config/depth.yaml``."""
+    """Console entry point ``depth_node``: ``depth_node --ros-args --params-file config/depth.yaml``;
+    ``depth_node --help`` prints the usage and every parameter and exits 0 without starting the node."""
+    if _wants_help(list(sys.argv[1:] if args is None else args[1:])):
+        print(usage())
+        return 0
     rclpy.init(args=args)
     node = None
     code = 0
