@@ -252,7 +252,8 @@ def test_ctrl_c_during_start_up_exits_cleanly_with_code_0():
     that is a requested exit (code 0), not a failed autostart (code 1, FATAL)."""
     params_file = str(REPO_ROOT / 'config' / 'depth.yaml')
     args = [sys.executable, '-c', _SLOW_START, '--ros-args', '--params-file', params_file,
-            '-r', f'__ns:={unique_namespace("slowstart")}', *_fast_args(), '-p', 'backend:=slow_build']
+            '-r', f'__ns:={unique_namespace("slowstart")}', *_fast_args(), '-p', 'backend:=slow_build',
+            '-p', 'process_layout:=in_process']  # slow_build is registered in this process only
     proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines, out = _interrupt_after(proc, 'building the engine', timeout_s=60.0)
