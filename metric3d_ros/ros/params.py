@@ -100,10 +100,6 @@ _NODE_FIRST: tuple[ParamSpec, ...] = (
        '(NAME/image/compressed, sensor_msgs/CompressedImage)', choices=INPUT_TRANSPORTS),
 )
 _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
-    _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
-       'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
-       int_range=(0, 256, 1), **_RO),
-    # --- process layout (metric3d_ros.ros.layout)
     _p('process_layout', 'in_process', "'in_process': everything in the node process (CPU, small rigs); "
        "'group_workers': each camera group in its own worker process that subscribes, pairs, batches, "
        'infers and publishes its cameras', choices=PROCESS_LAYOUTS, **_RO),
@@ -245,7 +241,6 @@ class NodeConfig:
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
-    torch_threads: int = 0
 
     def engine_for(self, group: GroupConfig) -> EngineConfig:
         """The engine configuration of ``group``: ``engine`` on the group's device."""
@@ -468,7 +463,6 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
     period_s = r.get('diagnostics.period_s')
-    torch_threads = r.get('torch_threads')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -477,7 +471,6 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, groups=groups, process_layout=layout,
         camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
         diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, autostart=autostart,
-        torch_threads=torch_threads,
     )
 
 

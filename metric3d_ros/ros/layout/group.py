@@ -18,6 +18,7 @@ reasons below). Errors are logged throttled per reason and camera.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -117,15 +118,27 @@ class _Camera:
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
 
 
+def torch_threads(device: str) -> int:
+    """torch's CPU threads for a group on ``device`` (process-wide): on a GPU one (the host work is copies
+    and ROS; idle OpenMP threads only spin against the ROS threads); on the CPU every core this process may
+    use but one, which stays for receiving and publishing."""
+    if not device.startswith('cpu'):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def build_engine(config: NodeConfig, group: GroupConfig):
     """The group's engine on its device, warmed up (imports torch: only when configuring)."""
     import torch
 
     from metric3d_ros.core.engine.engine import DepthEngine
 
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
-    engine = DepthEngine(config.engine_for(group))
+    engine_config = config.engine_for(group)
+    device = engine_config.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch.set_num_threads(torch_threads(device))
+    engine = DepthEngine(engine_config)
     try:
         if engine.config.warmup_iters > 0:
             engine.warmup()
