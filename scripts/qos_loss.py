@@ -9,17 +9,21 @@ counts the header stamps it receives and the samples the middleware reports lost
 Every run is a fresh pair of processes with the project's Fast DDS profile (config/fastdds_shm.xml,
 segment and port queue overridable); ROS_DOMAIN_ID is taken from the environment (default 44).
 
-Usage (Kilted venv; takes ~12 s a run on a 2-core box):
+The loss needs a receiver that lags behind the burst, as on a host that also runs inference: on an
+idle box nothing is lost. ``--cpu-load 1 --sub-nice 5`` makes that lag repeatable (one busy process while
+publishing, the subscriber at nice 5). Usage (Kilted or Jazzy venv; ~13 s a run on a 2-core box):
 
-    python scripts/qos_loss.py --pub-depth 1 10 --runs 8                # the loss and the fix by depth
-    python scripts/qos_loss.py --pub-depth 1 --port-queue 8192 --runs 8  # the fix by the SHM port queue
-    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 10 --port-queue 8192 --runs 3
+    python scripts/qos_loss.py --pub-depth 1 10 --cpu-load 1 --sub-nice 5 --runs 6  # loss; fix by depth
+    python scripts/qos_loss.py --pub-depth 1 --port-queue 8192 --cpu-load 1 --sub-nice 5 --runs 6  # fix
+    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 1 10 --runs 3  # 6 cameras, max rate
 
 Options: --cameras K (6), --batches per run (3), --rate-hz batches a second (2), --pub-depth keep-last
 depths of the publishers to compare (0 = keep all), --sub-depth of the subscriber (10; 0 = keep all),
 --segment-mib shared-memory segment of every participant (64; 0 = no profile, Fast DDS's builtin
 transports), --port-queue SHM port_queue_capacity (0 = Fast DDS's 512), --heartbeat-ms writer heartbeat
-period (0 = Fast DDS's 3 s), --per-topic (one subscriber process per topic instead of one recorder).
+period (0 = Fast DDS's 3 s), --per-topic (one subscriber process per topic instead of one recorder),
+--record-to-disk (the subscriber writes every message to a file, as a recorder does), --cpu-load N (N
+busy processes while publishing), --sub-nice N (the subscriber process at nice N).
 
 Prints per run, e.g.
     depth=1 seg=64MiB subdepth=10 run 2: received 51/54 lost 3 (lost events 3; publish 244 ms/batch,
@@ -153,9 +157,13 @@ def run_subscriber(a: argparse.Namespace) -> None:
     lost: dict[str, int] = {t: 0 for t, _ in tps}
     last = [time.monotonic()]
 
+    bag = open(a.record, 'wb') if a.record else None  # closed below
+
     def on_msg(topic):
         def cb(data: bytes) -> None:
             got[topic].add(stamp_of(data))
+            if bag is not None:  # a recorder's work: every message to storage
+                bag.write(data)
             last[0] = time.monotonic()
         return cb
 
@@ -180,6 +188,9 @@ def run_subscriber(a: argparse.Namespace) -> None:
         if n >= expected or (n > 0 and time.monotonic() - last[0] > a.idle_s):
             break
     print(json.dumps({'received': {t: sorted(s) for t, s in got.items()}, 'lost_events': lost}), flush=True)
+    if bag is not None:
+        bag.close()
+        os.unlink(a.record)
     del subs
     node.destroy_node()
     rclpy.shutdown()
@@ -237,18 +248,25 @@ def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int, tmp: Path) 
     matched_files = []
     for i, t in enumerate(sub_topics):
         matched_files.append(str(tmp / f'matched_{os.getpid()}_{time.monotonic_ns()}_{i}'))
-        cmd = me + ['_sub', '--sub-depth', str(sub_depth), '--timeout-s', str(timeout),
+        record = ['--record', str(tmp / f'bag_{i}')] if a.record_to_disk else []
+        cmd = me + ['_sub', '--sub-depth', str(sub_depth), '--timeout-s', str(timeout), *record,
                     '--idle-s', str(a.linger_s + 2), '--matched-file', matched_files[-1]] + common + (
                         ['--topic', t] if t else [])
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=(lambda: os.nice(a.sub_nice)) if a.sub_nice else None)
         subs.append(p)
     for p in subs:
         if p.stdout.readline().strip() != 'ready':
             raise RuntimeError('subscriber did not start')
+    # other work on the host (the node's inference, a recorder's storage): busy processes while publishing
+    busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(a.cpu_load)]
     pub_cmd = me + ['_pub', '--pub-depth', str(pub_depth), '--expect-subs', '1',
                     '--linger-s', str(a.linger_s), '--matched-file', ','.join(matched_files)] + common
     pub = subprocess.run(pub_cmd,
                          env=env, stdout=subprocess.PIPE, text=True, timeout=timeout + 30)
+    for p in busy:
+        p.kill()
+        p.wait()
     pub_res = json.loads(pub.stdout.strip().splitlines()[-1])
     received: dict[str, list[int]] = {}
     lost_events = 0
@@ -275,6 +293,9 @@ def main() -> None:
     ap.add_argument('--heartbeat-ms', type=int, default=0)
     ap.add_argument('--port-queue', type=int, default=0)
     ap.add_argument('--per-topic', action='store_true')
+    ap.add_argument('--record-to-disk', action='store_true')
+    ap.add_argument('--cpu-load', type=int, default=0)
+    ap.add_argument('--sub-nice', type=int, default=0)
     ap.add_argument('--runs', type=int, default=5)
     ap.add_argument('--linger-s', type=float, default=5.0)
     ap.add_argument('--domain', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', '44')))
@@ -284,6 +305,7 @@ def main() -> None:
     ap.add_argument('--idle-s', type=float, default=5.0)
     ap.add_argument('--expect-subs', type=int, default=1)
     ap.add_argument('--matched-file', default='')
+    ap.add_argument('--record', default='')
     a = ap.parse_args()
     if a.mode == '_pub':
         a.pub_depth = a.pub_depth[0]
@@ -299,7 +321,10 @@ def main() -> None:
                 name = (f"depth={'all' if depth == 0 else depth} seg={seg}MiB"
                         f"{f' hb={a.heartbeat_ms}ms' if a.heartbeat_ms else ''}"
                         f"{f' portq={a.port_queue}' if a.port_queue else ''}"
-                        f" subdepth={'all' if a.sub_depth == 0 else a.sub_depth}")
+                        f" subdepth={'all' if a.sub_depth == 0 else a.sub_depth}"
+                        f"{' recording' if a.record_to_disk else ''}"
+                        f"{f' cpuload={a.cpu_load}' if a.cpu_load else ''}"
+                        f"{f' subnice={a.sub_nice}' if a.sub_nice else ''}")
                 total_lost = runs_lost = 0
                 for r in range(a.runs):
                     res = one_run(a, depth, seg, Path(tmp))
