@@ -13,23 +13,29 @@ The loss needs a receiver that lags behind the burst, as on a host that also run
 idle box nothing is lost. ``--cpu-load 1 --sub-nice 5`` makes that lag repeatable (one busy process while
 publishing, the subscriber at nice 5). Usage (Kilted or Jazzy venv; ~13 s a run on a 2-core box):
 
-    python scripts/qos_loss.py --pub-depth 1 10 --cpu-load 1 --sub-nice 5 --runs 6  # loss; fix by depth
-    python scripts/qos_loss.py --pub-depth 1 --port-queue 8192 --cpu-load 1 --sub-nice 5 --runs 6  # fix
-    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 1 10 --runs 3  # 6 cameras, max rate
+    # the old profile (64 MiB segment, Fast DDS's 512-descriptor port): keep last 1 loses, 10 does not
+    python scripts/qos_loss.py --segment-mib 64 --port-queue 0 --pub-depth 1 10 --cpu-load 1 --sub-nice 5
+    # the shipped profile (256 MiB, 8192): nothing lost
+    python scripts/qos_loss.py --pub-depth 1 10 --cpu-load 1 --sub-nice 5 --runs 4
+    # 6 cameras as fast as the box publishes
+    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 1 10 --runs 3
 
 Options: --cameras K (6), --batches per run (3), --rate-hz batches a second (2), --pub-depth keep-last
 depths of the publishers to compare (0 = keep all), --sub-depth of the subscriber (10; 0 = keep all),
---segment-mib shared-memory segment of every participant (64; 0 = no profile, Fast DDS's builtin
-transports), --port-queue SHM port_queue_capacity (0 = Fast DDS's 512), --heartbeat-ms writer heartbeat
-period (0 = Fast DDS's 3 s), --per-topic (one subscriber process per topic instead of one recorder),
---record-to-disk (the subscriber writes every message to a file, as a recorder does), --cpu-load N (N
-busy processes while publishing), --sub-nice N (the subscriber process at nice N).
+--segment-mib shared-memory segments to compare (default: as in config/fastdds_shm.xml; 0 = no profile,
+Fast DDS's builtin transports), --port-queue SHM port_queue_capacity (default: as in the profile; 0 =
+Fast DDS's 512), --heartbeat-ms writer heartbeat period (0 = Fast DDS's 3 s), --per-topic (one
+subscriber process per topic instead of one recorder), --record-to-disk (the subscriber writes every
+message to a file, as a recorder does), --cpu-load N (N busy processes while publishing), --sub-nice N
+(the subscriber process at nice N).
 
 Prints per run, e.g.
-    depth=1 seg=64MiB subdepth=10 run 2: received 51/54 lost 3 (lost events 3; publish 244 ms/batch,
-    1.8 batches/s, late 2, publisher rss 516 MiB) lost per batch [3, 0, 0] short: /cam3/camera_info, ...
+    depth=1 seg=64MiB portq=512 subdepth=10 cpuload=1 subnice=5 run 1: received 46/54 lost 8 (lost
+    events 8; publish 299 ms/batch, 1.3 batches/s, late 2, publisher rss 517 MiB) lost per batch [4, 4, 0]
+    short: /cam1/depth, ...
 and per configuration, e.g.
-    depth=1 seg=64MiB subdepth=10: lost 6/432 messages over 8 runs, runs with loss 3/8
+    depth=1 seg=64MiB portq=512 subdepth=10 cpuload=1 subnice=5: lost 74/216 messages over 4 runs, runs
+    with loss 4/4
 "lost events" counts the samples Fast DDS reported lost to the subscriber (GAP from the writer);
 "late" counts batches that started after their slot because publishing the previous one took longer.
 """
@@ -196,16 +202,24 @@ def run_subscriber(a: argparse.Namespace) -> None:
     rclpy.shutdown()
 
 
-def profile_file(segment_mib: int, heartbeat_ms: int, port_queue: int, tmp: Path) -> Path | None:
-    """The project's profile with another segment size (port queue, writer heartbeat), or None (builtins)."""
+def profile_file(segment_mib: int | None, heartbeat_ms: int, port_queue: int | None,
+                 tmp: Path) -> Path | None:
+    """The project's profile with another segment size (None: as shipped), port queue (None: as shipped,
+    0: Fast DDS's 512) and writer heartbeat period (0: Fast DDS's 3 s); None for segment 0 (builtin
+    transports, no profile)."""
     if segment_mib == 0:
         return None
     xml = PROFILE.read_text()
-    extra = f'<port_queue_capacity>{port_queue}</port_queue_capacity>' if port_queue else ''
-    xml, n = re.subn(r'<segment_size>\d+</segment_size>',
-                     f'<segment_size>{segment_mib << 20}</segment_size>{extra}', xml)
-    if n != 1:
-        raise RuntimeError(f'{PROFILE}: expected one <segment_size>')
+    if segment_mib is not None:
+        segment = f'<segment_size>{segment_mib << 20}</segment_size>'
+        xml, n = re.subn(r'<segment_size>\d+</segment_size>', segment, xml)
+        if n != 1:
+            raise RuntimeError(f'{PROFILE}: expected one <segment_size>')
+    if port_queue is not None:
+        xml = re.sub(r'\s*<port_queue_capacity>\d+</port_queue_capacity>', '', xml)
+        if port_queue:
+            xml = xml.replace('</segment_size>', f'</segment_size><port_queue_capacity>{port_queue}'
+                                                 '</port_queue_capacity>')
     if heartbeat_ms:
         sec, ms = divmod(heartbeat_ms, 1000)
         tag = 'heartbeat_period' if fast_dds_3() else 'heartbeatPeriod'  # the XML name changed in 3.0
@@ -229,7 +243,7 @@ def fast_dds_3() -> bool:
     return True
 
 
-def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int, tmp: Path) -> dict:
+def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int | None, tmp: Path) -> dict:
     """Start the subscriber process(es), then the publisher; return what the subscribers received."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), RMW_FASTRTPS_USE_QOS_FROM_XML='0')
     env.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
@@ -289,9 +303,9 @@ def main() -> None:
     ap.add_argument('--stride', type=int, default=2)
     ap.add_argument('--pub-depth', type=int, nargs='+', default=[1, 10])
     ap.add_argument('--sub-depth', type=int, default=10)
-    ap.add_argument('--segment-mib', type=int, nargs='+', default=[64])
+    ap.add_argument('--segment-mib', type=int, nargs='+', default=[None])
     ap.add_argument('--heartbeat-ms', type=int, default=0)
-    ap.add_argument('--port-queue', type=int, default=0)
+    ap.add_argument('--port-queue', type=int, default=None)
     ap.add_argument('--per-topic', action='store_true')
     ap.add_argument('--record-to-disk', action='store_true')
     ap.add_argument('--cpu-load', type=int, default=0)
@@ -318,9 +332,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix='qos_loss_') as tmp:
         for seg in a.segment_mib:
             for depth in a.pub_depth:
-                name = (f"depth={'all' if depth == 0 else depth} seg={seg}MiB"
+                segment = 'shipped' if seg is None else f'{seg}MiB'
+                name = (f"depth={'all' if depth == 0 else depth} seg={segment}"
                         f"{f' hb={a.heartbeat_ms}ms' if a.heartbeat_ms else ''}"
-                        f"{f' portq={a.port_queue}' if a.port_queue else ''}"
+                        f"{'' if a.port_queue is None else f' portq={a.port_queue or 512}'}"
                         f" subdepth={'all' if a.sub_depth == 0 else a.sub_depth}"
                         f"{' recording' if a.record_to_disk else ''}"
                         f"{f' cpuload={a.cpu_load}' if a.cpu_load else ''}"
