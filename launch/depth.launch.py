@@ -13,7 +13,7 @@ Arguments:
   image_topic     the image topic inside each driver namespace (default image_raw; image_rect for rectified)
   remappings      any further remappings, FROM:=TO[;FROM:=TO...] (e.g. front/points:=/front/cloud)
   fastdds_profile Fast DDS XML profile set for the node (default: the package's config/fastdds_shm.xml,
-                  64 MiB shared memory); '' to leave the environment alone. Camera drivers need the same
+                  256 MiB shared memory); '' to leave the environment alone. Camera drivers need the same
                   profile: see docs/NODE.md.
   autostart       false to leave the node unconfigured for a lifecycle manager
   log_level       debug, info, warn, error
