@@ -39,8 +39,9 @@ class OutputRequest:
         rh / H (the real resampling factors, no padding shift); the depth values still use upstream's fx * s.
     cloud_stride: a cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
     cloud_rgb: also the cloud's uint8 colours (``FrameResult.arrays['points_rgb']``); needs a cloud output.
-    min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN; the
-        engine's own clamp (``EngineConfig.min_depth_m``/``max_depth_m``, upstream's [0, 300]) comes first.
+    min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN, as do
+        pixels whose canonical depth saturates the network's range; nothing is clamped (any finite
+        max_depth_m is honoured, also above upstream's 300 m clamp).
     Invalid values (unknown or no output names, ...) fail the frame (``FrameResult.error``), not the call.
     """
 

@@ -201,11 +201,13 @@ def test_depth_range_limits_give_nan():
     assert np.all(np.isfinite(r.arrays['points_xyz'][inside]))
 
 
-def test_config_clamp_matches_upstream_clamp():
-    engine = _engine(backend=FakeBackend(depth_offset=150.0), max_depth_m=300.0)
-    frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x 3 -> clamped at 300 m
-    (r,) = engine.infer([frame])
-    assert np.nanmax(r.arrays['depth_m']) == pytest.approx(300.0)
+def test_depth_beyond_upstreams_300_m_clamp_is_never_clamped():
+    engine = _engine(backend=FakeBackend(depth_offset=150.0))
+    frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x ~3 -> ~450 m, upstream would clamp at 300
+    (wide,) = engine.infer([frame], OutputRequest(max_depth_m=1000.0))
+    assert np.nanmin(wide.arrays['depth_m']) > 300.0
+    (node_default,) = engine.infer([frame], OutputRequest(max_depth_m=300.0))
+    assert np.isnan(node_default.arrays['depth_m']).all()  # out of range: invalid, not 300
 
 
 def test_timings_and_rgb255_input_format():
