@@ -127,6 +127,40 @@ def test_postprocessing_reproduces_metric_depth(shared_dir, name):
     np.testing.assert_allclose(net_res.arrays['depth_m'], expected_net, rtol=1e-6)
 
 
+def test_conformance_holds_where_upstreams_values_are_valid(shared_dir):
+    """Canonical depth with saturated pixels (0.1 and 200, the network's clamp) and far values (metric
+    depth above upstream's 300 m clamp): the engine equals upstream's postprocessing wherever upstream's
+    value is a measurement (no saturated pixel in its bilinear footprint, not clamped at 300) and is NaN
+    everywhere else; nothing reads 300."""
+    ref = load_reference(shared_dir, _METRIC_REFS[1])
+    (image, kitti, fr), = _frames(shared_dir, ref)
+    intr = kitti.scaled(5.0)  # a long lens: upstream clamps the far half of the scene at 300 m
+    h, w = ref.meta['input_hw']
+    lb = compute_letterbox(*fr['orig_hw'], h, w)
+    canonical = ref.arrays['depth'][:1].copy()
+    canonical[..., 200:260, 100:300] = 200.0
+    canonical[..., 300:320, 500:700] = np.float32(0.1)
+    canonical[..., 150:200, 800:900] = 150.0  # unsaturated, ~460 m
+    fx_net = lb.scale_intrinsics(intr).fx_px
+    expected = reference_postprocess(torch.from_numpy(canonical[0]), lb, fx_net).numpy()
+    rows, cols = lb.unpad_slices
+    sat = torch.from_numpy(((canonical[0, 0] <= np.float32(0.1)) | (canonical[0, 0] >= 200.0))[rows, cols])
+    touched = torch.nn.functional.interpolate(sat[None, None].float(), (lb.src_height, lb.src_width),
+                                              mode='bilinear').numpy()[0, 0] > 0
+    upstream_valid = ~touched & (expected > 0.0) & (expected < 300.0)
+    assert touched.any() and (expected == 300.0).any() and upstream_valid.mean() > 0.8
+
+    engine = DepthEngine(EngineConfig(net_height_px=h, net_width_px=w, max_batch_size=1),
+                         ReplayBackend(canonical))
+    (res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(max_depth_m=300.0))
+    depth = res.arrays['depth_m']
+    np.testing.assert_array_equal(np.isfinite(depth), upstream_valid)
+    np.testing.assert_allclose(depth[upstream_valid], expected[upstream_valid], rtol=1e-4, atol=0)
+    (wide,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(max_depth_m=1000.0))
+    far = ~touched & (expected == 300.0)
+    assert far.any() and np.all(wide.arrays['depth_m'][far] > 300.0)  # honoured, not clamped
+
+
 @pytest.mark.slow
 def test_end_to_end_raw_images_to_metric_depth(shared_dir):
     """NYU + KITTI raw images in one batch, real ViT-S with synthetic weights at 616x1064, both exact
