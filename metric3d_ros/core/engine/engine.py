@@ -28,10 +28,12 @@ frames, in catalogue order, and ``FrameResult.arrays[spec.array]`` holds the req
 - ``'camera'``: arrays at the source image size (H, W); ``intrinsics`` = the frame's own intrinsics.
 - ``'network'``: arrays at the letterbox's un-padded size (rh, rw) = (int(H * s), int(W * s)),
   s = min(net_h / H, net_w / W), i.e. what the network saw without its padding; ``intrinsics`` = the
-  intrinsics of that image: the frame's fx, cx times rw / W and fy, cy times rh / H (the factors the pixels
-  were really resampled by, as ``scale_camera_info`` scales a CameraInfo; rh, rw are truncated, so these
-  differ from upstream's s by < 1 / rw, resp. 1 / rh). The cloud is unprojected with them. The depth values
-  use upstream's de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
+  intrinsics of that image, exactly: with the factors the pixels were really resampled by, sx = rw / W and
+  sy = rh / H (rh, rw are truncated, so these differ from upstream's s by < 1 / rw, resp. 1 / rh), fx * sx,
+  fy * sy and the principal point where the resize put it, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+  (pixel centres at integers: ``Intrinsics.resampled``, the rule ``scale_camera_info`` applies to the
+  CameraInfo the node publishes). The cloud is unprojected with them. The depth values use upstream's
+  de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
 
 Built-in outputs: ``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, never
 clamped: NaN where the network's canonical output saturates its range (the variant decoder's [0.1, 200]
@@ -490,11 +492,12 @@ class DepthEngine:
             first = ordered[start]
             req = first.request
             # Geometry of the output image: at network resolution the un-padded (rh, rw) image is the source
-            # resampled by (rw / W, rh / H), the same rule as the CameraInfo the node publishes for it
-            # (scale_camera_info); the de-canonical transform keeps upstream's fx * s (network_intrinsics).
+            # resampled by (rw / W, rh / H) with pixel centres at integers, the same rule as the CameraInfo
+            # the node publishes for it (scale_camera_info); the de-canonical transform keeps upstream's
+            # fx * s (network_intrinsics).
             out_intr = tuple(
                 it.intrinsics if req.resolution == 'camera'
-                else it.intrinsics.scaled(*it.letterbox.resize_factors)
+                else it.intrinsics.resampled(*it.letterbox.resize_factors)
                 for it in ordered[start:stop]
             )
             post_groups.append(post.PostGroup(

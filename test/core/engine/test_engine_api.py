@@ -168,10 +168,11 @@ def test_outputs_geometry_network_resolution():
     assert r.arrays['depth_m'].shape == r.arrays['confidence'].shape == (rh, rw)
     assert r.arrays['normals'].shape == (rh, rw, 3)
     k = frame.intrinsics
-    # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), which is
-    # also how the node scales the CameraInfo it publishes for this image.
+    # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), pixel
+    # centres at integers, which is also how the node scales the CameraInfo it publishes for this image.
     sx, sy = rw / 120, rh / 90
-    assert r.intrinsics == Intrinsics(k.fx_px * sx, k.fy_px * sy, k.cx_px * sx, k.cy_px * sy)
+    assert r.intrinsics == Intrinsics(k.fx_px * sx, k.fy_px * sy, (k.cx_px + 0.5) * sx - 0.5,
+                                      (k.cy_px + 0.5) * sy - 0.5)
     # ... so a consumer unprojecting the depth image with the node's depth CameraInfo gets the same cloud.
     info = CameraInfoFields(width=120, height=90, distortion_model='plumb_bob', d=(0.0,) * 5,
                             k=(k.fx_px, 0.0, k.cx_px, 0.0, k.fy_px, k.cy_px, 0.0, 0.0, 1.0),

@@ -118,10 +118,10 @@ def test_postprocessing_reproduces_metric_depth(shared_dir, name):
     (net_res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(resolution='network'))
     assert net_res.arrays['depth_m'].shape == (lb.resized_height, lb.resized_width)
     # Upstream's scaled intrinsics drive the de-canonical transform (checked through expected_net below);
-    # the image's own intrinsics are the exact resampling factors.
+    # the image's own intrinsics are the exact resampling factors, pixel centres at integers.
     np.testing.assert_allclose(lb.scale_intrinsics(intr).as_tuple(), fr['scaled_intrinsics'], rtol=1e-12)
     sx, sy = lb.resize_factors
-    np.testing.assert_allclose(net_res.intrinsics.as_tuple(), intr.scaled(sx, sy).as_tuple(), rtol=1e-12)
+    np.testing.assert_allclose(net_res.intrinsics.as_tuple(), intr.resampled(sx, sy).as_tuple(), rtol=1e-12)
     rows, cols = lb.unpad_slices
     expected_net = ref.arrays['depth'][0, 0][rows, cols] * np.float32(fr['scaled_intrinsics'][0] / 1000.0)
     np.testing.assert_allclose(net_res.arrays['depth_m'], expected_net, rtol=1e-6)
