@@ -13,11 +13,10 @@ that its criterion sees that.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from eval_bounds import shared_frames
 
 from metric3d_ros.core.config import EngineConfig
 from metric3d_ros.core.engine.engine import DepthEngine
@@ -28,18 +27,8 @@ from metric3d_ros.core.geometry.camera_info import (
     intrinsics_from_camera_info,
     scale_camera_info,
 )
-from metric3d_ros.tools.bag_builder import cameras_from_preset, read_depth_png, read_rgb
 
 torch.set_num_threads(2)
-
-
-def shared_frames(data_root: Path):
-    """(data set, camera, frame key, rgb, ground truth metres (NaN holes), intrinsics) of every frame."""
-    for preset in ('nyu', 'kitti', 'ddad'):
-        for cam in cameras_from_preset(preset, data_root):
-            for fp in cam.frames:
-                yield (preset, cam.name, fp.frame_key, read_rgb(fp.image_path),
-                       read_depth_png(fp.depth_path, cam.depth_scale), cam.intrinsics)
 
 
 def bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
