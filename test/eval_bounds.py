@@ -95,11 +95,15 @@ class FrameBounds:
         return float(1.0 - inside.mean())
 
 
-def frame_bounds(gt_m: np.ndarray, letterbox: Letterbox, network_fx_px: float, pred_m: np.ndarray,
-                 config: MetricsConfig, canonical_range: tuple[float, float] = (0.1, 200.0),
+def frame_bounds(gt_m: np.ndarray, letterbox: Letterbox, network_fx_px: float, config: MetricsConfig,
+                 canonical_range: tuple[float, float] = (0.1, 200.0),
                  canonical_focal_px: float = 1000.0) -> FrameBounds:
-    """The model's bounds for one frame. ``pred_m`` only selects the evaluated pixels (finite prediction),
-    as the metrics do; ``network_fx_px`` is fx * letterbox.scale (the de-canonical focal)."""
+    """The model's bounds for one frame; ``network_fx_px`` is fx * letterbox.scale (the de-canonical focal).
+
+    Which pixels end up evaluated is not known in advance (saturable ones may drop out), so the per-pixel
+    sums run over every valid ground-truth pixel and are divided by the fewest pixels that can be evaluated
+    (n_valid * coverage_min): a mean over any evaluated subset cannot exceed that.
+    """
     gt = np.asarray(gt_m, dtype=np.float32)
     filled = fill_nearest_valid(gt)
     rx, ry = footprint_radius_px(letterbox)
@@ -107,15 +111,17 @@ def frame_bounds(gt_m: np.ndarray, letterbox: Letterbox, network_fx_px: float, p
     lo = cv2.erode(filled, kernel, borderType=cv2.BORDER_REPLICATE).astype(np.float64)
     hi = cv2.dilate(filled, kernel, borderType=cv2.BORDER_REPLICATE).astype(np.float64)
     valid = valid_gt_mask(gt, config)
-    ev = valid & np.isfinite(pred_m)
-    g = gt[ev].astype(np.float64)
-    worst = np.maximum(hi[ev] - g, g - lo[ev]) / g
-    edge = np.maximum(hi[ev] / g, g / lo[ev]) >= DELTA1_RATIO
+    n_valid = int(np.count_nonzero(valid))
+    g = gt[valid].astype(np.float64)
+    worst = np.maximum(hi[valid] - g, g - lo[valid]) / g
+    edges = int(np.count_nonzero(np.maximum(hi[valid] / g, g / lo[valid]) >= DELTA1_RATIO))
     to_metric = network_fx_px / canonical_focal_px
     saturable = valid & ((hi >= canonical_range[1] * to_metric) | (lo <= canonical_range[0] * to_metric))
+    coverage_min = 1.0 - np.count_nonzero(saturable) / n_valid
+    n_min = n_valid * coverage_min
     return FrameBounds(
         lo=lo, hi=hi,
-        abs_rel_max=float(worst.mean()) + FLOAT_EPS,
-        delta1_min=float(1.0 - edge.mean()),
-        coverage_min=float(1.0 - np.count_nonzero(saturable) / np.count_nonzero(valid)),
+        abs_rel_max=float(worst.sum() / n_min) + FLOAT_EPS,
+        delta1_min=float(1.0 - edges / n_min),
+        coverage_min=float(coverage_min),
     )

@@ -116,7 +116,7 @@ def test_every_shared_frame_stays_within_the_interpolation_error_model(shared_di
     within the bounds the error model derives from the frame's own ground truth (test/eval_bounds.py)."""
     per_set = {}
     for name, preset, gt, pred, lb, fx_net, cfg in _run_frames(shared_dir, net):
-        bounds = frame_bounds(gt, lb, fx_net, pred, cfg)
+        bounds = frame_bounds(gt, lb, fx_net, cfg)
         assert bounds.outside_envelope(pred, gt, cfg) == 0.0, name
         m = compute_metrics(pred, gt, cfg)
         assert m.abs_rel <= bounds.abs_rel_max, (name, m.abs_rel, bounds.abs_rel_max)
@@ -139,4 +139,4 @@ def test_the_error_model_catches_a_shift_or_a_scale_error_on_every_frame(shared_
     for name, _preset, gt, pred, lb, fx_net, cfg in _run_frames(shared_dir, (616, 1064)):
         # without a fault no pixel is outside (above); measured with one: shift 2e-4 (KITTI) .. 4 % (NYU) of
         # the pixels, scale 19 % .. 85 %
-        assert frame_bounds(gt, lb, fx_net, pred, cfg).outside_envelope(pred, gt, cfg) > 0.0, name
+        assert frame_bounds(gt, lb, fx_net, cfg).outside_envelope(pred, gt, cfg) > 0.0, name
