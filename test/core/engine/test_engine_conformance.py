@@ -177,5 +177,10 @@ def test_end_to_end_raw_images_to_metric_depth(shared_dir):
         engine.close()
         for ref, res in zip(refs, results, strict=True):
             assert res.ok, res.error
-            fraction, ratio = agreement(res.arrays['depth_m'], ref.arrays['metric_depth_0'])
+            depth, expected = res.arrays['depth_m'], ref.arrays['metric_depth_0']
+            # upstream's canonical minimum here is 0.1000061, just above the network's clamp: where ours
+            # saturates at 0.1 the pixel is NaN (not a measurement) and counts as a disagreeing element
+            invalid = ~np.isfinite(depth)
+            fraction, ratio = agreement(np.where(invalid, expected, depth), expected)
+            fraction -= float(invalid.mean())
             assert meets_criterion(fraction, ratio), f'{mode} {ref.name}: {fraction=} {ratio=}'
