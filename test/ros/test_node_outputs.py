@@ -129,7 +129,9 @@ def test_network_resolution_and_16uc1(harness):
     fx_in = 0.8 * 320
     assert info.k[0] == pytest.approx(fx_in * 140 / 320)
     assert info.k[4] == pytest.approx(fx_in * 70 / 160)
-    assert info.k[2] == pytest.approx((320 - 1) / 2 * 140 / 320)
+    # principal point moved with the pixel centres: (cx + 0.5) * sx - 0.5 (docs/NODE.md, Topics)
+    assert info.k[2] == pytest.approx(((320 - 1) / 2 + 0.5) * 140 / 320 - 0.5)
+    assert info.k[5] == pytest.approx(((160 - 1) / 2 + 0.5) * 70 / 160 - 0.5)
     mm = np.frombuffer(bytes(depth.data), dtype='<u2').reshape(70, 140)
     assert (mm > 0).all()
 

@@ -154,3 +154,11 @@ def test_declared_on_a_node_with_overrides():
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_max_depth_m_above_upstreams_300_m_clamp_works_and_beyond_its_range_is_named():
+    """Issue 16: the engine clamps nothing, so max_depth_m up to 1000 m reaches each request; beyond the
+    declared range configure names the parameter."""
+    config = _config(max_depth_m=1000.0)
+    assert config.outputs.max_depth_m == 1000.0
+    assert 'max_depth_m: got 5000.0; use a number in [0, 1000]' in _problems(max_depth_m=5000.0)

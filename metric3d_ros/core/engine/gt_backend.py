@@ -10,7 +10,9 @@ source image's resolution) and builds what a perfect network would output for th
    both axes, else ``cv2.INTER_LINEAR`` (the pixel mapping of the image path, centres at integers);
 3. it is padded to the network size (edge values replicated; the engine cuts the padding off again);
 4. metric -> canonical: ``canonical = metric * canonical_focal_px / network_fx_px`` with the letterbox-scaled
-   fx that the engine will use to go back.
+   fx that the engine will use to go back. Values at or beyond the network's canonical range ([0.1, 200])
+   are left as they are: the engine treats them as saturated, as it would a network's clamp, so ground
+   truth farther than ``200 * network_fx_px / canonical_focal_px`` metres comes back invalid (NaN).
 
 The engine then un-pads, resizes to the output resolution and rescales as for a real network, so comparing
 its output with the ground truth measures only resampling error: a wrong intrinsic, letterbox offset,
