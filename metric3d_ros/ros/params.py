@@ -111,6 +111,8 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        'commas; every camera in exactly one group. Empty: one group with every camera', **_RO),
     _p('group_devices', [], "one torch device per camera group ('cuda:0', 'cuda:1', 'cpu'); empty: every "
        'group on the engine device', **_RO),
+    _p('max_image_megapixels', 50.0, 'images with more pixels (width x height / 1e6) are dropped '
+       '(image_too_large) before any conversion', float_range=(0.001, 1000.0)),
     # --- pairing and batching
     _p('camera_info_source', 'auto', "intrinsics from P ('rectified'), K ('raw') or P when set ('auto')",
        choices=CAMERA_INFO_SOURCES),
@@ -128,6 +130,11 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        int_range=(1, 16, 1)),
     _p('max_input_age_ms', 500.0, 'frames older than this (stamp vs ROS time) are dropped; -1: never',
        float_range=(-1.0, 1e6)),
+    _p('max_future_ms', 1000.0, 'frames stamped later than ROS time by more than this are dropped '
+       '(future_stamp) and never become the camera\'s last stamp; -1: never', float_range=(-1.0, 1e9)),
+    _p('stamp_restart_ms', 1000.0, 'a frame stamped more than this before its camera\'s last frame '
+       'restarts that camera\'s stamp order (restarted driver, clock jump back; counted as stamp_restarts) '
+       'instead of being dropped as out_of_order_stamp; -1: never', float_range=(-1.0, 1e9)),
     _p('camera_timeout_ms', 1000.0, 'a camera silent this long is no longer waited for',
        float_range=(1.0, 1e6)),
     # --- outputs
@@ -242,6 +249,7 @@ class NodeConfig:
     camera_info_source: str = 'auto'
     info_wait_ms: float = 100.0
     input_transport: str = 'raw'
+    max_image_megapixels: float = 50.0
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
@@ -441,7 +449,8 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     scheduler = r.build(
         'batching parameters', SchedulerConfig,
         max_batch_size=max_batch_size, max_wait_ms=r.get('max_wait_ms'), queue_depth=r.get('queue_depth'),
-        max_input_age_ms=r.get('max_input_age_ms'), camera_timeout_ms=r.get('camera_timeout_ms'),
+        max_input_age_ms=r.get('max_input_age_ms'), max_future_ms=r.get('max_future_ms'),
+        stamp_restart_ms=r.get('stamp_restart_ms'), camera_timeout_ms=r.get('camera_timeout_ms'),
         error_log_period_s=log_throttle_s,
     )
     stats = r.build(
@@ -467,6 +476,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     source = r.get('camera_info_source')
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
+    max_image_megapixels = r.get('max_image_megapixels')
     period_s = r.get('diagnostics.period_s')
     torch_threads = r.get('torch_threads')
     autostart = r.get('autostart')
@@ -476,6 +486,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         cameras=tuple(cameras), engine=engine, pairing=pairing, scheduler=scheduler, stats=stats,
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, groups=groups, process_layout=layout,
         camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
+        max_image_megapixels=max_image_megapixels,
         diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, autostart=autostart,
         torch_threads=torch_threads,
     )
