@@ -125,8 +125,8 @@ class DepthNode(LifecycleNode):
         self._config, self._layout, self._state = config, layout, 'inactive'
         groups = ', '.join(f'{g.name} {list(g.cameras)} on {g.device}' for g in config.groups)
         log.info(f'configured: {config.process_layout}, groups {groups}, backend {config.engine.backend}, '
-                 f'variant {config.engine.variant}, network {config.engine.net_height_px}x'
-                 f'{config.engine.net_width_px}, max batch {config.scheduler.max_batch_size}')
+                 f'variant {config.engine.variant}, network {config.engine.net_width_px}x'
+                 f'{config.engine.net_height_px}, max batch {config.scheduler.max_batch_size}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -215,7 +215,7 @@ class DepthNode(LifecycleNode):
                 'cameras': ','.join(next((g.cameras for g in config.groups if g.name == report.name), ())),
                 'process_layout': config.process_layout, 'backend': engine_cfg.backend,
                 'variant': engine_cfg.variant, 'device': report.device,
-                'net_size_px': f'{engine_cfg.net_height_px}x{engine_cfg.net_width_px}',
+                'net_size_px': f'{engine_cfg.net_width_px}x{engine_cfg.net_height_px}',
                 'max_batch_size': str(config.scheduler.max_batch_size),
                 'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
                 'worker_restarts': str(report.restarts), 'drops_worker_died': str(report.lost),
