@@ -26,6 +26,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
+    ParameterNotDeclaredException,
     ParameterUninitializedException,
 )
 from rclpy.parameter import Parameter
@@ -282,6 +283,13 @@ def declare_parameters(node) -> list[str]:
     return problems
 
 
+def unknown_overrides(node) -> list[str]:
+    """Names given to ``node`` at start-up (params files, ``-p``, ``parameter_overrides``) that it did not
+    declare: typos, or parameters of another version. rclpy ignores them silently; the node warns."""
+    overrides = getattr(node, '_parameter_overrides', None) or {}  # rclpy keeps no public accessor
+    return sorted(name for name in overrides if not node.has_parameter(name))
+
+
 def _hint(spec: ParamSpec) -> str:
     if spec.choices:
         return f'use one of {", ".join(spec.choices)}'
@@ -305,8 +313,16 @@ class _Reader:
     def get(self, name: str) -> Any:
         spec = SPECS[name]
         value = self.values.get(name, spec.default)
-        if value is None:  # a typed parameter that was never set
-            value = spec.default
+        if value is UNDECLARED:
+            self.problems.append(f'{name}: not declared on the node any more; restart the node (its '
+                                 'parameters cannot be deleted)')
+            return spec.default if not isinstance(spec.default, list) else tuple(spec.default)
+        if value is None and spec.default == []:  # a typed list parameter that was never set: empty
+            value = []
+        elif value is None:
+            self.problems.append(f'{name}: not set (an empty list or a null in a params file leaves a '
+                                 f'parameter unset); give it a value like the default {spec.default!r}')
+            return spec.default if not isinstance(spec.default, list) else tuple(spec.default)
         default = spec.default
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -409,14 +425,21 @@ def camera_groups(cameras: Sequence[str], entries: Sequence[str], devices: Seque
     return groups, problems
 
 
+UNDECLARED = object()
+"""``parameter_values``'s value of a parameter of ``PARAMETERS`` that is not declared (any more)."""
+
+
 def parameter_values(node) -> dict[str, Any]:
-    """Current values of every declared parameter of ``PARAMETERS`` (None for a typed one never set)."""
+    """Current values of every parameter of ``PARAMETERS``: None for one that is unset (a typed one never
+    set, or unset by an empty list in a params file), ``UNDECLARED`` for one not declared."""
     values = {}
     for spec in PARAMETERS:
         try:
             values[spec.name] = node.get_parameter(spec.name).value
         except ParameterUninitializedException:
             values[spec.name] = None
+        except ParameterNotDeclaredException:
+            values[spec.name] = UNDECLARED
     return values
 
 
