@@ -326,6 +326,25 @@ def snapshots(node) -> dict:
     return {snap.camera_id: snap for report in node.layout.reports() for snap, _ in report.cameras}
 
 
+def unaccounted(node) -> dict[str, tuple[int, int, int, int]]:
+    """Cameras whose inputs are not all accounted for: camera -> (inputs, outputs, drops, skipped), where
+    every input must be an output, a counted drop or skipped for want of a subscriber (empty: all balance)."""
+    out = {}
+    for report in node.layout.reports():
+        for snap, extras in report.cameras:
+            drops = sum(snap.drops_total.values())
+            if snap.inputs_total != snap.outputs_total + drops + extras.skipped_no_subscriber:
+                out[snap.camera_id] = (snap.inputs_total, snap.outputs_total, drops,
+                                       extras.skipped_no_subscriber)
+    return out
+
+
+def assert_accounted(node, timeout_s: float = 15.0) -> None:
+    """Wait until every input of every camera is an output, a counted drop or skipped (frames in flight
+    settle), and assert it."""
+    assert wait_until(lambda: not unaccounted(node), timeout_s), unaccounted(node)
+
+
 _OUTPUT_KEYS = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',
                 'normals/image': 'normals', 'confidence/image': 'confidence'}
 

@@ -558,7 +558,7 @@ class CameraGroup:
             cam.hint = ''
             return
         qos = self._config.input_qos
-        cam.hint = (f'no image received although {sub.topic_name} has {publishers} publisher(s): check that '
+        cam.hint = (f'{snap.message} although {sub.topic_name} has {publishers} publisher(s): check that '
                     f'its QoS is compatible with qos.input (reliability {qos.reliability}); with best_effort '
                     'input, images of tens of MB lose fragments in Fast DDS and never arrive: use '
                     'qos.input.reliability reliable, smaller or compressed images, or the shipped Fast DDS '
