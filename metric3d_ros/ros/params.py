@@ -99,6 +99,8 @@ _NODE_FIRST: tuple[ParamSpec, ...] = (
     _p('cameras', ['camera'], 'camera names; per camera NAME the node reads NAME/image, NAME/camera_info'),
     _p('input_transport', 'raw', "'raw' (NAME/image, sensor_msgs/Image) or 'compressed' "
        '(NAME/image/compressed, sensor_msgs/CompressedImage)', choices=INPUT_TRANSPORTS),
+    _p('max_image_megapixels', 50.0, 'images with more pixels (width x height / 1e6) are dropped '
+       '(image_too_large) before any conversion', float_range=(0.001, 1000.0)),
 )
 _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
@@ -112,8 +114,6 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        'commas; every camera in exactly one group. Empty: one group with every camera', **_RO),
     _p('group_devices', [], "one torch device per camera group ('cuda:0', 'cuda:1', 'cpu'); empty: every "
        'group on the engine device', **_RO),
-    _p('max_image_megapixels', 50.0, 'images with more pixels (width x height / 1e6) are dropped '
-       '(image_too_large) before any conversion', float_range=(0.001, 1000.0)),
     # --- pairing and batching
     _p('camera_info_source', 'auto', "intrinsics from P ('rectified'), K ('raw') or P when set ('auto')",
        choices=CAMERA_INFO_SOURCES),
