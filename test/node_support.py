@@ -2,7 +2,8 @@
 with camera publishers and output collectors, synthetic images and CameraInfo.
 
 Every test process gets its own ROS_DOMAIN_ID (a per-module base + pid % 40) and ROS_LOG_DIR, and the
-shipped Fast DDS profile (config/fastdds_shm.xml, shared memory) for cross-process image traffic. Topics live under a
+shipped Fast DDS profile (config/fastdds_shm.xml, shared memory) for cross-process image traffic. Topics
+live under a
 per-process namespace as well, so that concurrent test runs on one machine never see each other.
 """
 from __future__ import annotations
@@ -327,6 +328,25 @@ def group_of(node, index: int = 0):
 def snapshots(node) -> dict:
     """Camera id -> ``CameraSnapshot`` from every camera group of the node (any layout)."""
     return {snap.camera_id: snap for report in node.layout.reports() for snap, _ in report.cameras}
+
+
+def unaccounted(node) -> dict[str, tuple[int, int, int, int]]:
+    """Cameras whose inputs are not all accounted for: camera -> (inputs, outputs, drops, skipped), where
+    every input must be an output, a counted drop or skipped for want of a subscriber (empty: all balance)."""
+    out = {}
+    for report in node.layout.reports():
+        for snap, extras in report.cameras:
+            drops = sum(snap.drops_total.values())
+            if snap.inputs_total != snap.outputs_total + drops + extras.skipped_no_subscriber:
+                out[snap.camera_id] = (snap.inputs_total, snap.outputs_total, drops,
+                                       extras.skipped_no_subscriber)
+    return out
+
+
+def assert_accounted(node, timeout_s: float = 15.0) -> None:
+    """Wait until every input of every camera is an output, a counted drop or skipped (frames in flight
+    settle), and assert it."""
+    assert wait_until(lambda: not unaccounted(node), timeout_s), unaccounted(node)
 
 
 _OUTPUT_KEYS = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',

@@ -112,8 +112,8 @@ class GroundTruthBackend:
                     f'no ground truth for camera {meta.camera_id!r} at stamp {meta.stamp_ns}'
                 )
             if (meta.letterbox.net_height, meta.letterbox.net_width) != (net_h, net_w):
-                raise ValueError(f'letterbox of frame {i} targets {meta.letterbox.net_height}x'
-                                 f'{meta.letterbox.net_width}, the batch is {net_h}x{net_w}')
+                raise ValueError(f'letterbox of frame {i} targets {meta.letterbox.net_width}x'
+                                 f'{meta.letterbox.net_height}, the batch is {net_w}x{net_h}')
             fx_px = meta.network_intrinsics.fx_px
             depth[i, 0] = ground_truth_canvas(gt, meta.letterbox, fx_px, self._focal_px)
         self.calls += 1

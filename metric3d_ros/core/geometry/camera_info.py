@@ -164,6 +164,13 @@ def published_size(info: CameraInfoFields) -> tuple[int, int]:
 def _check_calibrated(info: CameraInfoFields) -> None:
     if info.k[0] == 0.0:
         raise CalibrationError('CameraInfo.k[0] == 0: the camera is uncalibrated (K is not set)')
+    for name in ('d', 'k', 'r', 'p'):
+        values = getattr(info, name)
+        if not all(math.isfinite(v) for v in values):
+            raise CalibrationError(
+                f'CameraInfo.{name} holds a non-finite value ({list(values)}): every value of D, K, R and P '
+                'must be finite (all of them are copied into the depth CameraInfo); fix the calibration'
+            )
 
 
 def _choose_source(info: CameraInfoFields, source: str) -> tuple[str, list[str]]:
@@ -213,7 +220,9 @@ def intrinsics_from_camera_info(
 
     - ``source='auto'`` uses P when it is set (``p[0] != 0``, the image is taken as rectified), else K;
       ``'rectified'`` requires P; ``'raw'`` uses K (the image is unrectified).
-    - ``k[0] == 0`` is rejected as uncalibrated; non-finite or non-positive focal lengths are rejected.
+    - ``k[0] == 0`` is rejected as uncalibrated; non-finite or non-positive focal lengths are rejected, and so
+      is a NaN or infinity anywhere in D, K, R or P (even in a matrix not used here: the depth CameraInfo
+      carries every field on).
     - ROI offsets (full-resolution pixels) are subtracted from cx, cy, then fx, cx are divided by
       ``binning_x`` and fy, cy by ``binning_y`` (0 means 1).
     - The resulting size (ROI size, 0 = full, divided by binning) must equal the image's, else

@@ -130,6 +130,21 @@ def test_bad_k_values_are_rejected_for_raw(index, value):
         intrinsics_from_camera_info(make_info(k=k), 640, 480, source='raw')
 
 
+@pytest.mark.parametrize(('field', 'index', 'value'), [
+    ('k', 2, math.nan),     # K while P is used
+    ('k', 1, math.inf),
+    ('p', 3, math.nan),     # Tx
+    ('p', 7, -math.inf),    # Ty
+    ('r', 4, math.nan),
+    ('d', 0, math.inf),
+])
+def test_non_finite_values_are_rejected_even_where_unused(field, index, value):
+    values = list(make_info().__dict__[field])
+    values[index] = value
+    with pytest.raises(CalibrationError, match=f'CameraInfo.{field} holds a non-finite value'):
+        intrinsics_from_camera_info(make_info(**{field: values}), 640, 480, source='rectified')
+
+
 # ---------------------------------------------------------------- binning and ROI
 
 
