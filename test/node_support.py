@@ -3,8 +3,8 @@ with camera publishers and output collectors, synthetic images and CameraInfo.
 
 Every test process gets its own ROS_DOMAIN_ID (a per-module base + pid % 40) and ROS_LOG_DIR, and the
 shipped Fast DDS profile (config/fastdds_shm.xml, shared memory) for cross-process image traffic. Topics
-live under a
-per-process namespace as well, so that concurrent test runs on one machine never see each other.
+live under a per-process namespace as well, so that concurrent test runs on one machine never see each
+other.
 """
 from __future__ import annotations
 
