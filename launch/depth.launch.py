@@ -16,8 +16,8 @@ Arguments:
   image_topic     the image topic inside each driver namespace (default image_raw; image_rect for rectified)
   remappings      any further remappings, FROM:=TO[;FROM:=TO...] (e.g. front/points:=/front/cloud)
   fastdds_profile Fast DDS XML profile for the node's processes only (default: the package's
-                  config/fastdds_shm.xml, 64 MiB shared memory); 'none' leaves the environment alone. Set as
-                  FASTDDS_DEFAULT_PROFILES_FILE for Fast DDS 3 (Kilted and later) and as
+                  config/fastdds_shm.xml, 256 MiB shared memory); 'none' leaves the environment alone. Set
+                  as FASTDDS_DEFAULT_PROFILES_FILE for Fast DDS 3 (Kilted and later) and as
                   FASTRTPS_DEFAULT_PROFILES_FILE for Fast DDS 2 (Humble, Jazzy). Camera drivers need the
                   same profile: see docs/NODE.md.
   autostart       false to leave the node unconfigured for a lifecycle manager

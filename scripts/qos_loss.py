@@ -9,23 +9,33 @@ counts the header stamps it receives and the samples the middleware reports lost
 Every run is a fresh pair of processes with the project's Fast DDS profile (config/fastdds_shm.xml,
 segment and port queue overridable); ROS_DOMAIN_ID is taken from the environment (default 44).
 
-Usage (Kilted venv; takes ~12 s a run on a 2-core box):
+The loss needs a receiver that lags behind the burst, as on a host that also runs inference: on an
+idle box nothing is lost. ``--cpu-load 1 --sub-nice 5`` makes that lag repeatable (one busy process while
+publishing, the subscriber at nice 5). Usage (Kilted or Jazzy venv; ~13 s a run on a 2-core box):
 
-    python scripts/qos_loss.py --pub-depth 1 10 --runs 8                # the loss and the fix by depth
-    python scripts/qos_loss.py --pub-depth 1 --port-queue 8192 --runs 8  # the fix by the SHM port queue
-    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 10 --port-queue 8192 --runs 3
+    # the old profile (64 MiB segment, Fast DDS's 512-descriptor port): keep last 1 loses, 10 does not
+    python scripts/qos_loss.py --segment-mib 64 --port-queue 0 --pub-depth 1 10 --cpu-load 1 --sub-nice 5
+    # the shipped profile (256 MiB, 8192): nothing lost
+    python scripts/qos_loss.py --pub-depth 1 10 --cpu-load 1 --sub-nice 5 --runs 4
+    # 6 cameras as fast as the box publishes
+    python scripts/qos_loss.py --rate-hz 30 --batches 15 --pub-depth 1 10 --runs 3
 
 Options: --cameras K (6), --batches per run (3), --rate-hz batches a second (2), --pub-depth keep-last
 depths of the publishers to compare (0 = keep all), --sub-depth of the subscriber (10; 0 = keep all),
---segment-mib shared-memory segment of every participant (64; 0 = no profile, Fast DDS's builtin
-transports), --port-queue SHM port_queue_capacity (0 = Fast DDS's 512), --heartbeat-ms writer heartbeat
-period (0 = Fast DDS's 3 s), --per-topic (one subscriber process per topic instead of one recorder).
+--segment-mib shared-memory segments to compare (default: as in config/fastdds_shm.xml; 0 = no profile,
+Fast DDS's builtin transports), --port-queue SHM port_queue_capacity (default: as in the profile; 0 =
+Fast DDS's 512), --heartbeat-ms writer heartbeat period (0 = Fast DDS's 3 s), --per-topic (one
+subscriber process per topic instead of one recorder), --record-to-disk (the subscriber writes every
+message to a file, as a recorder does), --cpu-load N (N busy processes while publishing), --sub-nice N
+(the subscriber process at nice N).
 
 Prints per run, e.g.
-    depth=1 seg=64MiB subdepth=10 run 2: received 51/54 lost 3 (lost events 3; publish 244 ms/batch,
-    1.8 batches/s, late 2, publisher rss 516 MiB) lost per batch [3, 0, 0] short: /cam3/camera_info, ...
+    depth=1 seg=64MiB portq=512 subdepth=10 cpuload=1 subnice=5 run 1: received 46/54 lost 8 (lost
+    events 8; publish 299 ms/batch, 1.3 batches/s, late 2, publisher rss 517 MiB) lost per batch [4, 4, 0]
+    short: /cam1/depth, ...
 and per configuration, e.g.
-    depth=1 seg=64MiB subdepth=10: lost 6/432 messages over 8 runs, runs with loss 3/8
+    depth=1 seg=64MiB portq=512 subdepth=10 cpuload=1 subnice=5: lost 74/216 messages over 4 runs, runs
+    with loss 4/4
 "lost events" counts the samples Fast DDS reported lost to the subscriber (GAP from the writer);
 "late" counts batches that started after their slot because publishing the previous one took longer.
 """
@@ -153,9 +163,13 @@ def run_subscriber(a: argparse.Namespace) -> None:
     lost: dict[str, int] = {t: 0 for t, _ in tps}
     last = [time.monotonic()]
 
+    bag = open(a.record, 'wb') if a.record else None  # closed below
+
     def on_msg(topic):
         def cb(data: bytes) -> None:
             got[topic].add(stamp_of(data))
+            if bag is not None:  # a recorder's work: every message to storage
+                bag.write(data)
             last[0] = time.monotonic()
         return cb
 
@@ -180,21 +194,32 @@ def run_subscriber(a: argparse.Namespace) -> None:
         if n >= expected or (n > 0 and time.monotonic() - last[0] > a.idle_s):
             break
     print(json.dumps({'received': {t: sorted(s) for t, s in got.items()}, 'lost_events': lost}), flush=True)
+    if bag is not None:
+        bag.close()
+        os.unlink(a.record)
     del subs
     node.destroy_node()
     rclpy.shutdown()
 
 
-def profile_file(segment_mib: int, heartbeat_ms: int, port_queue: int, tmp: Path) -> Path | None:
-    """The project's profile with another segment size (port queue, writer heartbeat), or None (builtins)."""
+def profile_file(segment_mib: int | None, heartbeat_ms: int, port_queue: int | None,
+                 tmp: Path) -> Path | None:
+    """The project's profile with another segment size (None: as shipped), port queue (None: as shipped,
+    0: Fast DDS's 512) and writer heartbeat period (0: Fast DDS's 3 s); None for segment 0 (builtin
+    transports, no profile)."""
     if segment_mib == 0:
         return None
     xml = PROFILE.read_text()
-    extra = f'<port_queue_capacity>{port_queue}</port_queue_capacity>' if port_queue else ''
-    xml, n = re.subn(r'<segment_size>\d+</segment_size>',
-                     f'<segment_size>{segment_mib << 20}</segment_size>{extra}', xml)
-    if n != 1:
-        raise RuntimeError(f'{PROFILE}: expected one <segment_size>')
+    if segment_mib is not None:
+        segment = f'<segment_size>{segment_mib << 20}</segment_size>'
+        xml, n = re.subn(r'<segment_size>\d+</segment_size>', segment, xml)
+        if n != 1:
+            raise RuntimeError(f'{PROFILE}: expected one <segment_size>')
+    if port_queue is not None:
+        xml = re.sub(r'\s*<port_queue_capacity>\d+</port_queue_capacity>', '', xml)
+        if port_queue:
+            xml = xml.replace('</segment_size>', f'</segment_size><port_queue_capacity>{port_queue}'
+                                                 '</port_queue_capacity>')
     if heartbeat_ms:
         sec, ms = divmod(heartbeat_ms, 1000)
         tag = 'heartbeat_period' if fast_dds_3() else 'heartbeatPeriod'  # the XML name changed in 3.0
@@ -218,7 +243,7 @@ def fast_dds_3() -> bool:
     return True
 
 
-def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int, tmp: Path) -> dict:
+def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int | None, tmp: Path) -> dict:
     """Start the subscriber process(es), then the publisher; return what the subscribers received."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(a.domain), RMW_FASTRTPS_USE_QOS_FROM_XML='0')
     env.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
@@ -237,18 +262,25 @@ def one_run(a: argparse.Namespace, pub_depth: int, segment_mib: int, tmp: Path) 
     matched_files = []
     for i, t in enumerate(sub_topics):
         matched_files.append(str(tmp / f'matched_{os.getpid()}_{time.monotonic_ns()}_{i}'))
-        cmd = me + ['_sub', '--sub-depth', str(sub_depth), '--timeout-s', str(timeout),
+        record = ['--record', str(tmp / f'bag_{i}')] if a.record_to_disk else []
+        cmd = me + ['_sub', '--sub-depth', str(sub_depth), '--timeout-s', str(timeout), *record,
                     '--idle-s', str(a.linger_s + 2), '--matched-file', matched_files[-1]] + common + (
                         ['--topic', t] if t else [])
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=(lambda: os.nice(a.sub_nice)) if a.sub_nice else None)
         subs.append(p)
     for p in subs:
         if p.stdout.readline().strip() != 'ready':
             raise RuntimeError('subscriber did not start')
+    # other work on the host (the node's inference, a recorder's storage): busy processes while publishing
+    busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(a.cpu_load)]
     pub_cmd = me + ['_pub', '--pub-depth', str(pub_depth), '--expect-subs', '1',
                     '--linger-s', str(a.linger_s), '--matched-file', ','.join(matched_files)] + common
     pub = subprocess.run(pub_cmd,
                          env=env, stdout=subprocess.PIPE, text=True, timeout=timeout + 30)
+    for p in busy:
+        p.kill()
+        p.wait()
     pub_res = json.loads(pub.stdout.strip().splitlines()[-1])
     received: dict[str, list[int]] = {}
     lost_events = 0
@@ -271,10 +303,13 @@ def main() -> None:
     ap.add_argument('--stride', type=int, default=2)
     ap.add_argument('--pub-depth', type=int, nargs='+', default=[1, 10])
     ap.add_argument('--sub-depth', type=int, default=10)
-    ap.add_argument('--segment-mib', type=int, nargs='+', default=[64])
+    ap.add_argument('--segment-mib', type=int, nargs='+', default=[None])
     ap.add_argument('--heartbeat-ms', type=int, default=0)
-    ap.add_argument('--port-queue', type=int, default=0)
+    ap.add_argument('--port-queue', type=int, default=None)
     ap.add_argument('--per-topic', action='store_true')
+    ap.add_argument('--record-to-disk', action='store_true')
+    ap.add_argument('--cpu-load', type=int, default=0)
+    ap.add_argument('--sub-nice', type=int, default=0)
     ap.add_argument('--runs', type=int, default=5)
     ap.add_argument('--linger-s', type=float, default=5.0)
     ap.add_argument('--domain', type=int, default=int(os.environ.get('ROS_DOMAIN_ID', '44')))
@@ -284,6 +319,7 @@ def main() -> None:
     ap.add_argument('--idle-s', type=float, default=5.0)
     ap.add_argument('--expect-subs', type=int, default=1)
     ap.add_argument('--matched-file', default='')
+    ap.add_argument('--record', default='')
     a = ap.parse_args()
     if a.mode == '_pub':
         a.pub_depth = a.pub_depth[0]
@@ -296,10 +332,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix='qos_loss_') as tmp:
         for seg in a.segment_mib:
             for depth in a.pub_depth:
-                name = (f"depth={'all' if depth == 0 else depth} seg={seg}MiB"
+                segment = 'shipped' if seg is None else f'{seg}MiB'
+                name = (f"depth={'all' if depth == 0 else depth} seg={segment}"
                         f"{f' hb={a.heartbeat_ms}ms' if a.heartbeat_ms else ''}"
-                        f"{f' portq={a.port_queue}' if a.port_queue else ''}"
-                        f" subdepth={'all' if a.sub_depth == 0 else a.sub_depth}")
+                        f"{'' if a.port_queue is None else f' portq={a.port_queue or 512}'}"
+                        f" subdepth={'all' if a.sub_depth == 0 else a.sub_depth}"
+                        f"{' recording' if a.record_to_disk else ''}"
+                        f"{f' cpuload={a.cpu_load}' if a.cpu_load else ''}"
+                        f"{f' subnice={a.sub_nice}' if a.sub_nice else ''}")
                 total_lost = runs_lost = 0
                 for r in range(a.runs):
                     res = one_run(a, depth, seg, Path(tmp))

@@ -2,8 +2,9 @@
 with camera publishers and output collectors, synthetic images and CameraInfo.
 
 Every test process gets its own ROS_DOMAIN_ID (a per-module base + pid % 40) and ROS_LOG_DIR, and the
-shipped Fast DDS profile (64 MiB shared memory) for cross-process image traffic. Topics live under a
-per-process namespace as well, so that concurrent test runs on one machine never see each other.
+shipped Fast DDS profile (config/fastdds_shm.xml, shared memory) for cross-process image traffic. Topics
+live under a per-process namespace as well, so that concurrent test runs on one machine never see each
+other.
 """
 from __future__ import annotations
 
@@ -279,7 +280,10 @@ def node_overrides(**values):
 FAST_NODE = dict(
     backend='fake', device='cpu', net_height_px=112, net_width_px=140, warmup_iters=0,
     preprocess='reference', max_wait_ms=30.0, max_input_age_ms=-1.0, info_tolerance_ms=50.0,
-    torch_threads=1, **{'diagnostics.period_s': 0.2},
+    **{'diagnostics.period_s': 0.2,
+       # the tests count every frame they send: inputs must not be replaced in a keep-last-1 history when the
+       # loaded test machine is slow to take them (the shipped default is best effort, keep last 1)
+       'qos.input.reliability': 'reliable', 'qos.input.depth': 20},
 )
 """Parameters for a quick node with the deterministic fake backend at a tiny network size."""
 
@@ -324,6 +328,25 @@ def group_of(node, index: int = 0):
 def snapshots(node) -> dict:
     """Camera id -> ``CameraSnapshot`` from every camera group of the node (any layout)."""
     return {snap.camera_id: snap for report in node.layout.reports() for snap, _ in report.cameras}
+
+
+def unaccounted(node) -> dict[str, tuple[int, int, int, int]]:
+    """Cameras whose inputs are not all accounted for: camera -> (inputs, outputs, drops, skipped), where
+    every input must be an output, a counted drop or skipped for want of a subscriber (empty: all balance)."""
+    out = {}
+    for report in node.layout.reports():
+        for snap, extras in report.cameras:
+            drops = sum(snap.drops_total.values())
+            if snap.inputs_total != snap.outputs_total + drops + extras.skipped_no_subscriber:
+                out[snap.camera_id] = (snap.inputs_total, snap.outputs_total, drops,
+                                       extras.skipped_no_subscriber)
+    return out
+
+
+def assert_accounted(node, timeout_s: float = 15.0) -> None:
+    """Wait until every input of every camera is an output, a counted drop or skipped (frames in flight
+    settle), and assert it."""
+    assert wait_until(lambda: not unaccounted(node), timeout_s), unaccounted(node)
 
 
 _OUTPUT_KEYS = {'depth/image': 'depth', 'depth/camera_info': 'depth_info', 'points': 'points',

@@ -243,8 +243,9 @@ class EngineConfig:
         softmax attention, bit-faithful); see ``metric3d_ros.core.engine.torch_backend``.
     weights: checkpoint path; 'synthetic' for deterministic synthetic weights (tests, benchmarks);
         '' to resolve the official checkpoint through the model package's cache / download.
-    canonical_focal_px: focal length of Metric3D's canonical camera (1000 px).
-    min_depth_m, max_depth_m: metric depth is clamped into this range as upstream does ([0, 300] m).
+    canonical_focal_px: focal length of Metric3D's canonical camera (1000 px). Metric depth is never
+        clamped (upstream clamps to [0, 300] m): the engine marks saturated canonical values and depth
+        outside each request's [min_depth_m, max_depth_m] invalid (``metric3d_ros.core.engine.postprocess``).
     warmup_iters: network calls per batch-size bucket at warm-up (before CUDA graph capture).
     pipeline_depth: batches the engine may have in flight at once (``DepthEngine.submit``), 1..4. 1
         (default): one batch at a time. 2: a batch's upload, pre- and postprocessing and download overlap
@@ -284,10 +285,6 @@ class EngineConfig:
                            "'synthetic' = deterministic fake weights (meaningless depth, for tests)")
     canonical_focal_px: float = _option(1000.0, "focal length of Metric3D's canonical camera", node=False,
                                         cli=False)
-    min_depth_m: float = _option(0.0, 'metric depth is clamped into [min_depth_m, max_depth_m] as upstream '
-                                 'does', node=False, cli=False)
-    max_depth_m: float = _option(300.0, 'metric depth is clamped into [min_depth_m, max_depth_m] as '
-                                 'upstream does', node=False, cli=False)
     warmup_iters: int = _option(2, 'network calls per batch size at warm-up (0: no warm-up)',
                                 int_range=(0, 100, 1))
     pipeline_depth: int = _option(
@@ -339,14 +336,6 @@ class EngineConfig:
                 f'canonical_focal_px must be finite and positive, got {self.canonical_focal_px!r}'
             )
         object.__setattr__(self, 'canonical_focal_px', focal)
-        lo, hi = float(self.min_depth_m), float(self.max_depth_m)
-        if math.isnan(lo) or math.isnan(hi) or lo < 0.0 or hi <= lo:
-            raise ValueError(
-                f'depth clamp must satisfy 0 <= min_depth_m < max_depth_m, got [{self.min_depth_m}, '
-                f'{self.max_depth_m}]'
-            )
-        object.__setattr__(self, 'min_depth_m', lo)
-        object.__setattr__(self, 'max_depth_m', hi)
         if not isinstance(self.onnx, OnnxRuntimeOptions):
             raise ValueError(f'onnx must be an OnnxRuntimeOptions, got {type(self.onnx).__name__}')
 

@@ -19,11 +19,12 @@ torch.Tensor``, called once per group of batch rows that share a source size and
 device. ``ctx.network`` is the backend's ``NetworkOutput`` for the whole batch, ``ctx.group`` the
 ``PostGroup`` (rows ``start:stop``, letterbox, request, per-row network fx and output intrinsics),
 ``ctx.computed`` the device tensors of the outputs this group has computed so far, keyed by
-``OutputSpec.array`` (every output named in ``requires`` is there), plus ``ctx.canonical_focal_px`` and
-``ctx.clamp_m`` of the engine configuration. It returns an ``(n, ...)`` tensor for the group's n frames; the
-engine copies it to the host and ``FrameResult.arrays[spec.array]`` is each frame's row, passed through
-``spec.host_view`` when that is set. Outputs are computed in catalogue order, image outputs first (stage
-'postprocess'), clouds after them (stage 'cloud'); only requested outputs are copied to the host.
+``OutputSpec.array`` (every output named in ``requires`` is there), plus ``ctx.canonical_focal_px`` of the
+engine configuration and ``ctx.canonical_range``, the network's canonical depth range (a value at either end
+is a clamp: ``postprocess_depth`` makes it invalid). It returns an ``(n, ...)`` tensor for the group's n
+frames; the engine copies it to the host and ``FrameResult.arrays[spec.array]`` is each frame's row, passed
+through ``spec.host_view`` when that is set. Outputs are computed in catalogue order, image outputs first
+(stage 'postprocess'), clouds after them (stage 'cloud'); only requested outputs are copied to the host.
 
 This module imports no torch (the postprocess functions import it when they run): the node's publishers and
 the tools read the catalogue without loading it.

@@ -27,6 +27,10 @@ class CameraExtras:
     info_warnings: tuple[str, ...] = ()
     subscribed: tuple[str, ...] = ()
     """Output keys ('depth', 'points', 'depth_info', ...) with at least one subscriber."""
+    stamp_restarts: int = 0
+    """Times the camera's stamp order restarted (a stamp far behind the last one: restarted driver)."""
+    hint: str = ''
+    """What may be wrong when the camera is silent although its image topic has a publisher."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,11 @@ def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) ->
     values.append(('skipped_no_subscriber', str(extras.skipped_no_subscriber)))
     values.append(('idle', str(extras.idle).lower()))
     values.append(('subscribed_outputs', ','.join(extras.subscribed)))
+    values.append(('stamp_restarts', str(extras.stamp_restarts)))
     if extras.last_error:
         values.append(('last_error', extras.last_error))
+    if extras.hint:
+        values.append(('hint', extras.hint))
     status.values = [KeyValue(key=k, value=v) for k, v in values]
     return status
 

@@ -29,11 +29,19 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
 from metric3d_ros.core.outputs import OUTPUTS
 from metric3d_ros.ros.diagnostics import NodeExtras, camera_status, diagnostic_array, engine_status
 from metric3d_ros.ros.layout import CameraTopics, Layout, make_layout
-from metric3d_ros.ros.params import SPECS, ConfigError, NodeConfig, declare_parameters, read_node_config
+from metric3d_ros.ros.params import (
+    SPECS,
+    ConfigError,
+    NodeConfig,
+    declare_parameters,
+    read_node_config,
+    unknown_overrides,
+)
 from metric3d_ros.ros.publishers import output_topics
 from metric3d_ros.ros.qos import diagnostics_qos
 
@@ -58,6 +66,11 @@ class DepthNode(LifecycleNode):
         self._startup_problems: dict[str, str] = {}
         for problem in declare_parameters(self):
             self._startup_problems[problem.split(':', 1)[0]] = problem
+        unknown = unknown_overrides(self)
+        if unknown:
+            self.get_logger().warning(
+                f'ignoring parameter(s) {", ".join(unknown)}: not parameters of this node (a typo in a '
+                'params file or a launch file?); docs/NODE.md lists the parameters')
         self._config: NodeConfig | None = None
         self._layout: Layout | None = None
         self._diag_pub = None
@@ -92,6 +105,13 @@ class DepthNode(LifecycleNode):
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         names = [p.name for p in params if p.name in SPECS]
+        deleted = [p.name for p in params if p.name in SPECS and p.type_ == Parameter.Type.NOT_SET]
+        if deleted:
+            return SetParametersResult(
+                successful=False,
+                reason=(f'{", ".join(deleted)}: the parameters of this node cannot be deleted (configure '
+                        'reads every one); set a value instead (ros2 param set)'),
+            )
         if names and self._state != 'unconfigured':
             return SetParametersResult(
                 successful=False,
@@ -119,6 +139,10 @@ class DepthNode(LifecycleNode):
         except ConfigError as exc:
             log.error(f'configure failed: {exc}\nFix these parameters and configure again.')
             return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: BLE001 - never a bare "lifecycle error"
+            log.error(f'configure failed: reading the parameters raised {exc!r}; check the parameter it '
+                      'names (ros2 param get / describe) and configure again')
+            return TransitionCallbackReturn.FAILURE
         try:
             layout = make_layout(self, config, self.camera_topics(config), OUTPUTS)
             layout.configure()
@@ -129,8 +153,8 @@ class DepthNode(LifecycleNode):
         self._config, self._layout, self._state = config, layout, 'inactive'
         groups = ', '.join(f'{g.name} {list(g.cameras)} on {g.device}' for g in config.groups)
         log.info(f'configured: {config.process_layout}, groups {groups}, backend {config.engine.backend}, '
-                 f'variant {config.engine.variant}, network {config.engine.net_height_px}x'
-                 f'{config.engine.net_width_px}, max batch {config.scheduler.max_batch_size}')
+                 f'variant {config.engine.variant}, network {config.engine.net_width_px}x'
+                 f'{config.engine.net_height_px}, max batch {config.scheduler.max_batch_size}')
         if config.engine.weights == SYNTHETIC_WEIGHTS:
             log.warning(SYNTHETIC_WARNING)
         return TransitionCallbackReturn.SUCCESS
@@ -225,7 +249,7 @@ class DepthNode(LifecycleNode):
                 'cameras': ','.join(next((g.cameras for g in config.groups if g.name == report.name), ())),
                 'process_layout': config.process_layout, 'backend': engine_cfg.backend,
                 'variant': engine_cfg.variant, 'device': report.device,
-                'net_size_px': f'{engine_cfg.net_height_px}x{engine_cfg.net_width_px}',
+                'net_size_px': f'{engine_cfg.net_width_px}x{engine_cfg.net_height_px}',
                 'max_batch_size': str(config.scheduler.max_batch_size),
                 'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
                 'worker_restarts': str(report.restarts), 'drops_worker_died': str(report.lost),

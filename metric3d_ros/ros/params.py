@@ -26,6 +26,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
+    ParameterNotDeclaredException,
     ParameterUninitializedException,
 )
 from rclpy.parameter import Parameter
@@ -98,12 +99,10 @@ _NODE_FIRST: tuple[ParamSpec, ...] = (
     _p('cameras', ['camera'], 'camera names; per camera NAME the node reads NAME/image, NAME/camera_info'),
     _p('input_transport', 'raw', "'raw' (NAME/image, sensor_msgs/Image) or 'compressed' "
        '(NAME/image/compressed, sensor_msgs/CompressedImage)', choices=INPUT_TRANSPORTS),
+    _p('max_image_megapixels', 50.0, 'images with more pixels (width x height / 1e6) are dropped '
+       '(image_too_large) before any conversion', float_range=(0.001, 1000.0)),
 )
 _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
-    _p('torch_threads', 0, 'CPU threads of torch (torch.set_num_threads, process-wide); 0 keeps torch\'s '
-       'default. On a loaded CPU, 1 avoids OpenMP threads spinning against the ROS threads',
-       int_range=(0, 256, 1), **_RO),
-    # --- process layout (metric3d_ros.ros.layout)
     _p('process_layout', 'in_process', "'in_process': everything in the node process (CPU, small rigs); "
        "'group_workers': each camera group in its own worker process that subscribes, pairs, batches, "
        'infers and publishes its cameras', choices=PROCESS_LAYOUTS, **_RO),
@@ -128,6 +127,11 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        int_range=(1, 16, 1)),
     _p('max_input_age_ms', 500.0, 'frames older than this (stamp vs ROS time) are dropped; -1: never',
        float_range=(-1.0, 1e6)),
+    _p('max_future_ms', 1000.0, 'frames stamped later than ROS time by more than this are dropped '
+       '(future_stamp) and never become the camera\'s last stamp; -1: never', float_range=(-1.0, 1e9)),
+    _p('stamp_restart_ms', 1000.0, 'a frame stamped more than this before its camera\'s last frame '
+       'restarts that camera\'s stamp order (restarted driver, clock jump back; counted as stamp_restarts) '
+       'instead of being dropped as out_of_order_stamp; -1: never', float_range=(-1.0, 1e9)),
     _p('camera_timeout_ms', 1000.0, 'a camera silent this long is no longer waited for',
        float_range=(1.0, 1e6)),
     # --- outputs
@@ -242,10 +246,10 @@ class NodeConfig:
     camera_info_source: str = 'auto'
     info_wait_ms: float = 100.0
     input_transport: str = 'raw'
+    max_image_megapixels: float = 50.0
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
     autostart: bool = True
-    torch_threads: int = 0
 
     def engine_for(self, group: GroupConfig) -> EngineConfig:
         """The engine configuration of ``group``: ``engine`` on the group's device."""
@@ -274,6 +278,13 @@ def declare_parameters(node) -> list[str]:
     return problems
 
 
+def unknown_overrides(node) -> list[str]:
+    """Names given to ``node`` at start-up (params files, ``-p``, ``parameter_overrides``) that it did not
+    declare: typos, or parameters of another version. rclpy ignores them silently; the node warns."""
+    overrides = getattr(node, '_parameter_overrides', None) or {}  # rclpy keeps no public accessor
+    return sorted(name for name in overrides if not node.has_parameter(name))
+
+
 def _hint(spec: ParamSpec) -> str:
     if spec.choices:
         return f'use one of {", ".join(spec.choices)}'
@@ -297,8 +308,16 @@ class _Reader:
     def get(self, name: str) -> Any:
         spec = SPECS[name]
         value = self.values.get(name, spec.default)
-        if value is None:  # a typed parameter that was never set
-            value = spec.default
+        if value is UNDECLARED:
+            self.problems.append(f'{name}: not declared on the node any more; restart the node (its '
+                                 'parameters cannot be deleted)')
+            return spec.default if not isinstance(spec.default, list) else tuple(spec.default)
+        if value is None and spec.default == []:  # a typed list parameter that was never set: empty
+            value = []
+        elif value is None:
+            self.problems.append(f'{name}: not set (an empty list or a null in a params file leaves a '
+                                 f'parameter unset); give it a value like the default {spec.default!r}')
+            return spec.default if not isinstance(spec.default, list) else tuple(spec.default)
         default = spec.default
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -401,14 +420,21 @@ def camera_groups(cameras: Sequence[str], entries: Sequence[str], devices: Seque
     return groups, problems
 
 
+UNDECLARED = object()
+"""``parameter_values``'s value of a parameter of ``PARAMETERS`` that is not declared (any more)."""
+
+
 def parameter_values(node) -> dict[str, Any]:
-    """Current values of every declared parameter of ``PARAMETERS`` (None for a typed one never set)."""
+    """Current values of every parameter of ``PARAMETERS``: None for one that is unset (a typed one never
+    set, or unset by an empty list in a params file), ``UNDECLARED`` for one not declared."""
     values = {}
     for spec in PARAMETERS:
         try:
             values[spec.name] = node.get_parameter(spec.name).value
         except ParameterUninitializedException:
             values[spec.name] = None
+        except ParameterNotDeclaredException:
+            values[spec.name] = UNDECLARED
     return values
 
 
@@ -441,7 +467,8 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     scheduler = r.build(
         'batching parameters', SchedulerConfig,
         max_batch_size=max_batch_size, max_wait_ms=r.get('max_wait_ms'), queue_depth=r.get('queue_depth'),
-        max_input_age_ms=r.get('max_input_age_ms'), camera_timeout_ms=r.get('camera_timeout_ms'),
+        max_input_age_ms=r.get('max_input_age_ms'), max_future_ms=r.get('max_future_ms'),
+        stamp_restart_ms=r.get('stamp_restart_ms'), camera_timeout_ms=r.get('camera_timeout_ms'),
         error_log_period_s=log_throttle_s,
     )
     stats = r.build(
@@ -467,8 +494,8 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     source = r.get('camera_info_source')
     info_wait_ms = r.get('info_wait_ms')
     transport = r.get('input_transport')
+    max_image_megapixels = r.get('max_image_megapixels')
     period_s = r.get('diagnostics.period_s')
-    torch_threads = r.get('torch_threads')
     autostart = r.get('autostart')
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
@@ -476,8 +503,8 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         cameras=tuple(cameras), engine=engine, pairing=pairing, scheduler=scheduler, stats=stats,
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, groups=groups, process_layout=layout,
         camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
+        max_image_megapixels=max_image_megapixels,
         diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, autostart=autostart,
-        torch_threads=torch_threads,
     )
 
 

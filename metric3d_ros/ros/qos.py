@@ -5,8 +5,9 @@ never queue old frames (the node always wants the newest image; a reliable subsc
 reliable driver retransmit frames that are already obsolete). A best-effort subscription matches both
 best-effort and reliable publishers.
 
-Outputs default to reliable, keep last 1: reliable publishers match both reliable subscribers (RViz's
-default) and best-effort ones.
+Outputs default to reliable, keep last 10: reliable publishers match both reliable subscribers (RViz's
+default, recorders) and best-effort ones, and keep a sample whose fragments a lagging subscriber lost long
+enough to repair it (keep last 1 replaced it with the next frame first: docs/NODE.md QoS).
 """
 from __future__ import annotations
 

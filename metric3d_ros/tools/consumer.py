@@ -9,7 +9,7 @@ It stands for a real downstream consumer (a C++ node, RViz, a planner) of one ca
 interpreter with the others. Per message it does only what every consumer has to do: the middleware hands
 over the serialized bytes (``raw=True``: nothing is deserialized), the receive time is taken
 (``time.time_ns()``, the system clock: the clock the stamps are taken from when time is not simulated), the
-stamp is read from the CDR header (``header_stamp_ns``) and three integers are appended. ``--check`` in
+stamp is read from the CDR header (``codec.cdr.read_header``) and three integers are appended. ``--check`` in
 ``metric3d_node_bench`` feeds it a known publish stream to show that it keeps up.
 
 Protocol with the parent: once subscribed it prints ``{"event": "subscribed"}``; once every topic has at
@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import struct
 import sys
 import threading
 import time
 from dataclasses import dataclass
+
+from metric3d_ros.codec.cdr import read_header
 
 MESSAGE_TYPES = {
     'Image': ('sensor_msgs.msg', 'Image'),
@@ -39,20 +40,6 @@ MESSAGE_TYPES = {
 RELIABILITIES = ('reliable', 'best_effort')
 EXECUTORS = ('events', 'single')
 
-_LITTLE = struct.Struct('<iI')
-_BIG = struct.Struct('>iI')
-
-
-def header_stamp_ns(raw: bytes | memoryview) -> int:
-    """header.stamp in ns of a serialized message whose first field is a std_msgs/Header.
-
-    CDR: a 4-byte encapsulation header (its second byte's low bit: little endian), then int32 sec and uint32
-    nanosec. Raises ``ValueError`` on fewer than 12 bytes.
-    """
-    if len(raw) < 12:
-        raise ValueError(f'a serialized header needs 12 bytes, got {len(raw)}')
-    sec, nanosec = (_LITTLE if raw[1] & 1 else _BIG).unpack_from(raw, 4)
-    return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
@@ -102,7 +89,7 @@ class TopicRecord:
         def on_message(raw: bytes) -> None:
             now_ns = clock()
             try:
-                stamp(header_stamp_ns(raw))
+                stamp(read_header(raw)[0])
             except ValueError:
                 self.bad += 1
                 return

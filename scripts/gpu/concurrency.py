@@ -3,7 +3,8 @@
 One compiled bf16-cast ViT-S network (TorchBackend, freezing), N CUDA graphs of the same batch size, each
 captured on its own stream with its own memory pool and input; replays round-robin over the N streams.
 Reports whether the concurrent outputs equal the sequential ones bit for bit (the test of that is
-test/core/engine/test_engine_pipeline.py::test_cuda_lanes_with_graphs_give_the_sequential_results, marker cuda).
+test/core/engine/test_engine_pipeline.py::test_cuda_lanes_with_graphs_give_the_sequential_results,
+marker cuda).
 Usage: PYTHONPATH=. python3 scripts/gpu/concurrency.py [variant] [batch] [max_streams] [big_batch]"""
 import sys
 import time

@@ -11,7 +11,6 @@ def test_defaults_are_the_training_size_and_conformant():
     assert cfg.net_hw == (616, 1064)
     assert cfg.precision == 'fp32'
     assert cfg.variant == 'small'
-    assert (cfg.min_depth_m, cfg.max_depth_m) == (0.0, 300.0)
     assert cfg.canonical_focal_px == 1000.0
 
 
@@ -49,7 +48,7 @@ def test_parse_net_size():
 @pytest.mark.parametrize('field,value', [
     ('precision', 'int8'), ('preprocess', 'gpu'), ('attention', 'flash'), ('compile', 'yes'),
     ('max_batch_size', 0), ('max_batch_size', 2.5), ('warmup_iters', -1), ('canonical_focal_px', 0.0),
-    ('min_depth_m', -1.0), ('max_depth_m', 0.0), ('cuda_graphs', 'true'), ('backend', ''),
+    ('cuda_graphs', 'true'), ('backend', ''),
     ('autocast_scope', 'decoder'), ('pipeline_depth', 0), ('pipeline_depth', 5), ('pipeline_depth', True),
     ('pipeline_depth', 2.0),
 ])

@@ -118,7 +118,9 @@ def test_three_camera_processes_and_a_killed_camera(tmp_path):
     params = {**FAST_NODE, 'cameras': "['front','left','right']", 'info_tolerance_ms': -1.0,
               'cloud_stride': 4, 'camera_timeout_ms': 500.0, 'diagnostics.silent_error_s': 1.5,
               'diagnostics.period_s': 0.5, 'diagnostics.window_s': 2.0, 'max_input_age_ms': 2000.0,
-              'warmup_iters': 1}
+              'warmup_iters': 1,
+              # the shipped input QoS: the camera simulators publish best effort, as drivers often do
+              'qos.input.reliability': 'best_effort', 'qos.input.depth': 1}
     node_args = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args',
                  '--params-file', str(REPO_ROOT / 'config' / 'depth.yaml'), '-r', f'__ns:={ns}']
     node_args += [a for k, v in params.items() for a in ('-p', f'{k}:={v}')]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from node_support import (
     Harness,
+    assert_accounted,
     camera_info_msg,
     group_of,
     image_msg,
@@ -119,6 +120,7 @@ def test_pairing_exact_tolerance_and_image_before_info(harness):
     c.info(t, focal_px=175.0)
     assert wait_until(lambda: c.info_out(t) is not None, 10.0)
     assert c.info_out(t).k[0] == pytest.approx(175.0)
+    assert_accounted(node)
 
 
 def test_static_camera_info_publisher(harness):
@@ -130,6 +132,7 @@ def test_static_camera_info_publisher(harness):
     stamps.append(c.now())
     c.image(stamps[1])
     assert wait_until(lambda: set(stamps) <= set(c.depth_stamps()), 10.0)
+    assert_accounted(node)
 
 
 def test_binning_roi_and_size_mismatch(harness):
@@ -170,6 +173,7 @@ def test_binning_roi_and_size_mismatch(harness):
     assert wait_until(lambda: c.drops().get('camera_info_size_mismatch', 0) == 1, 10.0)
     assert c.depth_stamps() == []
     assert 'camera_info_size_mismatch' in c.status_values()['last_error']
+    assert_accounted(node)
 
 
 def test_each_bad_input_is_dropped_counted_and_reported(harness):
@@ -255,3 +259,4 @@ def test_each_bad_input_is_dropped_counted_and_reported(harness):
         t = c.now()
         c.frame(t)
         assert wait_until(lambda c=c, t=t: t in c.depth_stamps(), 10.0), case
+    assert_accounted(node)

@@ -260,3 +260,69 @@ def test_ctrl_c_during_start_up_exits_cleanly_with_code_0():
     out = ''.join(lines) + out
     assert proc.returncode == 0, out
     assert 'Traceback' not in out and 'FATAL' not in out, out
+
+
+def test_deleting_a_parameter_is_refused_and_configure_still_works(harness):
+    """``ros2 param delete`` of a float parameter (dynamic typing) was accepted and bricked configure."""
+    from rclpy.parameter_client import AsyncParameterClient
+
+    from metric3d_ros.ros.node import DepthNode
+
+    ns = f'{harness.namespace}/deleted'
+    node = DepthNode(namespace=ns, context=harness.context,
+                     parameter_overrides=node_overrides(**{**FAST_NODE, 'autostart': False}))
+    harness.add_node(node)
+    # its service clients live on the helper node until the harness closes (rclpy has no destroy for it)
+    client = AsyncParameterClient(harness.helper, f'{ns}/metric3d_depth')
+    assert client.wait_for_services(timeout_sec=10.0)
+    for name in ('max_wait_ms', 'info_tolerance_ms', 'cameras', 'camera_groups'):
+        future = client.delete_parameters([name])
+        assert wait_until(future.done, 10.0), name
+        result = future.result().results[0]
+        assert not result.successful, name
+        if name.endswith('_ms'):  # dynamic typing: rclpy would undeclare it, the node refuses
+            assert name in result.reason and 'cannot be deleted' in result.reason, result.reason
+        assert node.has_parameter(name), name
+    assert node.get_parameter('max_wait_ms').value == FAST_NODE['max_wait_ms']
+    assert node.autostart(), 'configure/activate must still work'
+
+
+def _params_file_process(tmp_path, text: str) -> tuple[int, str]:
+    params = tmp_path / 'params.yaml'
+    params.write_text(text)
+    fast = [a for k, v in FAST_NODE.items() for a in ('-p', f'{k}:={v}')]
+    proc = _node_process('--params-file', str(params), *fast)
+    try:
+        out, _ = proc.communicate(timeout=90.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out
+
+
+def test_an_empty_camera_list_in_a_params_file_names_the_parameter_and_typos_are_reported(tmp_path):
+    code, out = _params_file_process(tmp_path, '/**:\n  ros__parameters:\n    cameras: []\n'
+                                               '    max_wiat_ms: 3.0\n    qos.input.relability: reliable\n')
+    assert code == 1, out
+    assert 'cameras: not set (an empty list' in out and "like the default ['camera']" in out, out
+    assert 'ignoring parameter(s) max_wiat_ms, qos.input.relability: not parameters of this node' in out, out
+    assert 'lifecycle error' not in out and 'Traceback' not in out, out
+
+
+def test_configure_reports_an_undeclared_parameter_by_name(harness):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from metric3d_ros.ros.node import DepthNode
+    from metric3d_ros.ros.params import ConfigError, read_node_config
+
+    node = DepthNode(namespace=f'{harness.namespace}/undeclared', context=harness.context,
+                     parameter_overrides=node_overrides(**{**FAST_NODE, 'autostart': False}))
+    try:
+        node.undeclare_parameter('max_wait_ms')  # code can still undeclare; configure must say so
+        with pytest.raises(ConfigError, match='max_wait_ms: not declared on the node any more'):
+            read_node_config(node)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.state == 'unconfigured'
+    finally:
+        node.destroy_node()

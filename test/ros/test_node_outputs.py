@@ -13,6 +13,7 @@ from node_support import (
     group_of,
     publish_ticks,
     publish_until,
+    rgb_image,
     ros_env,
     snapshots,
     stamp_ns_of,
@@ -129,7 +130,9 @@ def test_network_resolution_and_16uc1(harness):
     fx_in = 0.8 * 320
     assert info.k[0] == pytest.approx(fx_in * 140 / 320)
     assert info.k[4] == pytest.approx(fx_in * 70 / 160)
-    assert info.k[2] == pytest.approx((320 - 1) / 2 * 140 / 320)
+    # principal point moved with the pixel centres: (cx + 0.5) * sx - 0.5 (docs/NODE.md, Topics)
+    assert info.k[2] == pytest.approx(((320 - 1) / 2 + 0.5) * 140 / 320 - 0.5)
+    assert info.k[5] == pytest.approx(((160 - 1) / 2 + 0.5) * 70 / 160 - 0.5)
     mm = np.frombuffer(bytes(depth.data), dtype='<u2').reshape(70, 140)
     assert (mm > 0).all()
 
@@ -404,3 +407,40 @@ def _check_inverse_depth_published(harness, layout: str) -> None:
     i = np.frombuffer(bytes(inv.data), dtype='<f4')
     np.testing.assert_allclose(i, 1.0 / d, rtol=1e-5)
     harness.on_executor(lambda: node.release())
+
+
+def test_two_camera_groups_give_the_outputs_of_one_group(harness):
+    """Issue 18: the same frames through one group and through two groups (each with its own engine, here
+    both on the CPU) give the same depth and clouds, stamp for stamp."""
+    cams = {'a': (160, 120), 'b': (96, 64), 'c': (128, 96)}
+    wanted = {cam: ('depth/image', 'points') for cam in cams}
+    layouts = {'one_group': {},
+               'two_groups': {'camera_groups': ['a c', 'b'], 'group_devices': ['cpu', 'cpu']}}
+    nodes = {name: start_node(harness, f'groups_{name}', cams, wanted, cloud_stride=2, **params)
+             for name, params in layouts.items()}
+
+    def done():
+        return all(len(harness.messages(f'groups_{name}/{cam}/{out}')) >= 3
+                   for name in layouts for cam in cams for out in wanted[cam])
+
+    deadline = time.monotonic() + 60.0
+    node = nodes['one_group']
+    while not done() and time.monotonic() < deadline:
+        stamp_ns = node.get_clock().now().nanoseconds
+        for index, (cam, (w, h)) in enumerate(cams.items()):
+            image = rgb_image(w, h, seed=index)
+            for name in layouts:
+                harness.publish_frame(f'groups_{name}/{cam}', image, stamp_ns)
+        time.sleep(0.1)
+    assert wait_until(done, 10.0)
+    compared = 0
+    for cam in cams:
+        for out in wanted[cam]:
+            one = {stamp_ns_of(m): bytes(m.data) for m in harness.messages(f'groups_one_group/{cam}/{out}')}
+            two = {stamp_ns_of(m): bytes(m.data) for m in harness.messages(f'groups_two_groups/{cam}/{out}')}
+            common = set(one) & set(two)
+            assert common, (cam, out)
+            for stamp in common:
+                assert one[stamp] == two[stamp], f'{cam}/{out} at {stamp} differs between the layouts'
+                compared += 1
+    assert compared >= 2 * len(cams) * 2

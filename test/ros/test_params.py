@@ -154,3 +154,32 @@ def test_declared_on_a_node_with_overrides():
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_max_depth_m_above_upstreams_300_m_clamp_works_and_beyond_its_range_is_named():
+    """Issue 16: the engine clamps nothing, so max_depth_m up to 1000 m reaches each request; beyond the
+    declared range configure names the parameter."""
+    config = _config(max_depth_m=1000.0)
+    assert config.outputs.max_depth_m == 1000.0
+    assert 'max_depth_m: got 5000.0; use a number in [0, 1000]' in _problems(max_depth_m=5000.0)
+
+
+def test_unset_and_undeclared_parameters_are_named_with_what_to_change():
+    from metric3d_ros.ros.params import UNDECLARED
+
+    text = _problems(cameras=None, max_wait_ms=None, info_tolerance_ms=UNDECLARED)
+    assert "cameras: not set (an empty list or a null in a params file leaves a parameter unset); give it " \
+           "a value like the default ['camera']" in text
+    assert 'max_wait_ms: not set' in text and 'like the default 15.0' in text
+    assert 'info_tolerance_ms: not declared on the node any more; restart the node' in text
+    assert _config(camera_groups=None, group_devices=None).groups[0].cameras == tuple(CAMERAS), \
+        'an unset string-array parameter with an empty default is the empty list'
+
+
+def test_stamp_and_size_parameters_reach_the_config():
+    config = _config(max_future_ms=250.0, stamp_restart_ms=-1.0, max_image_megapixels=12.0)
+    assert (config.scheduler.max_future_ms, config.scheduler.stamp_restart_ms) == (250.0, -1.0)
+    assert config.max_image_megapixels == 12.0
+    assert 'max_future_ms must be > 0' in _problems(max_future_ms=0.0)
+    text = _problems(max_image_megapixels=0.0)
+    assert 'max_image_megapixels: got 0.0; use a number in [0.001, 1000]' in text

@@ -5,7 +5,8 @@ import struct
 
 import pytest
 
-from metric3d_ros.tools.consumer import ConsumerConfig, TopicRecord, header_stamp_ns, parse_args
+from metric3d_ros.codec.cdr import read_header
+from metric3d_ros.tools.consumer import ConsumerConfig, TopicRecord, parse_args
 
 
 @pytest.mark.ros
@@ -20,21 +21,21 @@ def test_stamp_from_serialized_header(type_name, frame_id):
     msg.header.stamp.sec = 1795300827
     msg.header.stamp.nanosec = 478474983
     msg.header.frame_id = frame_id
-    assert header_stamp_ns(serialize_message(msg)) == 1795300827_478474983
+    assert read_header(serialize_message(msg))[0] == 1795300827_478474983
 
 
 def test_stamp_big_endian_and_too_short():
-    raw = b'\x00\x00\x00\x00' + struct.pack('>iI', 12, 345) + b'\x00' * 8
-    assert header_stamp_ns(raw) == 12_000_000_345
-    assert header_stamp_ns(memoryview(raw)) == 12_000_000_345
-    with pytest.raises(ValueError, match='12 bytes'):
-        header_stamp_ns(raw[:11])
+    raw = b'\x00\x00\x00\x00' + struct.pack('>iII', 12, 345, 1) + b'\x00' + b'\x00' * 3
+    assert read_header(raw) == (12_000_000_345, '')
+    assert read_header(memoryview(raw))[0] == 12_000_000_345
+    with pytest.raises(ValueError):
+        read_header(raw[:11])
 
 
 def test_record_keeps_stamp_receive_and_size_and_counts_bad_messages():
     rec = TopicRecord('Image')
     on_message = rec.callback()
-    on_message(b'\x00\x01\x00\x00' + struct.pack('<iI', 3, 4) + b'\x00' * 20)
+    on_message(b'\x00\x01\x00\x00' + struct.pack('<iII', 3, 4, 1) + b'\x00' * 16)  # frame_id ''
     on_message(b'\x00\x01')
     assert rec.stamp_ns == [3_000_000_004] and rec.size == [32] and len(rec.receive_ns) == 1 and rec.bad == 1
     assert set(rec.to_json()) == {'type', 'stamp_ns', 'receive_ns', 'size', 'bad'}

@@ -3,26 +3,30 @@
 The ground-truth backend hands the engine the canonical depth that the recorded ground truth implies for
 the letterboxed network input (see metric3d_ros.core.engine.gt_backend); the engine un-pads, resizes and
 rescales it with the camera's intrinsics exactly as it does a network's output. What is left is resampling
-error. Bounds (network input 616x1064, measured values in brackets):
+error. Bounds (network input 616x1064):
 
-- synthetic room, exact dense depth, 3 cameras: AbsRel < 1e-3 [3.7e-4 .. 5.1e-4], |median(p/g) - 1| < 1e-5;
-- NYU (dense Kinect depth with holes): AbsRel < 2e-3 [1.08e-3], |median(p/g) - 1| < 1e-5 [0];
-- KITTI (semi-dense LiDAR, 19 % of pixels): AbsRel < 6e-3 [4.0e-3], |median(p/g) - 1| < 2e-3 [7.1e-4];
-- DDAD rig (sparse LiDAR, 0.2-0.5 % of pixels, 3 cameras x 3 samples): per camera AbsRel < 0.05
-  [4.3e-3 .. 3.5e-2], |median(p/g) - 1| < 1e-3 [< 1e-6], delta1 > 0.95 [0.957 .. 0.997]. LiDAR holes are
-  filled with the nearest return before resampling and never evaluated; the remaining error sits at
-  occlusion edges where projected returns of foreground and background interleave (CAMERA_06 most).
+- synthetic room, exact dense depth, 3 cameras: AbsRel < 1e-3 [measured 3.7e-4 .. 5.1e-4],
+  |median(p/g) - 1| < 1e-5;
+- NYU, KITTI, DDAD rig (every frame in ../shared/data: 1, 1 and 3 cameras x 3 samples): AbsRel, delta1 and
+  coverage per camera within the bounds of the interpolation error model (``test/eval_bounds.py``: every
+  prediction is a convex combination of the hole-filled ground truth within a footprint radius that follows
+  from the resize factors, so AbsRel <= the mean worst interpolation error, delta1 >= 1 - the fraction of
+  pixels near a depth edge of >= 25 %, coverage >= 1 - the fraction near a value the network cannot
+  output), derived per frame from the frame's own ground truth and averaged over the camera's frames
+  as the report averages its metrics; no bound is fitted to a measured value (a delta1 > 0.9999 fitted to the
+  one NYU frame here failed on another NYU frame at 0.9996). |median(p/g) - 1| stays < 1e-5 for dense
+  ground truth and < 2e-3 for LiDAR: the median pixel lies on a smooth surface, where the chain is exact.
 - every organized cloud equals the unprojection of its depth with the CameraInfo intrinsics (< 1e-4 m).
 
-The bounds are tight enough to catch a one-pixel shift of the network canvas or a 1 % scale error
-(``test_bound_catches_a_shift_or_a_scale_error``).
+The per-pixel form of the model (every pixel inside its envelope) catches a one-pixel shift of the network
+canvas or a 1 % scale error on every frame: ``test/core/engine/test_eval_gt_backend.py``.
 """
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from eval_bounds import MAX_DEPTH_M, frame_bounds, shared_frames
 
-from metric3d_ros.core.engine import gt_backend
+from metric3d_ros.core.geometry.letterbox import compute_letterbox
 from metric3d_ros.core.metrics import MetricsConfig
 from metric3d_ros.core.synthetic_scene import SceneConfig
 from metric3d_ros.tools import evaluate as ev
@@ -64,44 +68,47 @@ def test_synthetic_room_exact_depth(tmp_path):
         assert m['delta1'] > 0.999 and m['coverage'] == 1.0, name
 
 
+def _model_bounds(shared_dir, preset):
+    """camera -> (AbsRel, delta1, coverage) bounds of the error model averaged over the camera's frames."""
+    per_camera = {}
+    cfg = MetricsConfig(min_depth_m=1e-3, max_depth_m=MAX_DEPTH_M[preset])
+    for name, camera, _key, _rgb, gt, k in shared_frames(shared_dir / 'data'):
+        if name != preset:
+            continue
+        lb = compute_letterbox(gt.shape[0], gt.shape[1], 616, 1064)
+        b = frame_bounds(gt, lb, lb.scale_intrinsics(k).fx_px, cfg)
+        per_camera.setdefault(camera, []).append((b.abs_rel_max, b.delta1_min, b.coverage_min))
+    return {cam: tuple(float(np.mean(v)) for v in zip(*rows, strict=True))
+            for cam, rows in per_camera.items()}
+
+
+def _check_against_model(metrics, bounds, name):
+    abs_rel_max, delta1_min, coverage_min = bounds
+    assert metrics['abs_rel'] <= abs_rel_max, (name, metrics['abs_rel'], abs_rel_max)
+    assert metrics['delta1'] >= delta1_min, (name, metrics['delta1'], delta1_min)
+    assert metrics['coverage'] >= coverage_min, (name, metrics['coverage'], coverage_min)
+
+
 def test_nyu_dense(tmp_path, shared_dir):
-    m = _proof(_preset_bag(tmp_path, shared_dir, 'nyu'), tmp_path / 'r', 10.0)['metrics']['overall']
-    assert m['abs_rel'] < 2e-3
+    m = _proof(_preset_bag(tmp_path, shared_dir, 'nyu'), tmp_path / 'r', 10.0)['metrics']['cameras']['nyu']
+    _check_against_model(m, _model_bounds(shared_dir, 'nyu')['nyu'], 'nyu')
     assert abs(m['scale_ratio'] - 1.0) < 1e-5
-    assert m['delta1'] > 0.9999 and m['coverage'] == 1.0
 
 
 def test_kitti_semi_dense_lidar(tmp_path, shared_dir):
     bag = _preset_bag(tmp_path, shared_dir, 'kitti', 'mcap')
-    m = _proof(bag, tmp_path / 'r', 250.0)['metrics']['overall']
-    assert m['abs_rel'] < 6e-3
+    m = _proof(bag, tmp_path / 'r', 250.0)['metrics']['cameras']['kitti']
+    _check_against_model(m, _model_bounds(shared_dir, 'kitti')['kitti'], 'kitti')
     assert abs(m['scale_ratio'] - 1.0) < 2e-3
-    assert m['delta1'] > 0.999 and m['coverage'] == 1.0
 
 
 def test_ddad_rig_sparse_lidar(tmp_path, shared_dir):
     report = _proof(_preset_bag(tmp_path, shared_dir, 'ddad'), tmp_path / 'r', 250.0)
     assert report['counts']['frames'] == 9 and report['counts']['batches'] == 3  # one batch per sample
     cams = report['metrics']['cameras']
-    assert set(cams) == {'CAMERA_01', 'CAMERA_05', 'CAMERA_06'}
+    bounds = _model_bounds(shared_dir, 'ddad')
+    assert set(cams) == set(bounds) == {'CAMERA_01', 'CAMERA_05', 'CAMERA_06'}
     for name, m in cams.items():
         assert m['frames'] == 3, name
-        assert m['abs_rel'] < 0.05, name
+        _check_against_model(m, bounds[name], name)
         assert abs(m['scale_ratio'] - 1.0) < 1e-3, name
-        assert m['delta1'] > 0.95 and m['coverage'] == 1.0, name
-
-
-@pytest.mark.parametrize('fault', ['shift_1px', 'scale_1pct'])
-def test_bound_catches_a_shift_or_a_scale_error(tmp_path, shared_dir, monkeypatch, fault):
-    original = gt_backend.ground_truth_canvas
-
-    def faulty(*args, **kwargs):
-        canvas = original(*args, **kwargs)
-        return np.roll(canvas, 1, axis=1) if fault == 'shift_1px' else canvas * np.float32(1.01)
-
-    monkeypatch.setattr(gt_backend, 'ground_truth_canvas', faulty)
-    m = _proof(_preset_bag(tmp_path, shared_dir, 'nyu'), tmp_path / 'r', 10.0)['metrics']['overall']
-    if fault == 'shift_1px':
-        assert m['abs_rel'] > 2e-3  # 3.1e-3 measured
-    else:
-        assert m['abs_rel'] > 5e-3 and m['scale_ratio'] == pytest.approx(1.01, abs=1e-4)

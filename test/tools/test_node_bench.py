@@ -206,7 +206,7 @@ def test_short_run_with_the_fake_backend(tmp_path):
     pytest.importorskip('rclpy')
     proc, result = _run_bench(
         tmp_path, '--backend', 'fake', '--device', 'cpu', '--net-size', '112x140',
-        '--param', 'warmup_iters:=0', '--param', 'preprocess:=reference', '--param', 'torch_threads:=1',
+        '--param', 'warmup_iters:=0', '--param', 'preprocess:=reference',
         '--param', 'max_input_age_ms:=-1')
     _check_consistent(result, ['cam0', 'cam1'], ['depth/camera_info', 'depth/image', 'points'])
     assert result['node_parameters']['backend'] == 'fake'

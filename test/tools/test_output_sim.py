@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from metric3d_ros.tools.consumer import header_stamp_ns
+from metric3d_ros.codec.cdr import read_header
 
 pytestmark = pytest.mark.ros
 
@@ -18,7 +18,7 @@ def test_serialized_outputs_take_the_stamp_and_read_back():
     buffers = serialized_outputs('cam0', 64, 48, ['depth', 'depth_info', 'points'], cloud_stride=2)
     for name, msg_type in (('depth', Image), ('depth_info', CameraInfo), ('points', PointCloud2)):
         set_stamp(buffers[name], 1795300827_478474983)
-        assert header_stamp_ns(buffers[name]) == 1795300827_478474983
+        assert read_header(buffers[name])[0] == 1795300827_478474983
         msg = deserialize_message(bytes(buffers[name]), msg_type)
         assert msg.header.frame_id == 'cam0_optical_frame'
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1795300827, 478474983)

@@ -34,6 +34,11 @@ class SchedulerConfig:
         counted as ``queue_overflow``.
     max_input_age_ms: frames older than this w.r.t. the stamp clock are dropped as ``stale``, at
         submission and at dispatch; negative disables the check.
+    max_future_ms: frames stamped later than the stamp clock's now by more than this are dropped as
+        ``future_stamp``; negative disables the check (``StampGate``).
+    stamp_restart_ms: a frame stamped more than this before its camera's last frame restarts that camera's
+        stamp order instead of being dropped as ``out_of_order_stamp`` (a restarted driver, a clock jump
+        back); negative: never (``StampGate``).
     camera_timeout_ms: a camera is *active* (waited for) while its last frame arrived less than this ago;
         a silent camera stops being waited for after this long (> 0).
     error_log_period_s: at most one error message per kind (and camera) per this period (>= 0).
@@ -43,6 +48,8 @@ class SchedulerConfig:
     max_wait_ms: float = 15.0
     queue_depth: int = 1
     max_input_age_ms: float = 500.0
+    max_future_ms: float = 1000.0
+    stamp_restart_ms: float = 1000.0
     camera_timeout_ms: float = 1000.0
     error_log_period_s: float = 5.0
 
@@ -54,6 +61,9 @@ class SchedulerConfig:
         object.__setattr__(self, 'camera_timeout_ms', timeout_ms)
         age_limit_ns(self.max_input_age_ms, 'SchedulerConfig.max_input_age_ms')
         object.__setattr__(self, 'max_input_age_ms', float(self.max_input_age_ms))
+        for name in ('max_future_ms', 'stamp_restart_ms'):
+            age_limit_ns(getattr(self, name), f'SchedulerConfig.{name}')
+            object.__setattr__(self, name, float(getattr(self, name)))
         try:
             period_s = float(self.error_log_period_s)
         except (TypeError, ValueError) as exc:

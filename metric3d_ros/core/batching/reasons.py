@@ -14,7 +14,11 @@ CAMERA_INFO_TOO_NEW = 'camera_info_too_new'
 DUPLICATE_STAMP = 'duplicate_stamp'
 """The image has the same stamp as the last accepted image of its camera."""
 OUT_OF_ORDER_STAMP = 'out_of_order_stamp'
-"""The image is older than the last accepted image of its camera."""
+"""The image is older than the last accepted image of its camera (by at most ``stamp_restart_ms``)."""
+FUTURE_STAMP = 'future_stamp'
+"""The image is stamped later than the stamp clock's now by more than ``max_future_ms``."""
+NEGATIVE_STAMP = 'negative_stamp'
+"""The image's stamp is before 1970 (negative seconds: legal in a message, meaningless for a camera)."""
 STALE = 'stale'
 """The image is older than ``max_input_age_ms`` (at submission or at dispatch)."""
 QUEUE_OVERFLOW = 'queue_overflow'

@@ -96,7 +96,7 @@ class BatchScheduler(Generic[Item, Result]):
 
         self._cond = threading.Condition()
         self._planner: BatchPlanner[Item] = BatchPlanner(config)
-        self._gate = StampGate(config.max_input_age_ms)
+        self._gate = StampGate(config.max_input_age_ms, config.max_future_ms, config.stamp_restart_ms)
         self._last_published_ns: dict[str, int] = {}
         # Stamp epochs: every reset_stamps starts a new one; a frame submitted before its camera's last reset
         # belongs to the old timeline and is not published (see reset_stamps).
@@ -169,13 +169,21 @@ class BatchScheduler(Generic[Item, Result]):
         frame of the new timeline an out-of-order result."""
         with self._cond:
             self._gate.reset(camera_id)
-            self._epoch += 1
-            if camera_id is None:
-                self._last_published_ns.clear()
-                self._reset_epoch_all = self._epoch
-            else:
-                self._last_published_ns.pop(camera_id, None)
-                self._reset_epoch[camera_id] = self._epoch
+            self._new_timeline_locked(camera_id)
+
+    def _new_timeline_locked(self, camera_id: str | None) -> None:
+        """Start a new stamp epoch for ``camera_id`` (every camera when None): forget the publish order."""
+        self._epoch += 1
+        if camera_id is None:
+            self._last_published_ns.clear()
+            self._reset_epoch_all = self._epoch
+        else:
+            self._last_published_ns.pop(camera_id, None)
+            self._reset_epoch[camera_id] = self._epoch
+
+    def stamp_restarts(self, camera_id: str) -> int:
+        """How many times ``camera_id``'s stamp order restarted (``SchedulerConfig.stamp_restart_ms``)."""
+        return self._gate.restarts(camera_id)
 
     def forget_camera(self, camera_id: str) -> None:
         """Stop waiting for ``camera_id`` now (e.g. its subscription was destroyed); its pending frames are
@@ -211,7 +219,10 @@ class BatchScheduler(Generic[Item, Result]):
             if self._paused:
                 return PAUSED
             self._stats.record_input(camera_id)
+            restarts = self._gate.restarts(camera_id)
             reason = self._gate.check(camera_id, stamp_ns, stamp_now_ns)
+            if self._gate.restarts(camera_id) != restarts:  # new timeline: old frames unpublished
+                self._new_timeline_locked(camera_id)
             if reason is None:
                 overflow = self._planner.add(camera_id, item, stamp_ns, self._mono(), self._epoch)
                 self._cond.notify_all()

@@ -28,15 +28,18 @@ frames, in catalogue order, and ``FrameResult.arrays[spec.array]`` holds the req
 - ``'camera'``: arrays at the source image size (H, W); ``intrinsics`` = the frame's own intrinsics.
 - ``'network'``: arrays at the letterbox's un-padded size (rh, rw) = (int(H * s), int(W * s)),
   s = min(net_h / H, net_w / W), i.e. what the network saw without its padding; ``intrinsics`` = the
-  intrinsics of that image: the frame's fx, cx times rw / W and fy, cy times rh / H (the factors the pixels
-  were really resampled by, as ``scale_camera_info`` scales a CameraInfo; rh, rw are truncated, so these
-  differ from upstream's s by < 1 / rw, resp. 1 / rh). The cloud is unprojected with them. The depth values
-  use upstream's de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
+  intrinsics of that image, exactly: with the factors the pixels were really resampled by, sx = rw / W and
+  sy = rh / H (rh, rw are truncated, so these differ from upstream's s by < 1 / rw, resp. 1 / rh), fx * sx,
+  fy * sy and the principal point where the resize put it, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+  (pixel centres at integers: ``Intrinsics.resampled``, the rule ``scale_camera_info`` applies to the
+  CameraInfo the node publishes). The cloud is unprojected with them. The depth values use upstream's
+  de-canonical focal fx * s (``FrameMeta.network_intrinsics``) at either resolution.
 
-Built-in outputs: ``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, clamped
-to the config's [min_depth_m, max_depth_m] as upstream clamps to [0, 300], then NaN where not finite,
-<= 0, or outside the request's [min_depth_m, max_depth_m]. ``confidence``: the network's confidence
-resized likewise.
+Built-in outputs: ``depth_m`` (float32 metres): canonical depth * (fx * s) / canonical_focal_px, never
+clamped: NaN where the network's canonical output saturates its range (the variant decoder's [0.1, 200]
+clamp, detected on the device before the resize, see ``postprocess``), where not finite, <= 0, or outside the
+request's [min_depth_m, max_depth_m] (upstream instead clamps to [0, 300] m; every value it leaves unclamped
+is reproduced). ``confidence``: the network's confidence resized likewise.
 ``normals`` (H, W, 3): unit normals in the camera optical frame (resized, then re-normalized).
 ``points_xyz`` (ceil(H / k), ceil(W / k), 3): organized cloud of the depth at rows/cols 0, k, 2k, ...
 (k = ``cloud_stride``), NaN where the depth is NaN; ``points_rgb`` the matching uint8 colours
@@ -76,6 +79,7 @@ from metric3d_ros.core.engine.transfer import PendingDownload
 from metric3d_ros.core.engine.types import Frame, FrameResult, OutputRequest, expand_requests
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.geometry.letterbox import Letterbox, compute_letterbox
+from metric3d_ros.core.model.specs import get_spec
 from metric3d_ros.core.outputs import CLOUD_RGB_ARRAY, OUTPUTS, OutputSpec, resolve_outputs
 
 LOG = logging.getLogger(__name__)
@@ -239,6 +243,8 @@ class DepthEngine:
         if mode == 'auto':
             mode = 'device_exact' if self.device.type == 'cuda' else 'reference'
         self.preprocess_mode = mode
+        decoder = get_spec(config.variant).decoder
+        self._canonical_range = (float(decoder.min_depth), float(decoder.max_depth))
         depth = config.pipeline_depth
         set_lanes = getattr(backend, 'set_lanes', None)
         if depth > 1 and set_lanes is None:
@@ -486,11 +492,12 @@ class DepthEngine:
             first = ordered[start]
             req = first.request
             # Geometry of the output image: at network resolution the un-padded (rh, rw) image is the source
-            # resampled by (rw / W, rh / H), the same rule as the CameraInfo the node publishes for it
-            # (scale_camera_info); the de-canonical transform keeps upstream's fx * s (network_intrinsics).
+            # resampled by (rw / W, rh / H) with pixel centres at integers, the same rule as the CameraInfo
+            # the node publishes for it (scale_camera_info); the de-canonical transform keeps upstream's
+            # fx * s (network_intrinsics).
             out_intr = tuple(
                 it.intrinsics if req.resolution == 'camera'
-                else it.intrinsics.scaled(*it.letterbox.resize_factors)
+                else it.intrinsics.resampled(*it.letterbox.resize_factors)
                 for it in ordered[start:stop]
             )
             post_groups.append(post.PostGroup(
@@ -518,7 +525,7 @@ class DepthEngine:
         timer.mark('network')
 
         focal = self.config.canonical_focal_px
-        clamp = (self.config.min_depth_m, self.config.max_depth_m)
+        canonical_range = self._canonical_range
         failed: dict[int, str] = {}
         index: dict[int, list[tuple[OutputSpec, int]]] = {gi: [] for gi in range(len(post_groups))}
         computed: list[dict[str, torch.Tensor]] = [{} for _ in post_groups]
@@ -531,7 +538,7 @@ class DepthEngine:
                     for spec in plans[gi]:
                         if spec.message != stage:
                             continue
-                        ctx = post.PostContext(out, g, computed[gi], focal, clamp)
+                        ctx = post.PostContext(out, g, computed[gi], focal, canonical_range)
                         tensor = spec.postprocess(ctx)
                         computed[gi][spec.array] = tensor
                         if spec.name in g.request.outputs:

@@ -119,8 +119,8 @@ def letterbox_normalize(out: torch.Tensor, images: torch.Tensor, tables, letterb
                          f'{out.device}, got {tuple(images.shape)} {images.dtype} on {images.device}')
     if (letterbox.pad_top + res_h > net_h or letterbox.pad_left + res_w > net_w
             or tables.rows.numel() != 2 * res_h or tables.cols0.numel() != res_w):
-        raise ValueError(f'letterbox {res_h}x{res_w} at ({letterbox.pad_top}, {letterbox.pad_left}) and its '
-                         f'tables do not fit the {net_h}x{net_w} output')
+        raise ValueError(f'letterbox {res_w}x{res_h} at (left {letterbox.pad_left}, top '
+                         f'{letterbox.pad_top}) and its tables do not fit the {net_w}x{net_h} output')
     total = out.numel()
     if total == 0:
         return

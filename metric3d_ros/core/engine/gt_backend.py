@@ -10,7 +10,9 @@ source image's resolution) and builds what a perfect network would output for th
    both axes, else ``cv2.INTER_LINEAR`` (the pixel mapping of the image path, centres at integers);
 3. it is padded to the network size (edge values replicated; the engine cuts the padding off again);
 4. metric -> canonical: ``canonical = metric * canonical_focal_px / network_fx_px`` with the letterbox-scaled
-   fx that the engine will use to go back.
+   fx that the engine will use to go back. Values at or beyond the network's canonical range ([0.1, 200])
+   are left as they are: the engine treats them as saturated, as it would a network's clamp, so ground
+   truth farther than ``200 * network_fx_px / canonical_focal_px`` metres comes back invalid (NaN).
 
 The engine then un-pads, resizes to the output resolution and rescales as for a real network, so comparing
 its output with the ground truth measures only resampling error: a wrong intrinsic, letterbox offset,
@@ -110,8 +112,8 @@ class GroundTruthBackend:
                     f'no ground truth for camera {meta.camera_id!r} at stamp {meta.stamp_ns}'
                 )
             if (meta.letterbox.net_height, meta.letterbox.net_width) != (net_h, net_w):
-                raise ValueError(f'letterbox of frame {i} targets {meta.letterbox.net_height}x'
-                                 f'{meta.letterbox.net_width}, the batch is {net_h}x{net_w}')
+                raise ValueError(f'letterbox of frame {i} targets {meta.letterbox.net_width}x'
+                                 f'{meta.letterbox.net_height}, the batch is {net_w}x{net_h}')
             fx_px = meta.network_intrinsics.fx_px
             depth[i, 0] = ground_truth_canvas(gt, meta.letterbox, fx_px, self._focal_px)
         self.calls += 1

@@ -3,13 +3,20 @@
 Frames are processed in groups of consecutive batch rows that share the source size and the output request
 (``PostGroup``); every operation of a group is one batched torch call. Per group of n frames:
 
-depth (upstream's order of operations, so the result equals upstream's to float rounding):
+depth (upstream's order of operations, so every valid value equals upstream's to float rounding):
   1. un-pad: rows ``top : H - bottom``, columns ``left : W - right`` of the canonical depth;
-  2. output resolution ``'camera'``: bilinear resize to the source (h, w), ``align_corners=False``;
-     ``'network'``: no resize, the output is the un-padded (rh, rw) = (int(h * scale), int(w * scale));
-  3. times ``network_fx_px / canonical_focal_px`` per frame (float32), ``network_fx_px = fx * scale``;
-  4. clamp into the engine's [min_depth_m, max_depth_m] (upstream: [0, 300]);
-  5. NaN where the depth is not finite, <= 0, or outside the request's [min_depth_m, max_depth_m].
+  2. saturation: a canonical value at or beyond the network's canonical range (``PostContext.
+     canonical_range``, the decoder's [0.1, 200] clamp; non-finite too) is a clamp, not a measurement: a
+     0/1 mask of those pixels is stacked onto the depth as a second channel (torch, on the device, in the
+     same resize call: no extra pass, nothing copied to the host);
+  3. output resolution ``'camera'``: bilinear resize (depth and mask) to the source (h, w),
+     ``align_corners=False``; ``'network'``: no resize, the output is the un-padded (rh, rw) =
+     (int(h * scale), int(w * scale));
+  4. times ``network_fx_px / canonical_focal_px`` per frame (float32), ``network_fx_px = fx * scale``;
+  5. NaN where the resized mask is > 0 (some interpolation weight fell on a saturated pixel: the value mixes
+     in a clamp), where the depth is not finite or <= 0, or outside the request's [min_depth_m,
+     max_depth_m]. Nothing is clamped (upstream clamps metric depth to [0, 300] m after step 4; here a
+     value beyond the request's range is invalid instead, so ``max_depth_m`` above 300 m is honoured).
 confidence: steps 1-2. normals: xyz channels, steps 1-2, then divided by their length (unit vectors).
 cloud: the final depth (with its NaNs) sampled at rows/columns 0, s, 2s, ... and unprojected with the
   output intrinsics: ``x = (u - cx) * z / fx``, ``y = (v - cy) * z / fy`` (pixel centres at integers),
@@ -66,28 +73,39 @@ class PostContext:
     network: the backend's outputs for the whole batch (the group's rows are ``group.start:group.stop``).
     computed: device tensors this group has computed so far, keyed by ``OutputSpec.array`` (the outputs
         named in the spec's ``requires`` are there); the engine adds each result after the call.
-    canonical_focal_px / clamp_m: ``EngineConfig.canonical_focal_px`` and its [min_depth_m, max_depth_m].
+    canonical_focal_px: ``EngineConfig.canonical_focal_px``.
+    canonical_range: (lo, hi) of the network's canonical depth (the variant's decoder clamp, [0.1, 200]):
+        a canonical value <= lo or >= hi is saturated and never becomes a valid depth.
     """
 
     network: NetworkOutput
     group: PostGroup
     computed: dict[str, torch.Tensor]
     canonical_focal_px: float
-    clamp_m: tuple[float, float]
+    canonical_range: tuple[float, float]
+
+
+def _unpad(x: torch.Tensor, group: PostGroup) -> torch.Tensor:
+    """(n, C, rh, rw) float32 rows of ``x`` (B, C, H, W) without the letterbox padding (a view if float32)."""
+    import torch
+
+    rows, cols = group.letterbox.unpad_slices
+    x = x[group.start:group.stop, :, rows, cols]
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _resize(x: torch.Tensor, group: PostGroup) -> torch.Tensor:
+    """(n, C, h, w): un-padded ``x`` resized to the group's output size (unchanged at network resolution)."""
+    import torch.nn.functional as F
+
+    if group.request.resolution == 'camera':
+        x = F.interpolate(x, size=group.output_hw, mode='bilinear', align_corners=False)
+    return x
 
 
 def _unpad_resize(x: torch.Tensor, group: PostGroup) -> torch.Tensor:
     """(n, C, h, w) float32: rows of ``x`` (B, C, H, W) un-padded and resized to the group's output size."""
-    import torch
-    import torch.nn.functional as F
-
-    rows, cols = group.letterbox.unpad_slices
-    x = x[group.start:group.stop, :, rows, cols]
-    if x.dtype != torch.float32:
-        x = x.float()
-    if group.request.resolution == 'camera':
-        x = F.interpolate(x, size=group.output_hw, mode='bilinear', align_corners=False)
-    return x
+    return _resize(_unpad(x, group), group)
 
 
 def _per_row(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
@@ -105,11 +123,16 @@ def postprocess_depth(ctx: PostContext) -> torch.Tensor:
     import torch
 
     group = ctx.group
-    depth = _unpad_resize(ctx.network.depth, group)
+    canonical = _unpad(ctx.network.depth, group)
+    lo, hi = ctx.canonical_range
+    saturated = (canonical <= lo) | (canonical >= hi) | ~torch.isfinite(canonical)
+    both = _resize(torch.cat([canonical, saturated.to(torch.float32)], dim=1), group)
+    depth, touched = both[:, :1], both[:, 1:] > 0.0
     scale = _per_row(tuple(fx / ctx.canonical_focal_px for fx in group.network_fx_px), depth.device)
-    depth = torch.clamp(depth * scale, ctx.clamp_m[0], ctx.clamp_m[1])
+    depth = depth * scale
     req = group.request
-    valid = torch.isfinite(depth) & (depth > 0.0) & (depth >= req.min_depth_m) & (depth <= req.max_depth_m)
+    valid = (~touched & torch.isfinite(depth) & (depth > 0.0) & (depth >= req.min_depth_m)
+             & (depth <= req.max_depth_m))
     depth = torch.where(valid, depth, torch.full((), float('nan'), device=depth.device))
     return depth[:, 0]
 

@@ -66,7 +66,9 @@ def reference_postprocess(
     """Metric depth (h, w) float32 at the source resolution from (H, W) / (1, 1, H, W) canonical depth.
 
     ``network_fx_px`` is the letterbox-scaled fx (``fx * letterbox.scale``), as upstream's
-    ``intrinsic[0]`` after its rescale.
+    ``intrinsic[0]`` after its rescale. The clamp is upstream's; the engine clamps nothing and marks clamped
+    and saturated pixels invalid instead (``metric3d_ros.core.engine.postprocess``), equal to this wherever
+    this is not a clamp.
     """
     depth = canonical_depth.squeeze()
     if depth.ndim != 2 or tuple(depth.shape) != (letterbox.net_height, letterbox.net_width):

@@ -35,12 +35,15 @@ class OutputRequest:
         'confidence', 'normals', 'points', and any registered one); a set or list is stored as a frozenset.
     resolution: 'camera' = outputs at the frame's own size (H, W), with the frame's intrinsics;
         'network' = outputs at the un-padded letterbox size (int(H * s), int(W * s)),
-        s = min(net_h / H, net_w / W), with that image's own intrinsics: fx, cx times rw / W and fy, cy times
-        rh / H (the real resampling factors, no padding shift); the depth values still use upstream's fx * s.
+        s = min(net_h / H, net_w / W), with that image's own intrinsics (``Intrinsics.resampled`` by the
+        real resampling factors sx = rw / W, sy = rh / H, no padding shift): fx * sx, fy * sy,
+        cx' = (cx + 0.5) * sx - 0.5, cy' = (cy + 0.5) * sy - 0.5 (pixel centres at integers, as the resize
+        maps them); the depth values still use upstream's fx * s.
     cloud_stride: a cloud samples rows/columns 0, k, 2k, ... of the depth image (organized, NaN kept).
     cloud_rgb: also the cloud's uint8 colours (``FrameResult.arrays['points_rgb']``); needs a cloud output.
-    min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN; the
-        engine's own clamp (``EngineConfig.min_depth_m``/``max_depth_m``, upstream's [0, 300]) comes first.
+    min_depth_m / max_depth_m: depth (and cloud points) outside this inclusive range become NaN, as do
+        pixels whose canonical depth saturates the network's range; nothing is clamped (any finite
+        max_depth_m is honoured, also above upstream's 300 m clamp).
     Invalid values (unknown or no output names, ...) fail the frame (``FrameResult.error``), not the call.
     """
 

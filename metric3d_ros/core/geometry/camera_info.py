@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from metric3d_ros.core.geometry.intrinsics import Intrinsics
+from metric3d_ros.core.geometry.intrinsics import Intrinsics, resampled_centre
 
 Source = Literal['auto', 'rectified', 'raw']
 _SOURCES = ('auto', 'rectified', 'raw')
@@ -164,6 +164,13 @@ def published_size(info: CameraInfoFields) -> tuple[int, int]:
 def _check_calibrated(info: CameraInfoFields) -> None:
     if info.k[0] == 0.0:
         raise CalibrationError('CameraInfo.k[0] == 0: the camera is uncalibrated (K is not set)')
+    for name in ('d', 'k', 'r', 'p'):
+        values = getattr(info, name)
+        if not all(math.isfinite(v) for v in values):
+            raise CalibrationError(
+                f'CameraInfo.{name} holds a non-finite value ({list(values)}): every value of D, K, R and P '
+                'must be finite (all of them are copied into the depth CameraInfo); fix the calibration'
+            )
 
 
 def _choose_source(info: CameraInfoFields, source: str) -> tuple[str, list[str]]:
@@ -213,7 +220,9 @@ def intrinsics_from_camera_info(
 
     - ``source='auto'`` uses P when it is set (``p[0] != 0``, the image is taken as rectified), else K;
       ``'rectified'`` requires P; ``'raw'`` uses K (the image is unrectified).
-    - ``k[0] == 0`` is rejected as uncalibrated; non-finite or non-positive focal lengths are rejected.
+    - ``k[0] == 0`` is rejected as uncalibrated; non-finite or non-positive focal lengths are rejected, and so
+      is a NaN or infinity anywhere in D, K, R or P (even in a matrix not used here: the depth CameraInfo
+      carries every field on).
     - ROI offsets (full-resolution pixels) are subtracted from cx, cy, then fx, cx are divided by
       ``binning_x`` and fy, cy by ``binning_y`` (0 means 1).
     - The resulting size (ROI size, 0 = full, divided by binning) must equal the image's, else
@@ -269,25 +278,23 @@ def scale_camera_info(
     info: CameraInfoFields,
     out_width: int,
     out_height: int,
-    *,
-    pixel_centre_exact: bool = False,
 ) -> CameraInfoFields:
     """CameraInfo for an output image of ``out_width`` x ``out_height`` resampled from ``info``'s image.
 
     The input image is the one ``info`` describes: its ROI and binning are applied first (offsets
     subtracted from K and P's cx, cy, then fx, cx, Tx divided by the x binning and fy, cy, Ty by the y
-    binning), then K and P rows are scaled by ``sx = out_width / in_width`` (fx, cx, Tx = p[3]) and
-    ``sy = out_height / in_height`` (fy, cy, Ty = p[7]). D and R are unchanged (distortion acts in normalised
-    coordinates), width/height are set, ROI and binning are cleared, so the result describes the output
-    image exactly at full resolution.
+    binning), then with ``sx = out_width / in_width`` and ``sy = out_height / in_height`` fx, Tx = p[3] (and
+    skew) are scaled by sx, fy, Ty = p[7] by sy, and the principal point follows the resampling:
+    ``cx' = (cx + 0.5) * sx - 0.5``, ``cy' = (cy + 0.5) * sy - 0.5`` (K and P). D and R are unchanged
+    (distortion acts in normalised coordinates), width/height are set, ROI and binning are cleared, so the
+    result describes the output image exactly at full resolution.
 
-    Pixel-centre convention: pure scaling of cx (the default) is the convention of image_proc's resize
-    node and of upstream Metric3D. It is exact when the continuous image coordinate has its origin at the
-    top-left *corner* of the top-left pixel. Under the ROS/OpenCV convention (pixel centres at integer
-    coordinates) an image resized with cv2.resize or ``align_corners=False`` interpolation maps a source
-    point ``x`` to ``(x + 0.5) * s - 0.5``, so the exact principal point is ``(cx + 0.5) * s - 0.5``; pure
-    scaling is off by ``0.5 * (1 - s)`` px (0.25 px when halving, -0.5 px when doubling).
-    ``pixel_centre_exact=True`` applies the exact formula to cx, cy (K and P) instead.
+    Pixel-centre convention: ROS/OpenCV, pixel centres at integer coordinates. An image resized with
+    cv2.resize (INTER_LINEAR, INTER_AREA) or ``F.interpolate(align_corners=False)`` (how the engine makes
+    every output) maps a source point ``x`` to ``(x + 0.5) * s - 0.5``, hence the principal point above
+    (``Intrinsics.resampled``, the same rule for the engine's own intrinsics). Pure scaling ``c * s``
+    (image_proc's resize node, upstream Metric3D's network intrinsics) is off by ``0.5 * (1 - s)`` px. At
+    ``s = 1`` both give ``c``: a CameraInfo for an image of the input's size is the input's, unchanged.
     """
     if isinstance(out_width, bool) or isinstance(out_height, bool) or int(out_width) != out_width \
             or int(out_height) != out_height or out_width <= 0 or out_height <= 0:
@@ -301,9 +308,7 @@ def scale_camera_info(
 
     def centre(c: float, offset: int, binning: int, s: float) -> float:
         reduced = (c - offset) / binning
-        if pixel_centre_exact:
-            return (reduced + 0.5) * s - 0.5
-        return reduced * s
+        return resampled_centre(reduced, s)
 
     k = list(info.k)
     if k[0] != 0.0:  # an unset K (uncalibrated) stays all zero

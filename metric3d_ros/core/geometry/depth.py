@@ -4,9 +4,15 @@ Metric3D predicts depth for a canonical camera of focal length ``CANONICAL_FOCAL
 metric depth of the real camera is ``depth_m = canonical_depth * fx_scaled_px / canonical_focal_px``
 where ``fx_scaled_px`` is the focal length of the image the network saw (after the letterbox scale).
 
-Valid range: upstream clamps metric depth to [0, 300] m. Here ``canonical_to_metric`` instead marks pixels
-outside ``[min_depth_m, max_depth_m]`` (or non-finite) as invalid (NaN), so a consumer never mistakes a
-clamped value for a measurement; ``clamp_depth`` reproduces upstream's clamp when that is wanted.
+Valid range: upstream clamps twice, the network's canonical output to [0.1, 200] (the decoder's depth
+range, ``core.model.specs.DecoderSpec.min_depth``/``max_depth``) and the metric depth to [0, 300] m. A
+clamped value is not a measurement, so nothing published is clamped: a pixel whose canonical depth sits at
+either end of the canonical range (saturated), or whose metric depth is non-finite or outside
+``[min_depth_m, max_depth_m]``, is invalid (NaN in 32FC1 and in the cloud, 0 in 16UC1). The engine detects
+saturation with torch on the device, on the network-resolution canonical tensor before it is resized, and
+also invalidates every output pixel whose bilinear resize draws on a saturated one
+(``metric3d_ros.core.engine.postprocess``); ``canonical_to_metric`` applies the same rule on the host.
+``clamp_depth`` reproduces upstream's metric clamp when that is wanted (conformance).
 """
 from __future__ import annotations
 
@@ -36,12 +42,15 @@ def canonical_to_metric(
     canonical_focal_px: float = CANONICAL_FOCAL_PX,
     min_depth_m: float = 0.0,
     max_depth_m: float = math.inf,
+    canonical_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Metric depth (float32 metres) from canonical-camera depth; invalid pixels are NaN.
 
     ``fx_scaled_px`` is a scalar or an array broadcastable against ``canonical_depth`` (e.g. shape
     (B, 1, 1, 1) for a batch). Pixels whose metric depth is non-finite or outside the inclusive range
     ``[min_depth_m, max_depth_m]`` become NaN (not clamped; see ``clamp_depth`` for upstream's clamp).
+    ``canonical_range`` (lo, hi): the network's canonical output range (Metric3D: (0.1, 200)); canonical
+    values <= lo or >= hi are saturated (the network clamped them) and become NaN too. None: no such check.
     """
     depth = np.asarray(canonical_depth)
     if not np.issubdtype(depth.dtype, np.floating):
@@ -56,6 +65,9 @@ def canonical_to_metric(
         metric = depth.astype(np.float64) * (fx / canonical_focal_px)
         metric = np.broadcast_to(metric, np.broadcast_shapes(depth.shape, fx.shape)).astype(np.float32)
         valid = np.isfinite(metric) & (metric >= min_depth_m) & (metric <= max_depth_m)
+        if canonical_range is not None:
+            lo, hi = (np.asarray(v, dtype=depth.dtype) for v in canonical_range)
+            valid &= np.broadcast_to((depth > lo) & (depth < hi), valid.shape)
     metric[~valid] = np.nan
     return metric
 

@@ -38,13 +38,23 @@ class Intrinsics:
     def scaled(self, sx: float, sy: float | None = None) -> Intrinsics:
         """Intrinsics times ``sx`` along x (fx, cx) and ``sy`` along y (fy, cy); ``sy`` defaults to ``sx``.
 
-        This is pure scaling (no half-pixel shift): see ``camera_info.scale_camera_info`` for the
-        pixel-centre convention it implies.
+        This is pure scaling (no half-pixel shift), upstream Metric3D's rule for its network intrinsics
+        (``Letterbox.scale_intrinsics``: only fx enters the depth). It is not the geometry of a resampled
+        image: use ``resampled`` for that.
         """
-        sy = sx if sy is None else sy
-        if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0.0 and sy > 0.0):
-            raise ValueError(f'scale factors must be finite and positive, got sx={sx}, sy={sy}')
+        sx, sy = _factors(sx, sy)
         return Intrinsics(self.fx_px * sx, self.fy_px * sy, self.cx_px * sx, self.cy_px * sy)
+
+    def resampled(self, sx: float, sy: float | None = None) -> Intrinsics:
+        """The intrinsics of this image resampled by ``sx`` along x and ``sy`` along y (default ``sx``) with
+        pixel centres at integers, as cv2.resize and ``F.interpolate(align_corners=False)`` resample: a
+        source point ``x`` lands at ``(x + 0.5) * s - 0.5``, so fx' = fx * sx and cx' = (cx + 0.5) * sx - 0.5
+        (likewise fy, cy with sy). Unprojecting the resampled image with these gives the rays of the
+        source image; pure scaling (``scaled``) is off by ``0.5 * (1 - s)`` px.
+        """
+        sx, sy = _factors(sx, sy)
+        return Intrinsics(self.fx_px * sx, self.fy_px * sy, resampled_centre(self.cx_px, sx),
+                          resampled_centre(self.cy_px, sy))
 
     def as_matrix(self) -> np.ndarray:
         """The 3x3 camera matrix K (float64)."""
@@ -66,3 +76,16 @@ class Intrinsics:
         if arr[1] != 0.0:
             raise ValueError(f'skewed camera matrices are not supported (K[0,1]={arr[1]})')
         return cls(float(arr[0]), float(arr[4]), float(arr[2]), float(arr[5]))
+
+
+def resampled_centre(c_px: float, s: float) -> float:
+    """A principal-point coordinate after resampling by ``s`` (pixel centres at integers):
+    ``(c + 0.5) * s - 0.5``; exactly ``c`` at ``s == 1`` (no rounding of an unchanged size)."""
+    return c_px if s == 1.0 else (c_px + 0.5) * s - 0.5
+
+
+def _factors(sx: float, sy: float | None) -> tuple[float, float]:
+    sy = sx if sy is None else sy
+    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0.0 and sy > 0.0):
+        raise ValueError(f'scale factors must be finite and positive, got sx={sx}, sy={sy}')
+    return sx, sy

@@ -106,11 +106,11 @@ def compute_letterbox(src_height: int, src_width: int, net_height: int, net_widt
     resized_h = int(h * scale)
     if resized_w <= 0 or resized_h <= 0:
         raise ValueError(
-            f'a {h}x{w} image letterboxed into {net_h}x{net_w} would be resized to {resized_h}x{resized_w}: '
-            'the aspect ratio is too extreme for this network input size'
+            f'a {w}x{h} image letterboxed into {net_w}x{net_h} would be resized to {resized_w}x{resized_h} '
+            '(width x height): the aspect ratio is too extreme for this network input size'
         )
     if not math.isfinite(scale):
-        raise ValueError(f'letterbox scale is not finite for {h}x{w} -> {net_h}x{net_w}')
+        raise ValueError(f'letterbox scale is not finite for {w}x{h} -> {net_w}x{net_h} (width x height)')
     pad_h = net_h - resized_h
     pad_w = net_w - resized_w
     top = pad_h // 2

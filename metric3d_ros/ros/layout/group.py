@@ -18,6 +18,7 @@ reasons below). Errors are logged throttled per reason and camera.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from metric3d_ros.core.geometry.camera_info import (
     intrinsics_from_camera_info,
     published_size,
 )
+from metric3d_ros.core.geometry.letterbox import compute_letterbox
 from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsStats
 from metric3d_ros.ros.diagnostics import CameraExtras
@@ -54,6 +56,10 @@ UNSUPPORTED_ENCODING = 'unsupported_encoding'
 MALFORMED_IMAGE = 'malformed_image'
 INVALID_CAMERA_INFO = 'invalid_camera_info'
 CAMERA_INFO_SIZE_MISMATCH = 'camera_info_size_mismatch'
+IMAGE_TOO_LARGE = 'image_too_large'
+"""The image has more pixels than ``max_image_megapixels`` (rejected before any conversion)."""
+EXTREME_ASPECT_RATIO = 'extreme_aspect_ratio'
+"""The image letterboxed into the network input would be empty (e.g. 2000x1): nothing to infer."""
 INFERENCE_ERROR = 'inference_error'
 INTERNAL_ERROR = 'internal_error'
 WORKER_DIED = 'worker_died'
@@ -111,10 +117,21 @@ class _Camera:
         self.input: CameraInput[_Image, _Info] = CameraInput(name, config.pairing, config.info_wait_ms)
         self.outputs: CameraOutputs | None = None
         self.subscriptions: list = []
+        self.image_subscription = None
         self.last_error = ''
         self.skipped_no_subscriber = 0
         self.info_warnings: tuple[str, ...] = ()
+        self.hint = ''
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
+
+
+def torch_threads(device: str) -> int:
+    """torch's CPU threads for a group on ``device`` (process-wide): on a GPU one (the host work is copies
+    and ROS; idle OpenMP threads only spin against the ROS threads); on the CPU every core this process may
+    use but one, which stays for receiving and publishing."""
+    if not device.startswith('cpu'):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def build_engine(config: NodeConfig, group: GroupConfig):
@@ -123,9 +140,12 @@ def build_engine(config: NodeConfig, group: GroupConfig):
 
     from metric3d_ros.core.engine.engine import DepthEngine
 
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
-    engine = DepthEngine(config.engine_for(group))
+    engine_config = config.engine_for(group)
+    device = engine_config.device
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    torch.set_num_threads(torch_threads(device))
+    engine = DepthEngine(engine_config)
     try:
         if engine.config.warmup_iters > 0:
             engine.warmup()
@@ -212,13 +232,14 @@ class CameraGroup:
                     CameraInfo, topics.camera_info, lambda raw, c=cam: self._on_info(c, raw), in_qos,
                     raw=True))
                 if config.input_transport == 'compressed':
-                    cam.subscriptions.append(node.create_subscription(
+                    cam.image_subscription = node.create_subscription(
                         CompressedImage, topics.compressed, lambda raw, c=cam: self._on_image(c, raw, True),
-                        in_qos, raw=True))
+                        in_qos, raw=True)
                 else:
-                    cam.subscriptions.append(node.create_subscription(
+                    cam.image_subscription = node.create_subscription(
                         Image, topics.image, lambda raw, c=cam: self._on_image(c, raw, False), in_qos,
-                        raw=True))
+                        raw=True)
+                cam.subscriptions.append(cam.image_subscription)
             if config.info_wait_ms > 0.0:  # images may be held: drop them when their wait is over
                 period_s = max(0.01, min(config.info_wait_ms / 4e3, 0.1))
                 self._timer = node.create_timer(period_s, self._expire_held)
@@ -233,6 +254,7 @@ class CameraGroup:
                 for sub in cam.subscriptions:
                     node.destroy_subscription(sub)
                 cam.subscriptions = []
+                cam.image_subscription = None
             if self._timer is not None:
                 node.destroy_timer(self._timer)
                 self._timer = None
@@ -287,6 +309,14 @@ class CameraGroup:
             scheduler.reject(cam.name, reason)
         self._note(cam, reason, detail, stamp_ns)
 
+    def _warn(self, cam: _Camera, key: str, message: str) -> None:
+        """A warning about ``cam``, throttled per ``key`` and camera."""
+        suppressed = self._throttle.poll((key, cam.name))
+        if suppressed is None:
+            return
+        more = f' [{suppressed} similar not logged]' if suppressed else ''
+        self._node.get_logger().warning(f'camera {cam.name}: {message}{more}')
+
     def _note(self, cam: _Camera, reason: str, detail: str, stamp_ns: int | None,
               what: str = 'frame dropped') -> None:
         cam.last_error = f'{reason}: {detail}'
@@ -312,6 +342,10 @@ class CameraGroup:
 
                 stamp_ns, _ = read_header(raw)
                 info = _Info(None, str(exc))
+            if stamp_ns < 0:
+                self._note(cam, reasons.NEGATIVE_STAMP, _negative_detail(stamp_ns), None,
+                           'CameraInfo ignored')
+                return
             self._handle(cam, cam.input.add_info(info, stamp_ns, time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - a callback must never take the node down
             self._note(cam, INTERNAL_ERROR, f'CameraInfo callback raised {exc!r}', None, 'CameraInfo ignored')
@@ -337,18 +371,23 @@ class CameraGroup:
         encoding = None
         message = None
         try:
-            if compressed:
-                message = read_compressed_cdr(raw)
-                stamp_ns = message.stamp_ns
-                self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
+            message = read_compressed_cdr(raw) if compressed else read_image_cdr(raw)
+            stamp_ns = message.stamp_ns
+            if stamp_ns < 0:
+                self._reject(cam, reasons.NEGATIVE_STAMP, _negative_detail(stamp_ns))
+                return
+            self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
+            if compressed:  # the size is known once decoded
                 rgb = compressed_to_rgb8(message)
             else:
-                message = read_image_cdr(raw)
-                stamp_ns, encoding = message.stamp_ns, message.encoding
-                self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
+                encoding = message.encoding
+                if self._refuse_size(cam, message.width, message.height, stamp_ns):  # before any copy
+                    return
                 rgb = image_to_rgb8(message)
             if rgb.shape[0] == 0 or rgb.shape[1] == 0:
                 raise ImageConversionError(f'image is empty ({rgb.shape[1]}x{rgb.shape[0]})')
+            if compressed and self._refuse_size(cam, rgb.shape[1], rgb.shape[0], stamp_ns):
+                return
         except CdrError as exc:
             self._reject(cam, MALFORMED_IMAGE, f'unreadable message: {exc}')
             return
@@ -359,6 +398,26 @@ class CameraGroup:
             return
         image = _Image(stamp_ns, message.frame_id, rgb, request)
         self._handle(cam, cam.input.add_image(image, stamp_ns, time.monotonic()))
+
+    def _refuse_size(self, cam: _Camera, width: int, height: int, stamp_ns: int) -> bool:
+        """Reject (counted) an image too large for ``max_image_megapixels`` or whose letterbox into the
+        network input is empty; True when rejected. An empty image (0 pixels) is left to the conversion."""
+        limit_mp = self._config.max_image_megapixels
+        if width * height > limit_mp * 1e6:
+            self._reject(cam, IMAGE_TOO_LARGE,
+                         f'image is {width}x{height} ({width * height / 1e6:.1f} megapixels), above '
+                         f'max_image_megapixels={limit_mp:g}; publish smaller images (binning, image_proc '
+                         'resize) or raise max_image_megapixels', stamp_ns)
+            return True
+        if width > 0 and height > 0:
+            net_h, net_w = self._config.engine.net_hw
+            try:
+                compute_letterbox(height, width, net_h, net_w)
+            except ValueError as exc:
+                self._reject(cam, EXTREME_ASPECT_RATIO, f'{exc}; crop the image to a less extreme aspect '
+                             'ratio', stamp_ns)
+                return True
+        return False
 
     def _expire_held(self) -> None:
         try:
@@ -401,7 +460,13 @@ class CameraGroup:
             return
         frame = Frame(image.rgb, resolved.intrinsics, cam.name, image.stamp_ns, image.frame_id)
         job = Job(cam.name, image.stamp_ns, image.frame_id, info.fields, image.request)
+        restarts = scheduler.stamp_restarts(cam.name)
         outcome = scheduler.submit(cam.name, (frame, job), image.stamp_ns)
+        if scheduler.stamp_restarts(cam.name) != restarts:
+            self._warn(cam, 'stamp_restart',
+                       f'stamp {image.stamp_ns / 1e9:.6f} is more than stamp_restart_ms='
+                       f'{scheduler.config.stamp_restart_ms:g} before the previous image: a new timeline '
+                       '(restarted driver or clock jump back?); the stamp order restarts from it')
         if outcome is not None and outcome not in (PAUSED, STOPPED):
             self._note(cam, outcome, _stamp_detail(outcome, scheduler), image.stamp_ns)
 
@@ -468,11 +533,15 @@ class CameraGroup:
     def report(self) -> GroupReport:
         """Statistics and state of the group now."""
         stats = self._stats
+        scheduler = self._scheduler
         cameras = []
         for name in self.group.cameras:
             cam = self._cameras.get(name)
             outputs = cam.outputs if cam is not None else None
             subscribed = outputs.subscribed() if outputs is not None else {}
+            snap = stats.snapshot(name) if stats is not None else None
+            if cam is not None and snap is not None:
+                self._silent_hint(cam, snap)
             extras = CameraExtras(
                 subscribed=tuple(key for key, yes in subscribed.items() if yes),
                 idle=outputs is not None and not any(yes for key, yes in subscribed.items()
@@ -480,14 +549,34 @@ class CameraGroup:
                 skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
                 last_error=cam.last_error if cam else '',
                 info_warnings=cam.info_warnings if cam else (),
+                stamp_restarts=scheduler.stamp_restarts(name) if scheduler is not None else 0,
+                hint=cam.hint if cam else '',
             )
-            if stats is not None:
-                cameras.append((stats.snapshot(name), extras))
+            if snap is not None:
+                cameras.append((snap, extras))
         engine = self._engine
         return GroupReport(
             name=self.group.name, device=str(getattr(engine, 'device', self.group.device)), state=self.state,
             error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
             timing=self._timing.summary())
+
+
+    def _silent_hint(self, cam: _Camera, snap: CameraSnapshot) -> None:
+        """Set (and log, throttled) a hint for a camera that is silent although its image topic has a
+        publisher: the messages are lost on the way (QoS, or large messages losing fragments)."""
+        sub = cam.image_subscription
+        silent = sub is not None and snap.message.startswith('camera silent')
+        publishers = sub.get_publisher_count() if silent else 0
+        if publishers == 0:
+            cam.hint = ''
+            return
+        qos = self._config.input_qos
+        cam.hint = (f'{snap.message} although {sub.topic_name} has {publishers} publisher(s): check that '
+                    f'its QoS is compatible with qos.input (reliability {qos.reliability}); with best_effort '
+                    'input, images of tens of MB lose fragments in Fast DDS and never arrive: use '
+                    'qos.input.reliability reliable, smaller or compressed images, or the shipped Fast DDS '
+                    'profile between processes (docs/NODE.md, QoS and Fast DDS profile)')
+        self._warn(cam, 'silent_hint', cam.hint)
 
 
 class _TimedTicket:
@@ -509,7 +598,15 @@ def _stamp_detail(reason: str, scheduler: BatchScheduler) -> str:
         return 'same stamp as the previous image of this camera'
     if reason == reasons.OUT_OF_ORDER_STAMP:
         return 'stamp older than the previous image of this camera'
+    if reason == reasons.FUTURE_STAMP:
+        return (f'stamped more than max_future_ms={scheduler.config.max_future_ms:g} after ROS time now '
+                '(driver clock ahead, clock skew between hosts, or use_sim_time mismatch?)')
     if reason == reasons.STALE:
         return (f'older than max_input_age_ms={scheduler.config.max_input_age_ms:g} w.r.t. ROS time '
                 '(clock skew between hosts, or use_sim_time mismatch?)')
     return reason
+
+
+def _negative_detail(stamp_ns: int) -> str:
+    return (f'stamp {stamp_ns / 1e9:.6f} s is before 1970: the driver publishes an unset or wrong clock; '
+            'stamp images with the ROS time of capture')

@@ -450,3 +450,26 @@ def test_in_flight_is_validated():
     config = SchedulerConfig()
     with pytest.raises(ValueError, match='in_flight'):
         BatchScheduler(config, lambda items: items, lambda item, result: None, lambda: 0, in_flight=5)
+
+
+def test_a_stamp_far_behind_restarts_the_camera_and_publishes_again(make):
+    h = make(max_batch_size=1, max_wait_ms=0.0, stamp_restart_ms=1000.0)
+    h.scheduler.start()
+    assert h.submit('a', 50_000) is None
+    assert h.wait_for(lambda: h.published_stamps_ms('a') == [50_000])
+    assert h.submit('a', 49_500) == reasons.OUT_OF_ORDER_STAMP
+    assert h.submit('a', 2_000) is None, 'a restarted driver: a new timeline'
+    assert h.submit('a', 2_100) is None
+    assert h.wait_for(lambda: h.published_stamps_ms('a')[-1:] == [2_100])
+    assert h.scheduler.stamp_restarts('a') == 1
+    assert h.drops('a').get(reasons.OUT_OF_ORDER_RESULT, 0) == 0
+
+
+def test_a_future_stamp_does_not_black_the_camera_out(make):
+    h = make(max_batch_size=1, max_wait_ms=0.0, max_future_ms=1000.0)
+    h.scheduler.start()
+    now_ms = h.clock() // MS
+    assert h.submit('a', now_ms + 3_000) == reasons.FUTURE_STAMP
+    assert h.submit('a', now_ms) is None
+    assert h.wait_for(lambda: h.published_stamps_ms('a') == [now_ms])
+    assert h.drops('a') == {reasons.FUTURE_STAMP: 1}

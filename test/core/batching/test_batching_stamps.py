@@ -70,3 +70,41 @@ def test_as_stamp_ns_accepts_numpy_integers_and_rejects_the_rest():
     for bad in (-1, 1.0, True, '5', None):
         with pytest.raises(ValueError):
             as_stamp_ns(bad)
+
+
+def test_future_stamps_are_rejected_and_never_become_the_last_stamp():
+    gate = StampGate(max_input_age_ms=-1, max_future_ms=1000)
+    now = 100_000 * MS
+    assert gate.check('a', now, now) is None
+    assert gate.check('a', now + 3_000 * MS, now) == reasons.FUTURE_STAMP
+    assert gate.check('a', now + 10 * 365 * 86_400_000 * MS, now) == reasons.FUTURE_STAMP
+    assert gate.last_stamp_ns('a') == now
+    assert gate.check('a', now + 1 * MS, now) is None, 'the next frame is not out of order'
+    assert gate.check('a', now + 1_000 * MS, now) is None, 'exactly the tolerance is accepted'
+    assert gate.check('b', 5_000 * MS, 0) is None, 'sim time not received yet (now 0): not checked'
+
+
+def test_a_stamp_far_behind_restarts_the_order_and_is_counted():
+    gate = StampGate(max_input_age_ms=-1, stamp_restart_ms=1000)
+    assert gate.check('a', 50_000 * MS, 0) is None
+    assert gate.check('a', 49_500 * MS, 0) == reasons.OUT_OF_ORDER_STAMP, 'a small step back is reordering'
+    assert gate.restarts('a') == 0
+    assert gate.check('a', 1_000 * MS, 0) is None, 'driver restarted: its stamps start again lower'
+    assert gate.restarts('a') == 1 and gate.last_stamp_ns('a') == 1_000 * MS
+    assert gate.check('a', 1_001 * MS, 0) is None
+    assert gate.restarts('b') == 0
+
+
+def test_a_restart_that_is_stale_forgets_the_old_order():
+    gate = StampGate(max_input_age_ms=100, stamp_restart_ms=1000)
+    now = 100_000 * MS
+    assert gate.check('a', now, now) is None
+    assert gate.check('a', 10_000 * MS, now) == reasons.STALE
+    assert gate.restarts('a') == 1 and gate.last_stamp_ns('a') is None
+    assert gate.check('a', now - 50 * MS, now) is None
+
+
+@pytest.mark.parametrize('name', ['max_future_ms', 'stamp_restart_ms'])
+def test_zero_future_or_restart_limit_raises(name):
+    with pytest.raises(ValueError, match=name):
+        StampGate(max_input_age_ms=-1, **{name: 0.0})

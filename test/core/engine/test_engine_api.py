@@ -168,10 +168,11 @@ def test_outputs_geometry_network_resolution():
     assert r.arrays['depth_m'].shape == r.arrays['confidence'].shape == (rh, rw)
     assert r.arrays['normals'].shape == (rh, rw, 3)
     k = frame.intrinsics
-    # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), which is
-    # also how the node scales the CameraInfo it publishes for this image.
+    # The image's own intrinsics: the real resampling factors rw / W and rh / H (not upstream's s), pixel
+    # centres at integers, which is also how the node scales the CameraInfo it publishes for this image.
     sx, sy = rw / 120, rh / 90
-    assert r.intrinsics == Intrinsics(k.fx_px * sx, k.fy_px * sy, k.cx_px * sx, k.cy_px * sy)
+    assert r.intrinsics == Intrinsics(k.fx_px * sx, k.fy_px * sy, (k.cx_px + 0.5) * sx - 0.5,
+                                      (k.cy_px + 0.5) * sy - 0.5)
     # ... so a consumer unprojecting the depth image with the node's depth CameraInfo gets the same cloud.
     info = CameraInfoFields(width=120, height=90, distortion_model='plumb_bob', d=(0.0,) * 5,
                             k=(k.fx_px, 0.0, k.cx_px, 0.0, k.fy_px, k.cy_px, 0.0, 0.0, 1.0),
@@ -201,11 +202,13 @@ def test_depth_range_limits_give_nan():
     assert np.all(np.isfinite(r.arrays['points_xyz'][inside]))
 
 
-def test_config_clamp_matches_upstream_clamp():
-    engine = _engine(backend=FakeBackend(depth_offset=150.0), max_depth_m=300.0)
-    frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x 3 -> clamped at 300 m
-    (r,) = engine.infer([frame])
-    assert np.nanmax(r.arrays['depth_m']) == pytest.approx(300.0)
+def test_depth_beyond_upstreams_300_m_clamp_is_never_clamped():
+    engine = _engine(backend=FakeBackend(depth_offset=150.0))
+    frame = _frame(90, 120, 5, fx=3000.0)  # canonical ~150 m x ~3 -> ~450 m, upstream would clamp at 300
+    (wide,) = engine.infer([frame], OutputRequest(max_depth_m=1000.0))
+    assert np.nanmin(wide.arrays['depth_m']) > 300.0
+    (node_default,) = engine.infer([frame], OutputRequest(max_depth_m=300.0))
+    assert np.isnan(node_default.arrays['depth_m']).all()  # out of range: invalid, not 300
 
 
 def test_timings_and_rgb255_input_format():

@@ -118,13 +118,47 @@ def test_postprocessing_reproduces_metric_depth(shared_dir, name):
     (net_res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(resolution='network'))
     assert net_res.arrays['depth_m'].shape == (lb.resized_height, lb.resized_width)
     # Upstream's scaled intrinsics drive the de-canonical transform (checked through expected_net below);
-    # the image's own intrinsics are the exact resampling factors.
+    # the image's own intrinsics are the exact resampling factors, pixel centres at integers.
     np.testing.assert_allclose(lb.scale_intrinsics(intr).as_tuple(), fr['scaled_intrinsics'], rtol=1e-12)
     sx, sy = lb.resize_factors
-    np.testing.assert_allclose(net_res.intrinsics.as_tuple(), intr.scaled(sx, sy).as_tuple(), rtol=1e-12)
+    np.testing.assert_allclose(net_res.intrinsics.as_tuple(), intr.resampled(sx, sy).as_tuple(), rtol=1e-12)
     rows, cols = lb.unpad_slices
     expected_net = ref.arrays['depth'][0, 0][rows, cols] * np.float32(fr['scaled_intrinsics'][0] / 1000.0)
     np.testing.assert_allclose(net_res.arrays['depth_m'], expected_net, rtol=1e-6)
+
+
+def test_conformance_holds_where_upstreams_values_are_valid(shared_dir):
+    """Canonical depth with saturated pixels (0.1 and 200, the network's clamp) and far values (metric
+    depth above upstream's 300 m clamp): the engine equals upstream's postprocessing wherever upstream's
+    value is a measurement (no saturated pixel in its bilinear footprint, not clamped at 300) and is NaN
+    everywhere else; nothing reads 300."""
+    ref = load_reference(shared_dir, _METRIC_REFS[1])
+    (image, kitti, fr), = _frames(shared_dir, ref)
+    intr = kitti.scaled(5.0)  # a long lens: upstream clamps the far half of the scene at 300 m
+    h, w = ref.meta['input_hw']
+    lb = compute_letterbox(*fr['orig_hw'], h, w)
+    canonical = ref.arrays['depth'][:1].copy()
+    canonical[..., 200:260, 100:300] = 200.0
+    canonical[..., 300:320, 500:700] = np.float32(0.1)
+    canonical[..., 150:200, 800:900] = 150.0  # unsaturated, ~460 m
+    fx_net = lb.scale_intrinsics(intr).fx_px
+    expected = reference_postprocess(torch.from_numpy(canonical[0]), lb, fx_net).numpy()
+    rows, cols = lb.unpad_slices
+    sat = torch.from_numpy(((canonical[0, 0] <= np.float32(0.1)) | (canonical[0, 0] >= 200.0))[rows, cols])
+    touched = torch.nn.functional.interpolate(sat[None, None].float(), (lb.src_height, lb.src_width),
+                                              mode='bilinear').numpy()[0, 0] > 0
+    upstream_valid = ~touched & (expected > 0.0) & (expected < 300.0)
+    assert touched.any() and (expected == 300.0).any() and upstream_valid.mean() > 0.8
+
+    engine = DepthEngine(EngineConfig(net_height_px=h, net_width_px=w, max_batch_size=1),
+                         ReplayBackend(canonical))
+    (res,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(max_depth_m=300.0))
+    depth = res.arrays['depth_m']
+    np.testing.assert_array_equal(np.isfinite(depth), upstream_valid)
+    np.testing.assert_allclose(depth[upstream_valid], expected[upstream_valid], rtol=1e-4, atol=0)
+    (wide,) = engine.infer([Frame(image, intr, 'cam', 1)], OutputRequest(max_depth_m=1000.0))
+    far = ~touched & (expected == 300.0)
+    assert far.any() and np.all(wide.arrays['depth_m'][far] > 300.0)  # honoured, not clamped
 
 
 @pytest.mark.slow
@@ -143,5 +177,10 @@ def test_end_to_end_raw_images_to_metric_depth(shared_dir):
         engine.close()
         for ref, res in zip(refs, results, strict=True):
             assert res.ok, res.error
-            fraction, ratio = agreement(res.arrays['depth_m'], ref.arrays['metric_depth_0'])
+            depth, expected = res.arrays['depth_m'], ref.arrays['metric_depth_0']
+            # upstream's canonical minimum here is 0.1000061, just above the network's clamp: where ours
+            # saturates at 0.1 the pixel is NaN (not a measurement) and counts as a disagreeing element
+            invalid = ~np.isfinite(depth)
+            fraction, ratio = agreement(np.where(invalid, expected, depth), expected)
+            fraction -= float(invalid.mean())
             assert meets_criterion(fraction, ratio), f'{mode} {ref.name}: {fraction=} {ratio=}'

@@ -130,6 +130,21 @@ def test_bad_k_values_are_rejected_for_raw(index, value):
         intrinsics_from_camera_info(make_info(k=k), 640, 480, source='raw')
 
 
+@pytest.mark.parametrize(('field', 'index', 'value'), [
+    ('k', 2, math.nan),     # K while P is used
+    ('k', 1, math.inf),
+    ('p', 3, math.nan),     # Tx
+    ('p', 7, -math.inf),    # Ty
+    ('r', 4, math.nan),
+    ('d', 0, math.inf),
+])
+def test_non_finite_values_are_rejected_even_where_unused(field, index, value):
+    values = list(make_info().__dict__[field])
+    values[index] = value
+    with pytest.raises(CalibrationError, match=f'CameraInfo.{field} holds a non-finite value'):
+        intrinsics_from_camera_info(make_info(**{field: values}), 640, 480, source='rectified')
+
+
 # ---------------------------------------------------------------- binning and ROI
 
 
@@ -246,8 +261,9 @@ def test_from_intrinsics_round_trips():
 
 def test_scale_camera_info_scales_k_and_p_rows():
     out = scale_camera_info(make_info(), 1280, 240)  # sx = 2, sy = 0.5
-    assert out.k == (1000.0, 0.0, 640.0, 0.0, 255.0, 120.0, 0.0, 0.0, 1.0)
-    assert out.p == (900.0, 0.0, 600.0, -90.0, 0.0, 230.0, 115.0, 2.5, 0.0, 0.0, 1.0, 0.0)
+    # focal lengths and Tx, Ty scale; the principal point follows the resampling: (c + 0.5) * s - 0.5
+    assert out.k == (1000.0, 0.0, 640.5, 0.0, 255.0, 119.75, 0.0, 0.0, 1.0)
+    assert out.p == (900.0, 0.0, 600.5, -90.0, 0.0, 230.0, 114.75, 2.5, 0.0, 0.0, 1.0, 0.0)
     assert (out.width, out.height) == (1280, 240)
     assert out.d == NO_DISTORTION and out.r == IDENTITY and out.distortion_model == 'plumb_bob'
     assert (out.binning_x, out.binning_y, out.roi) == (0, 0, Roi())
@@ -255,22 +271,25 @@ def test_scale_camera_info_scales_k_and_p_rows():
 
 def test_scale_camera_info_applies_input_binning_and_roi_first():
     info = make_info(roi=Roi(x_offset=100, y_offset=50, width=400, height=300), binning_x=2, binning_y=2)
-    # The input image is 200x150 with fx 225, cx 100; doubling it gives back fx 450, cx 200 at 400x300.
+    # The input image is 200x150 with fx 225, cx 100; doubling it gives fx 450, cx (100 + 0.5) * 2 - 0.5.
     out = scale_camera_info(info, 400, 300)
-    assert out.p == (450.0, 0.0, 200.0, -45.0, 0.0, 460.0, 180.0, 5.0, 0.0, 0.0, 1.0, 0.0)
-    assert out.k == (500.0, 0.0, 220.0, 0.0, 510.0, 190.0, 0.0, 0.0, 1.0)
+    assert out.p == (450.0, 0.0, 200.5, -45.0, 0.0, 460.0, 180.5, 5.0, 0.0, 0.0, 1.0, 0.0)
+    assert out.k == (500.0, 0.0, 220.5, 0.0, 510.0, 190.5, 0.0, 0.0, 1.0)
     assert (out.binning_x, out.binning_y, out.roi) == (0, 0, Roi())
-    assert as_tuple(intrinsics_from_camera_info(out, 400, 300)) == (450.0, 460.0, 200.0, 180.0)
+    assert as_tuple(intrinsics_from_camera_info(out, 400, 300)) == (450.0, 460.0, 200.5, 180.5)
+    # at the input's own size (s = 1) the binned/ROI intrinsics are kept exactly
+    same = scale_camera_info(info, 200, 150)
+    assert as_tuple(intrinsics_from_camera_info(same, 200, 150)) == (225.0, 230.0, 100.0, 90.0)
 
 
 def test_scale_camera_info_leaves_unset_p_unset():
-    out = scale_camera_info(make_info(p=(0.0,) * 12), 320, 240, pixel_centre_exact=True)
+    out = scale_camera_info(make_info(p=(0.0,) * 12), 320, 240)
     assert out.p == (0.0,) * 12
     assert out.k[0] == 250.0
 
 
-def test_scale_camera_info_pixel_centre_exact_formula():
-    out = scale_camera_info(make_info(), 320, 120, pixel_centre_exact=True)  # sx = 0.5, sy = 0.25
+def test_scale_camera_info_pixel_centre_formula():
+    out = scale_camera_info(make_info(), 320, 120)  # sx = 0.5, sy = 0.25
     assert out.p[2] == (300.0 + 0.5) * 0.5 - 0.5
     assert out.p[6] == (230.0 + 0.5) * 0.25 - 0.5
     assert out.k[2] == (320.0 + 0.5) * 0.5 - 0.5
@@ -318,19 +337,16 @@ def test_resized_pattern_follows_the_documented_pixel_centre_convention(interpol
 
     # A camera whose principal point sits on the blob.
     info = CameraInfoFields.from_intrinsics(Intrinsics(500.0, 500.0, x0, y0), width, height)
-    exact = scale_camera_info(info, out_w, out_h, pixel_centre_exact=True)
-    pure = scale_camera_info(info, out_w, out_h)
+    exact = scale_camera_info(info, out_w, out_h)
+    k_exact = Intrinsics(500.0, 500.0, x0, y0).resampled(sx, sy)
 
-    # Pixel centres at integers: the resampled point is at (x + 0.5) * s - 0.5.
+    # Pixel centres at integers: the resampled point is at (x + 0.5) * s - 0.5, where the CameraInfo and
+    # Intrinsics.resampled put the principal point.
     assert abs(mx - exact.p[2]) < 0.05 and abs(my - exact.p[6]) < 0.05
     assert abs(mx - ((x0 + 0.5) * sx - 0.5)) < 0.05
-    # Pure scaling is off by exactly 0.5 * (1 - s) px under that convention ...
-    assert pure.p[2] - exact.p[2] == pytest.approx(0.5 * (1.0 - sx), abs=1e-12)
-    assert pure.p[6] - exact.p[6] == pytest.approx(0.5 * (1.0 - sy), abs=1e-12)
-    assert abs(mx - pure.p[2]) == pytest.approx(abs(0.5 * (1.0 - sx)), abs=0.05)
-    # ... and exact in corner-origin coordinates (corner = centre + 0.5): (x0 + 0.5) * s == mx + 0.5.
-    assert abs((pure.p[2] + 0.5 * sx) - (mx + 0.5)) < 0.05
-    assert abs((pure.p[6] + 0.5 * sy) - (my + 0.5)) < 0.05
+    assert (k_exact.cx_px, k_exact.cy_px) == (exact.p[2], exact.p[6])
+    # Pure scaling (upstream's network intrinsics) would be off by 0.5 * (1 - s) px: a measurable error.
+    assert abs(mx - x0 * sx) == pytest.approx(abs(0.5 * (1.0 - sx)), abs=0.05)
 
 
 @pytest.mark.parametrize('value', ['2', 2.0, True, -1, None])

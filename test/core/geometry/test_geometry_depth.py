@@ -56,6 +56,16 @@ def test_out_of_range_and_non_finite_become_nan_not_clamped():
     np.testing.assert_array_equal(metric, expected)  # NaNs compare equal in assert_array_equal
 
 
+def test_saturated_canonical_values_become_nan():
+    """Values at the ends of the network's canonical range are clamps, not measurements (issue 16)."""
+    canonical = np.array([np.float32(0.1), 0.1000061, 1.0, 199.99, 200.0], dtype=np.float32)
+    metric = canonical_to_metric(canonical, 4000.0, canonical_range=(0.1, 200.0))
+    expected = np.array([NAN, 0.1000061 * 4, 4.0, 199.99 * 4, NAN], dtype=np.float32)
+    np.testing.assert_allclose(metric, expected, rtol=1e-6)
+    assert np.isnan(metric[[0, 4]]).all() and np.isfinite(metric[1:4]).all()
+    assert np.isfinite(canonical_to_metric(canonical, 4000.0)).all()  # without the range: no check
+
+
 def test_default_range_keeps_zero_and_rejects_negative():
     metric = canonical_to_metric(np.array([0.0, -0.001, 1e6], dtype=np.float64), 1000.0)
     assert metric[0] == 0.0 and math.isnan(metric[1]) and metric[2] == np.float32(1e6)

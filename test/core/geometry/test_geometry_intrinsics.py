@@ -31,6 +31,16 @@ def test_negative_principal_point_is_allowed():
     assert Intrinsics(1.0, 1.0, -3.5, -0.5).cx_px == -3.5
 
 
+def test_resampled_moves_the_principal_point_with_the_pixel_centres():
+    intr = Intrinsics(500.0, 510.0, 320.0, 240.0)
+    # (c + 0.5) * s - 0.5: the centre of source pixel 0 (x = 0) lands at 0.5 * s - 0.5
+    assert intr.resampled(0.5, 0.25) == Intrinsics(250.0, 127.5, 159.75, 59.625)
+    assert intr.resampled(2.0) == Intrinsics(1000.0, 1020.0, 640.5, 480.5)
+    assert intr.resampled(1.0) == intr
+    with pytest.raises(ValueError, match='finite and positive'):
+        intr.resampled(0.0)
+
+
 def test_scaled_is_pure_scaling_per_axis():
     intr = Intrinsics(500.0, 510.0, 320.0, 240.0)
     assert intr.scaled(0.5, 0.25) == Intrinsics(250.0, 127.5, 160.0, 60.0)

@@ -1,0 +1,187 @@
+"""The depth node under faulty input (issue 16): stamps from the future, restarted drivers, negative stamps,
+non-finite CameraInfo values, oversized and extreme-aspect images, and a silent camera whose topic has a
+publisher. Every frame is accounted for: inputs = outputs + counted drops (+ skipped, no subscriber)."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from node_support import (
+    Harness,
+    assert_accounted,
+    camera_info_msg,
+    image_msg,
+    rgb_image,
+    ros_env,
+    snapshots,
+    stamp_ns_of,
+    start_node,
+    unique_namespace,
+    wait_until,
+)
+
+pytestmark = pytest.mark.ros
+
+W, H = 160, 120
+SEC = 1_000_000_000
+
+
+@pytest.fixture(scope='module')
+def harness():
+    env = ros_env(29)
+    h = Harness(int(env['ROS_DOMAIN_ID']), unique_namespace('faults'))
+    yield h
+    h.close()
+
+
+class Cam:
+    """Publishes to one camera of a node under ``sub_ns`` and reads its outputs and counters (any layout)."""
+
+    def __init__(self, harness, node, sub_ns: str, name: str) -> None:
+        self.h, self.node, self.name = harness, node, name
+        self.prefix = f'{sub_ns}/{name}'
+        self.frame_id = f'{name}_optical_frame'
+
+    def now(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def frame(self, stamp_ns: int, width: int = W, height: int = H, info=None, image=None) -> None:
+        """CameraInfo then image, both stamped ``stamp_ns`` (messages given as ``info``/``image`` win)."""
+        from sensor_msgs.msg import CameraInfo, Image
+
+        info = info if info is not None else camera_info_msg(width, height, stamp_ns, self.frame_id)
+        self.h.publisher(CameraInfo, f'{self.prefix}/camera_info').publish(info)
+        time.sleep(0.02)
+        if image is None:
+            image = image_msg(rgb_image(width, height, seed=stamp_ns % 1000), 'rgb8', max(stamp_ns, 0),
+                              self.frame_id)
+            image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp_ns, SEC)
+        self.h.publisher(Image, f'{self.prefix}/image').publish(image)
+        time.sleep(0.03)
+
+    def depth_stamps(self) -> list[int]:
+        return [stamp_ns_of(m) for m in self.h.messages(f'{self.prefix}/depth/image')]
+
+    def infos(self) -> list:
+        return self.h.messages(f'{self.prefix}/depth/camera_info')
+
+    def drops(self) -> dict[str, int]:
+        snap = snapshots(self.node).get(self.name)
+        return {} if snap is None else {k: v for k, v in snap.drops_total.items() if v}
+
+    def extras(self):
+        return next(extras for report in self.node.layout.reports() for snap, extras in report.cameras
+                    if snap.camera_id == self.name)
+
+
+def _node(harness, sub_ns, cameras, **params):
+    subscribe = {cam: ('depth/image', 'depth/camera_info') for cam in cameras}
+    node = start_node(harness, sub_ns, {c: (W, H) for c in cameras}, subscribe, **params)
+    return node, {cam: Cam(harness, node, sub_ns, cam) for cam in cameras}
+
+
+@pytest.mark.parametrize('layout', ['in_process', 'group_workers'])
+def test_future_restarted_and_negative_stamps(harness, layout):
+    node, cams = _node(harness, f'stamps_{layout}', ['fut', 'restart', 'neg'], process_layout=layout,
+                       max_future_ms=1000.0, stamp_restart_ms=1000.0)
+    # One frame 3 s ahead, one 10 years ahead: dropped as future_stamp, the camera goes on at once.
+    c = cams['fut']
+    t0 = c.now()
+    c.frame(t0)
+    assert wait_until(lambda: t0 in c.depth_stamps(), 15.0)  # (queue_depth 1: one frame at a time)
+    c.frame(t0 + 3 * SEC)
+    c.frame(t0 + 10 * 365 * 86_400 * SEC)
+    t1 = c.now()
+    c.frame(t1)
+    assert wait_until(lambda: t1 in c.depth_stamps(), 15.0), (c.depth_stamps(), c.drops())
+    assert c.depth_stamps() == [t0, t1]
+    assert wait_until(lambda: c.drops() == {'future_stamp': 2}, 5.0), c.drops()  # workers report periodically
+    # A driver restarted with a clock 100 s behind: a new timeline, published without a node restart.
+    c = cams['restart']
+    t0 = c.now()
+    c.frame(t0)
+    assert wait_until(lambda: t0 in c.depth_stamps(), 15.0)
+    c.frame(t0 - 200_000_000)  # 0.2 s back: reordering, dropped
+    back = [t0 - 100 * SEC, t0 - 100 * SEC + 50_000_000]
+    for stamp in back:
+        c.frame(stamp)
+        assert wait_until(lambda stamp=stamp: stamp in c.depth_stamps(), 15.0), (c.depth_stamps(), c.drops())
+    assert c.depth_stamps() == [t0, *back]
+    assert wait_until(lambda: c.drops() == {'out_of_order_stamp': 1}, 5.0), c.drops()
+    assert wait_until(lambda: c.extras().stamp_restarts == 1, 5.0), c.extras()
+    # Negative stamps (legal int32 seconds) are their own reason, not internal_error.
+    c = cams['neg']
+    c.frame(-5 * SEC)
+    assert wait_until(lambda: c.drops() == {'negative_stamp': 1}, 15.0), c.drops()
+    assert 'before 1970' in c.extras().last_error
+    t = c.now()
+    c.frame(t)
+    assert wait_until(lambda: t in c.depth_stamps(), 15.0)
+    assert_accounted(node)
+
+
+def test_no_non_finite_value_reaches_a_published_camera_info(harness):
+    bad = {'k_nan': ('k', 2, math.nan), 'tx_nan': ('p', 3, math.nan), 'r_inf': ('r', 0, math.inf),
+           'd_nan': ('d', 1, math.nan)}
+    node, cams = _node(harness, 'info', list(bad), camera_info_source='auto')
+    for name, (field, index, value) in bad.items():
+        c = cams[name]
+        t = c.now()
+        info = camera_info_msg(W, H, t, c.frame_id)
+        values = list(getattr(info, field))
+        values[index] = value
+        setattr(info, field, values)
+        c.frame(t, info=info)
+    for name, (field, _, _) in bad.items():
+        c = cams[name]
+        assert wait_until(lambda c=c: c.drops() == {'invalid_camera_info': 1}, 15.0), (name, c.drops())
+        assert f'CameraInfo.{field} holds a non-finite value' in c.extras().last_error
+        t = c.now()
+        c.frame(t)
+        assert wait_until(lambda c=c, t=t: t in c.depth_stamps(), 15.0), name
+    for name, c in cams.items():
+        infos = c.infos()
+        assert len(infos) == 1, name
+        for msg in infos:
+            values = [*msg.k, *msg.r, *msg.p, *msg.d]
+            assert all(math.isfinite(v) for v in values), (name, values)
+    assert_accounted(node)
+
+
+def test_oversized_and_extreme_aspect_images_are_rejected_at_the_callback(harness):
+    # FAST_NODE's network is 140x112: 2000x1 and 1x400 letterbox to nothing.
+    node, cams = _node(harness, 'size', ['big', 'wide', 'tall', 'good'], max_image_megapixels=0.05)
+    cases = {'big': (320, 240, 'image_too_large', '320x240 (0.1 megapixels), above max_image_megapixels=0.05'
+                     ),
+             'wide': (2000, 1, 'extreme_aspect_ratio', 'a 2000x1 image letterboxed into 140x112'),
+             'tall': (1, 400, 'extreme_aspect_ratio', 'a 1x400 image letterboxed into 140x112')}
+    for name, (w, h, _, _) in cases.items():
+        c = cams[name]
+        c.frame(c.now(), width=w, height=h)
+    for name, (_, _, reason, text) in cases.items():
+        c = cams[name]
+        assert wait_until(lambda c=c, reason=reason: c.drops() == {reason: 1}, 15.0), (name, c.drops())
+        assert text in c.extras().last_error, (name, c.extras().last_error)
+        assert c.depth_stamps() == []
+    c = cams['good']
+    t = c.now()
+    c.frame(t)
+    assert wait_until(lambda: t in c.depth_stamps(), 15.0)
+    assert_accounted(node)
+
+
+def test_a_silent_camera_whose_topic_has_a_publisher_gets_a_qos_hint(harness):
+    node, cams = _node(harness, 'silent', ['quiet'], **{'diagnostics.silent_error_s': 0.3})
+    c = cams['quiet']
+    assert wait_until(lambda: c.extras().hint != '', 10.0)
+    hint = c.extras().hint
+    assert f'{c.prefix}/image has 1 publisher(s)' in hint and 'qos.input.reliability' in hint, hint
+    values = {kv.key: kv.value for s in node.diagnostics_message().status if s.hardware_id == 'quiet'
+              for kv in s.values}
+    assert values['hint'] == hint
+    t = c.now()
+    c.frame(t)
+    assert wait_until(lambda: t in c.depth_stamps(), 15.0)
+    assert wait_until(lambda: c.extras().hint == '', 5.0), 'the hint goes once images arrive'
+    assert_accounted(node)
