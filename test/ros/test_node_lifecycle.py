@@ -291,7 +291,11 @@ def _params_file_process(tmp_path, text: str) -> tuple[int, str]:
     params = tmp_path / 'params.yaml'
     params.write_text(text)
     fast = [a for k, v in FAST_NODE.items() for a in ('-p', f'{k}:={v}')]
-    proc = _node_process('--params-file', str(params), *fast)
+    # only this file: config/depth.yaml ('/**') would set the cameras that an empty list cannot replace
+    args = [sys.executable, '-m', 'metric3d_ros.ros.node', '--ros-args', '--params-file', str(params),
+            '-r', f'__ns:={unique_namespace("paramsfile")}', *fast]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=90.0)
     finally:
