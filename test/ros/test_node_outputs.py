@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from node_support import (
     Harness,
+    assert_accounted,
     camera_info_msg,
     group_of,
     publish_ticks,
@@ -108,6 +109,7 @@ def test_three_cameras_of_different_resolutions(harness, layout):
     assert set(snapshots(node)) == set(CAMERAS)
     # One inference served several cameras (cross-camera batching) in the group with two cameras.
     assert max(max(r.batch.batch_size_histogram) for r in node.layout.reports()) >= 2
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def test_network_resolution_and_16uc1(harness):
@@ -135,6 +137,7 @@ def test_network_resolution_and_16uc1(harness):
     assert info.k[5] == pytest.approx(((160 - 1) / 2 + 0.5) * 70 / 160 - 0.5)
     mm = np.frombuffer(bytes(depth.data), dtype='<u2').reshape(70, 140)
     assert (mm > 0).all()
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def test_outputs_without_subscribers_are_not_computed(harness):
@@ -171,6 +174,7 @@ def test_outputs_without_subscribers_are_not_computed(harness):
     publish_ticks(harness, node, sub_ns, cams, ticks=3)
     time.sleep(0.3)
     assert requests == []
+    assert_accounted(node)  # skipped for want of a subscriber counts too
 
 
 @pytest.mark.slow
@@ -194,6 +198,7 @@ def test_real_torch_network_with_synthetic_weights(harness):
     finite = values[np.isfinite(values)]
     assert ((finite > 0) & (finite <= 300)).all()  # invalid depth is NaN, never 0 or negative
     assert wait_until(lambda: len(harness.messages(f'{sub_ns}/cam/confidence/image')) >= 1, 10.0)
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def _unproject(depth_m: np.ndarray, info) -> np.ndarray:
@@ -259,6 +264,7 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
         depth_m = np.frombuffer(bytes(depth.data), dtype='<f4').reshape(depth.height, depth.width)
         points = np.frombuffer(bytes(cloud.data), dtype='<f4').reshape(cloud.height, cloud.width, 4)[..., :3]
         np.testing.assert_allclose(points, _unproject(depth_m, info), rtol=1e-5, atol=1e-5, err_msg=cam)
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def _intrinsics_caches():
@@ -330,6 +336,7 @@ def test_onnxruntime_backend_by_configuration_alone(harness, tmp_path):
     assert (depth.encoding, depth.width, depth.height) == ('32FC1', 160, 120)
     values = np.frombuffer(bytes(depth.data), dtype='<f4')
     assert np.isfinite(values).all() and (values > 0).all()
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
@@ -406,6 +413,7 @@ def _check_inverse_depth_published(harness, layout: str) -> None:
     d = np.frombuffer(bytes(depth.data), dtype='<f4')
     i = np.frombuffer(bytes(inv.data), dtype='<f4')
     np.testing.assert_allclose(i, 1.0 / d, rtol=1e-5)
+    assert_accounted(node)  # every input published or a counted drop
     harness.on_executor(lambda: node.release())
 
 
@@ -444,3 +452,5 @@ def test_two_camera_groups_give_the_outputs_of_one_group(harness):
                 assert one[stamp] == two[stamp], f'{cam}/{out} at {stamp} differs between the layouts'
                 compared += 1
     assert compared >= 2 * len(cams) * 2
+    for node in nodes.values():
+        assert_accounted(node)
