@@ -36,6 +36,7 @@ from metric3d_ros.codec.camera_info import camera_info_cdr
 from metric3d_ros.codec.image import image_cdr
 from metric3d_ros.core.geometry.camera_info import CameraInfoFields
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
+from metric3d_ros.tools.processes import Pacer
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
 INFO_MODES = ('every', 'static', 'none')
@@ -266,9 +267,8 @@ def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None
             time.sleep(config.start_delay_s)
         if config.start_at_unix_s > 0.0:
             time.sleep(max(0.0, config.start_at_unix_s - time.time()))
-        period_s = 1.0 / config.rate_hz
+        pacer = Pacer(config.rate_hz)
         start_s = time.monotonic()
-        next_s = start_s
         tick = 0
         while not stop['flag'] and rclpy.ok():
             if config.frames and tick >= config.frames:
@@ -277,12 +277,7 @@ def run(config: SimConfig, summary_path: str = '', args: list[str] | None = None
                 break
             sim.tick(tick)
             tick += 1
-            next_s += period_s
-            delay_s = next_s - time.monotonic()
-            if delay_s > 0.0:
-                time.sleep(delay_s)
-            else:
-                next_s = time.monotonic()  # fell behind: do not burst to catch up
+            pacer.wait()
         elapsed_s = time.monotonic() - start_s
         summary = {
             'published': sim.published,

@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from metric3d_ros.tools.camera_sim import parse_size
+from metric3d_ros.tools.processes import Pacer
 
 OUTPUT_TOPICS = {
     'depth': 'depth/image',
@@ -138,8 +139,8 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> dict:
             time.sleep(max(0.0, args.start_at_unix_s - time.time()))
         published = dict.fromkeys(cameras, 0)
         stamps_ns = []
-        period_s = 1.0 / args.rate_hz
-        start_s = next_s = time.monotonic()
+        pacer = Pacer(args.rate_hz)
+        start_s = time.monotonic()
         while not stop['flag'] and time.monotonic() - start_s < args.duration_s:
             stamp_ns = time.time_ns()
             for _, publisher, buffer in streams:
@@ -148,12 +149,7 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> dict:
             for cam in cameras:
                 published[cam] += 1
             stamps_ns.append(stamp_ns)
-            next_s += period_s
-            delay_s = next_s - time.monotonic()
-            if delay_s > 0.0:
-                time.sleep(delay_s)
-            else:
-                next_s = time.monotonic()  # fell behind: do not burst to catch up
+            pacer.wait()
         summary = {'published': published, 'ticks': len(stamps_ns),
                    'elapsed_s': round(time.monotonic() - start_s, 3), 'rate_hz': args.rate_hz}
         print(json.dumps(summary), flush=True)
