@@ -365,6 +365,88 @@ def node_sees_subscribers(node, subscribe: dict[str, tuple[str, ...]]) -> bool:
                for cam, outputs in subscribe.items())
 
 
+class Cam:
+    """Publishes to one camera of a node started by ``start_node`` under ``<harness ns>/<sub_ns>`` and reads
+    its outputs, counters and /diagnostics (any layout). Images are ``width`` x ``height`` rgb8 unless
+    given."""
+
+    def __init__(self, harness, node, sub_ns: str, name: str, width: int = 160, height: int = 120) -> None:
+        self.h, self.node, self.name = harness, node, name
+        self.width, self.height = width, height
+        self.prefix = f'{sub_ns}/{name}'
+        self.frame_id = f'{name}_optical_frame'
+
+    def now(self, offset_ms: float = 0.0) -> int:
+        """The node's ROS time now plus ``offset_ms``, in nanoseconds."""
+        return self.node.get_clock().now().nanoseconds + int(offset_ms * 1e6)
+
+    def info(self, stamp_ns: int, msg=None, **kw) -> None:
+        """Publish ``msg``, else a CameraInfo of the camera's size (``camera_info_msg`` keywords apply)."""
+        from sensor_msgs.msg import CameraInfo
+
+        if msg is None:
+            msg = camera_info_msg(self.width, self.height, stamp_ns, self.frame_id, **kw)
+        self.h.publisher(CameraInfo, f'{self.prefix}/camera_info').publish(msg)
+        time.sleep(0.03)
+
+    def image(self, stamp_ns: int, msg=None, width: int | None = None, height: int | None = None) -> None:
+        """Publish ``msg``, else an rgb8 image stamped ``stamp_ns`` (negative stamps included)."""
+        from sensor_msgs.msg import Image
+
+        if msg is None:
+            width, height = width or self.width, height or self.height
+            msg = image_msg(rgb_image(width, height, seed=stamp_ns % 1000), 'rgb8', max(stamp_ns, 0),
+                            self.frame_id)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.h.publisher(Image, f'{self.prefix}/image').publish(msg)
+        time.sleep(0.03)
+
+    def frame(self, stamp_ns: int, width: int | None = None, height: int | None = None, info=None,
+              image=None) -> None:
+        """CameraInfo then image, both stamped ``stamp_ns`` and ``width`` x ``height`` (messages given as
+        ``info``/``image`` win)."""
+        width, height = width or self.width, height or self.height
+        if info is None:
+            info = camera_info_msg(width, height, stamp_ns, self.frame_id)
+        self.info(stamp_ns, info)
+        self.image(stamp_ns, image, width, height)
+
+    def depth_stamps(self) -> list[int]:
+        return [stamp_ns_of(m) for m in self.h.messages(f'{self.prefix}/depth/image')]
+
+    def infos(self) -> list:
+        return self.h.messages(f'{self.prefix}/depth/camera_info')
+
+    def info_out(self, stamp_ns: int):
+        """The published depth CameraInfo stamped ``stamp_ns`` (None if none)."""
+        found = [m for m in self.infos() if stamp_ns_of(m) == stamp_ns]
+        return found[0] if found else None
+
+    def drops(self) -> dict[str, int]:
+        """Drops by reason (non-zero ones) from the camera's group report."""
+        snap = snapshots(self.node).get(self.name)
+        return {} if snap is None else {k: v for k, v in snap.drops_total.items() if v}
+
+    def extras(self):
+        """The camera's ``CameraExtras`` from its group report."""
+        return next(extras for report in self.node.layout.reports() for snap, extras in report.cameras
+                    if snap.camera_id == self.name)
+
+    def status_values(self) -> dict[str, str]:
+        """The key/values of the camera's /diagnostics status."""
+        msg = self.node.diagnostics_message()
+        status = next(s for s in msg.status if s.hardware_id == self.name)
+        return {kv.key: kv.value for kv in status.values}
+
+
+def start_cams(harness, sub_ns: str, cameras, width: int = 160, height: int = 120, **params):
+    """``start_node`` with ``cameras`` (names) of ``width`` x ``height`` whose depth image and depth
+    CameraInfo are collected; returns ``(node, {name: Cam})``."""
+    subscribe = {cam: ('depth/image', 'depth/camera_info') for cam in cameras}
+    node = start_node(harness, sub_ns, {c: (width, height) for c in cameras}, subscribe, **params)
+    return node, {cam: Cam(harness, node, sub_ns, cam, width, height) for cam in cameras}
+
+
 def publish_ticks(harness, node, sub_ns: str, cameras: dict, ticks: int, period_s: float = 0.06) -> list[int]:
     stamps = []
     for i in range(ticks):

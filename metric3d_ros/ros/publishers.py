@@ -6,7 +6,10 @@ image or the cloud; alone it does not make the node infer). Every message carrie
 and frame_id. Messages are written by the codec (``metric3d_ros.codec``) and published as serialized bytes:
 one copy of each array into its message, no Python message objects.
 
-An output whose publisher has no subscriber is neither computed nor published (``wanted_request``).
+An output whose publisher has no subscriber is neither computed nor published (``wanted_request``). The
+subscription counts are read once per frame, when its image is received: the frame's ``Wanted`` says what is
+computed and what is published (a subscriber that left meanwhile costs one unread message; one that joined
+meanwhile gets the next frame).
 """
 from __future__ import annotations
 
@@ -39,6 +42,18 @@ def output_topics(camera_id: str, catalogue: Mapping[str, OutputSpec]) -> dict[s
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """What one received frame is computed and published for (subscription counts read once, at receipt).
+
+    request: the engine's request (the subscribed outputs and those they require).
+    publish: the output keys with a subscriber (catalogue names, ``DEPTH_INFO``): what is published.
+    """
+
+    request: OutputRequest
+    publish: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Job:
     """One paired input frame on its way through the scheduler (what ``publish`` needs besides the result)."""
 
@@ -46,7 +61,7 @@ class Job:
     stamp_ns: int
     frame_id: str
     info: CameraInfoFields
-    request: OutputRequest
+    wanted: Wanted
 
 
 def _image_array(spec: OutputSpec, arr: np.ndarray, settings: OutputConfig) -> tuple[np.ndarray, str]:
@@ -85,23 +100,25 @@ class CameraOutputs:
         """Which outputs have at least one subscriber now."""
         return {key: pub.get_subscription_count() > 0 for key, pub in self.publishers.items()}
 
-    def wanted_request(self) -> OutputRequest | None:
-        """The ``OutputRequest`` for the outputs that have subscribers; None when nothing needs inference."""
+    def wanted_request(self) -> Wanted | None:
+        """What a frame received now is computed and published for (``Wanted``, one subscription count per
+        publisher); None when no output needs inference."""
         subs = self.subscribed()
-        names = {name for name in self._catalogue if subs.get(name)}
+        published = frozenset(key for key, yes in subs.items() if yes)
+        names = {name for name in self._catalogue if name in published}
         if not names:
             return None
         for name in list(names):
             names.update(self._catalogue[name].requires)
         cfg = self._settings
-        return OutputRequest(
+        return Wanted(OutputRequest(
             outputs=frozenset(names),
             resolution=cfg.resolution,
             cloud_stride=cfg.cloud_stride,
             cloud_rgb=cfg.cloud_rgb and 'points' in names,
             min_depth_m=cfg.min_depth_m,
             max_depth_m=cfg.max_depth_m,
-        )
+        ), published)
 
     def depth_camera_info(self, info: CameraInfoFields, width: int, height: int) -> CameraInfoFields:
         """``info`` rescaled to a ``width`` x ``height`` output (cached for an unchanged CameraInfo)."""
@@ -114,24 +131,25 @@ class CameraOutputs:
         return scaled
 
     def publish(self, job: Job, result: FrameResult) -> int:
-        """Publish every requested output of ``result`` with the input image's stamp and frame_id; returns the
-        number of messages the middleware took (raises on a failed publish)."""
+        """Publish the outputs of ``result`` that ``job.wanted`` names with the input image's stamp and
+        frame_id; returns the number of messages the middleware took (raises on a failed publish)."""
         stamp_ns, frame_id = job.stamp_ns, job.frame_id
         pubs = self.publishers
         arrays = result.arrays
+        publish, request = job.wanted.publish, job.wanted.request
         sent = 0
         depth = arrays.get('depth_m')
-        if depth is not None and pubs[DEPTH_INFO].get_subscription_count() > 0:
+        if depth is not None and DEPTH_INFO in publish:
             height, width = depth.shape[:2]
             fields = self.depth_camera_info(job.info, width, height)
             pubs[DEPTH_INFO].publish(camera_info_cdr(fields, stamp_ns, frame_id))
             sent += 1
         for name, spec in self._catalogue.items():
             arr = arrays.get(spec.array)
-            if name not in job.request.outputs or arr is None or pubs[name].get_subscription_count() == 0:
+            if name not in publish or arr is None:
                 continue
             if spec.message == 'cloud':
-                rgb = arrays.get('points_rgb') if job.request.cloud_rgb else None
+                rgb = arrays.get('points_rgb') if request.cloud_rgb else None
                 data = pointcloud2_cdr(arr, stamp_ns, frame_id, rgb=rgb)
             else:
                 image, encoding = _image_array(spec, arr, self._settings)

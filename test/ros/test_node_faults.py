@@ -1,22 +1,18 @@
 """The depth node under faulty input (issue 16): stamps from the future, restarted drivers, negative stamps,
 non-finite CameraInfo values, oversized and extreme-aspect images, and a silent camera whose topic has a
-publisher. Every frame is accounted for: inputs = outputs + counted drops (+ skipped, no subscriber)."""
+publisher. Every frame is accounted for: inputs = outputs +
+counted drops (+ skipped, no subscriber)."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 from node_support import (
     Harness,
     assert_accounted,
     camera_info_msg,
-    image_msg,
-    rgb_image,
     ros_env,
-    snapshots,
-    stamp_ns_of,
-    start_node,
+    start_cams,
     unique_namespace,
     wait_until,
 )
@@ -35,55 +31,9 @@ def harness():
     h.close()
 
 
-class Cam:
-    """Publishes to one camera of a node under ``sub_ns`` and reads its outputs and counters (any layout)."""
-
-    def __init__(self, harness, node, sub_ns: str, name: str) -> None:
-        self.h, self.node, self.name = harness, node, name
-        self.prefix = f'{sub_ns}/{name}'
-        self.frame_id = f'{name}_optical_frame'
-
-    def now(self) -> int:
-        return self.node.get_clock().now().nanoseconds
-
-    def frame(self, stamp_ns: int, width: int = W, height: int = H, info=None, image=None) -> None:
-        """CameraInfo then image, both stamped ``stamp_ns`` (messages given as ``info``/``image`` win)."""
-        from sensor_msgs.msg import CameraInfo, Image
-
-        info = info if info is not None else camera_info_msg(width, height, stamp_ns, self.frame_id)
-        self.h.publisher(CameraInfo, f'{self.prefix}/camera_info').publish(info)
-        time.sleep(0.02)
-        if image is None:
-            image = image_msg(rgb_image(width, height, seed=stamp_ns % 1000), 'rgb8', max(stamp_ns, 0),
-                              self.frame_id)
-            image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp_ns, SEC)
-        self.h.publisher(Image, f'{self.prefix}/image').publish(image)
-        time.sleep(0.03)
-
-    def depth_stamps(self) -> list[int]:
-        return [stamp_ns_of(m) for m in self.h.messages(f'{self.prefix}/depth/image')]
-
-    def infos(self) -> list:
-        return self.h.messages(f'{self.prefix}/depth/camera_info')
-
-    def drops(self) -> dict[str, int]:
-        snap = snapshots(self.node).get(self.name)
-        return {} if snap is None else {k: v for k, v in snap.drops_total.items() if v}
-
-    def extras(self):
-        return next(extras for report in self.node.layout.reports() for snap, extras in report.cameras
-                    if snap.camera_id == self.name)
-
-
-def _node(harness, sub_ns, cameras, **params):
-    subscribe = {cam: ('depth/image', 'depth/camera_info') for cam in cameras}
-    node = start_node(harness, sub_ns, {c: (W, H) for c in cameras}, subscribe, **params)
-    return node, {cam: Cam(harness, node, sub_ns, cam) for cam in cameras}
-
-
 @pytest.mark.parametrize('layout', ['in_process', 'group_workers'])
 def test_future_restarted_and_negative_stamps(harness, layout):
-    node, cams = _node(harness, f'stamps_{layout}', ['fut', 'restart', 'neg'], process_layout=layout,
+    node, cams = start_cams(harness, f'stamps_{layout}', ['fut', 'restart', 'neg'], process_layout=layout,
                        max_future_ms=1000.0, stamp_restart_ms=1000.0)
     # One frame 3 s ahead, one 10 years ahead: dropped as future_stamp, the camera goes on at once.
     c = cams['fut']
@@ -124,7 +74,7 @@ def test_future_restarted_and_negative_stamps(harness, layout):
 def test_no_non_finite_value_reaches_a_published_camera_info(harness):
     bad = {'k_nan': ('k', 2, math.nan), 'tx_nan': ('p', 3, math.nan), 'r_inf': ('r', 0, math.inf),
            'd_nan': ('d', 1, math.nan)}
-    node, cams = _node(harness, 'info', list(bad), camera_info_source='auto')
+    node, cams = start_cams(harness, 'info', list(bad), camera_info_source='auto')
     for name, (field, index, value) in bad.items():
         c = cams[name]
         t = c.now()
@@ -151,7 +101,7 @@ def test_no_non_finite_value_reaches_a_published_camera_info(harness):
 
 def test_oversized_and_extreme_aspect_images_are_rejected_at_the_callback(harness):
     # FAST_NODE's network is 140x112: 2000x1 and 1x400 letterbox to nothing.
-    node, cams = _node(harness, 'size', ['big', 'wide', 'tall', 'good'], max_image_megapixels=0.05)
+    node, cams = start_cams(harness, 'size', ['big', 'wide', 'tall', 'good'], max_image_megapixels=0.05)
     cases = {'big': (320, 240, 'image_too_large', '320x240 (0.1 megapixels), above max_image_megapixels=0.05'
                      ),
              'wide': (2000, 1, 'extreme_aspect_ratio', 'a 2000x1 image letterboxed into 140x112'),
@@ -172,7 +122,7 @@ def test_oversized_and_extreme_aspect_images_are_rejected_at_the_callback(harnes
 
 
 def test_a_silent_camera_whose_topic_has_a_publisher_gets_a_qos_hint(harness):
-    node, cams = _node(harness, 'silent', ['quiet'], **{'diagnostics.silent_error_s': 0.3})
+    node, cams = start_cams(harness, 'silent', ['quiet'], **{'diagnostics.silent_error_s': 0.3})
     c = cams['quiet']
     assert wait_until(lambda: c.extras().hint != '', 10.0)
     hint = c.extras().hint
@@ -185,3 +135,4 @@ def test_a_silent_camera_whose_topic_has_a_publisher_gets_a_qos_hint(harness):
     assert wait_until(lambda: t in c.depth_stamps(), 15.0)
     assert wait_until(lambda: c.extras().hint == '', 5.0), 'the hint goes once images arrive'
     assert_accounted(node)
+

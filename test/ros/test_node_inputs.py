@@ -10,12 +10,10 @@ from node_support import (
     Harness,
     assert_accounted,
     camera_info_msg,
-    group_of,
     image_msg,
     rgb_image,
     ros_env,
-    stamp_ns_of,
-    start_node,
+    start_cams,
     unique_namespace,
     wait_until,
 )
@@ -34,60 +32,8 @@ def harness():
     h.close()
 
 
-class Cam:
-    """Publishes to one camera of a node under ``sub_ns`` and reads its outputs."""
-
-    def __init__(self, harness, node, sub_ns: str, name: str) -> None:
-        self.h, self.node, self.name = harness, node, name
-        self.prefix = f'{sub_ns}/{name}'
-        self.frame_id = f'{name}_optical_frame'
-
-    def now(self, offset_ms: float = 0.0) -> int:
-        return self.node.get_clock().now().nanoseconds + int(offset_ms * 1e6)
-
-    def info(self, stamp_ns: int, **kw):
-        msg = camera_info_msg(W, H, stamp_ns, self.frame_id, **kw)
-        from sensor_msgs.msg import CameraInfo
-
-        self.h.publisher(CameraInfo, f'{self.prefix}/camera_info').publish(msg)
-        time.sleep(0.03)
-
-    def image(self, stamp_ns: int, msg=None, width: int = W, height: int = H):
-        from sensor_msgs.msg import Image
-
-        if msg is None:
-            msg = image_msg(rgb_image(width, height, seed=stamp_ns % 1000), 'rgb8', stamp_ns, self.frame_id)
-        self.h.publisher(Image, f'{self.prefix}/image').publish(msg)
-        time.sleep(0.03)
-
-    def frame(self, stamp_ns: int, **info_kw):
-        self.info(stamp_ns, **info_kw)
-        self.image(stamp_ns)
-
-    def depth_stamps(self) -> list[int]:
-        return [stamp_ns_of(m) for m in self.h.messages(f'{self.prefix}/depth/image')]
-
-    def info_out(self, stamp_ns: int):
-        found = [m for m in self.h.messages(f'{self.prefix}/depth/camera_info') if stamp_ns_of(m) == stamp_ns]
-        return found[0] if found else None
-
-    def drops(self) -> dict[str, int]:
-        return group_of(self.node).stats.drop_counts(self.name)
-
-    def status_values(self) -> dict[str, str]:
-        msg = self.node.diagnostics_message()
-        status = next(s for s in msg.status if s.hardware_id == self.name)
-        return {kv.key: kv.value for kv in status.values}
-
-
-def _node(harness, sub_ns, cameras, **params):
-    subscribe = {cam: ('depth/image', 'depth/camera_info') for cam in cameras}
-    node = start_node(harness, sub_ns, {c: (W, H) for c in cameras}, subscribe, **params)
-    return node, {cam: Cam(harness, node, sub_ns, cam) for cam in cameras}
-
-
 def test_pairing_exact_tolerance_and_image_before_info(harness):
-    node, cams = _node(harness, 'pair', ['exact', 'near', 'far', 'early'], info_tolerance_ms=50.0,
+    node, cams = start_cams(harness, 'pair', ['exact', 'near', 'far', 'early'], info_tolerance_ms=50.0,
                        info_wait_ms=300.0)
     # Exact stamp wins over a newer CameraInfo that is also within the tolerance.
     c = cams['exact']
@@ -124,7 +70,7 @@ def test_pairing_exact_tolerance_and_image_before_info(harness):
 
 
 def test_static_camera_info_publisher(harness):
-    node, cams = _node(harness, 'static', ['cam'], info_tolerance_ms=-1.0)
+    node, cams = start_cams(harness, 'static', ['cam'], info_tolerance_ms=-1.0)
     c = cams['cam']
     c.info(1_000_000_000)  # stamped long ago, published once
     stamps = [c.now()]
@@ -138,7 +84,7 @@ def test_static_camera_info_publisher(harness):
 def test_binning_roi_and_size_mismatch(harness):
     from sensor_msgs.msg import RegionOfInterest
 
-    node, cams = _node(harness, 'calib', ['binned', 'roi', 'size'])
+    node, cams = start_cams(harness, 'calib', ['binned', 'roi', 'size'])
     # 640x480 calibration binned 4x4 describes a 160x120 image: intrinsics divided by 4.
     c = cams['binned']
     t = c.now()
@@ -177,7 +123,7 @@ def test_binning_roi_and_size_mismatch(harness):
 
 
 def test_each_bad_input_is_dropped_counted_and_reported(harness):
-    node, cams = _node(harness, 'bad', list(BAD_CASES) + ['good'], max_input_age_ms=2000.0)
+    node, cams = start_cams(harness, 'bad', list(BAD_CASES) + ['good'], max_input_age_ms=2000.0)
     expected = {}
     bad_stamps = {}
 

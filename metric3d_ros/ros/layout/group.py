@@ -48,7 +48,7 @@ from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsStats
 from metric3d_ros.ros.diagnostics import CameraExtras
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
-from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job
+from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job, Wanted
 from metric3d_ros.ros.timing import TimingStats
 
 # Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
@@ -98,7 +98,7 @@ class _Image:
     stamp_ns: int
     frame_id: str
     rgb: object
-    request: object
+    wanted: Wanted
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,7 @@ class CameraGroup:
         self._stats: DiagnosticsStats | None = None
         self._cameras: dict[str, _Camera] = {}
         self._timer = None
+        self._hint_timer = None
         self._jump_handle = None
         self._timing = TimingStats()
         self._throttle = Throttle(config.log_throttle_s)
@@ -243,6 +244,7 @@ class CameraGroup:
             if config.info_wait_ms > 0.0:  # images may be held: drop them when their wait is over
                 period_s = max(0.01, min(config.info_wait_ms / 4e3, 0.1))
                 self._timer = node.create_timer(period_s, self._expire_held)
+            self._hint_timer = node.create_timer(config.diagnostics_period_s, self._update_hints)
             self._add_jump_handler()
             self.state = 'active'
 
@@ -255,9 +257,11 @@ class CameraGroup:
                     node.destroy_subscription(sub)
                 cam.subscriptions = []
                 cam.image_subscription = None
-            if self._timer is not None:
-                node.destroy_timer(self._timer)
-                self._timer = None
+                cam.hint = ''
+            for timer in (self._timer, self._hint_timer):
+                if timer is not None:
+                    node.destroy_timer(timer)
+            self._timer = self._hint_timer = None
             scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and not scheduler.stop(timeout_s=30.0):
             self._stuck = True
@@ -363,8 +367,8 @@ class CameraGroup:
         outputs = cam.outputs
         if scheduler is None or outputs is None:
             return
-        request = outputs.wanted_request()
-        if request is None:
+        wanted = outputs.wanted_request()  # the frame's one look at the subscription counts
+        if wanted is None:
             cam.skipped_no_subscriber += 1
             scheduler.stats.record_input(cam.name)
             return
@@ -396,7 +400,7 @@ class CameraGroup:
                 else MALFORMED_IMAGE
             self._reject(cam, reason, str(exc), None if message is None else message.stamp_ns)
             return
-        image = _Image(stamp_ns, message.frame_id, rgb, request)
+        image = _Image(stamp_ns, message.frame_id, rgb, wanted)
         self._handle(cam, cam.input.add_image(image, stamp_ns, time.monotonic()))
 
     def _refuse_size(self, cam: _Camera, width: int, height: int, stamp_ns: int) -> bool:
@@ -459,7 +463,7 @@ class CameraGroup:
             self._reject(cam, reason, str(exc), image.stamp_ns)
             return
         frame = Frame(image.rgb, resolved.intrinsics, cam.name, image.stamp_ns, image.frame_id)
-        job = Job(cam.name, image.stamp_ns, image.frame_id, info.fields, image.request)
+        job = Job(cam.name, image.stamp_ns, image.frame_id, info.fields, image.wanted)
         restarts = scheduler.stamp_restarts(cam.name)
         outcome = scheduler.submit(cam.name, (frame, job), image.stamp_ns)
         if scheduler.stamp_restarts(cam.name) != restarts:
@@ -506,7 +510,7 @@ class CameraGroup:
         now_ns = self._now_ns()
         for frame in frames:  # receive + pairing + waiting for the batch's other cameras
             self._timing.add('stamp_to_dispatch', (now_ns - frame.stamp_ns) / 1e6)
-        requests = [job.request for _, job in items]
+        requests = [job.wanted.request for _, job in items]
         if engine.config.pipeline_depth > 1:  # batches in flight: the scheduler collects the ticket later
             return _TimedTicket(engine.submit(frames, requests), self._timing)
         results = engine.infer(frames, requests)
@@ -531,7 +535,7 @@ class CameraGroup:
 
     # ------------------------------------------------------------------------------------ diagnostics
     def report(self) -> GroupReport:
-        """Statistics and state of the group now."""
+        """Statistics and state of the group now (a pure read: the hints are set by ``_update_hints``)."""
         stats = self._stats
         scheduler = self._scheduler
         cameras = []
@@ -540,8 +544,6 @@ class CameraGroup:
             outputs = cam.outputs if cam is not None else None
             subscribed = outputs.subscribed() if outputs is not None else {}
             snap = stats.snapshot(name) if stats is not None else None
-            if cam is not None and snap is not None:
-                self._silent_hint(cam, snap)
             extras = CameraExtras(
                 subscribed=tuple(key for key, yes in subscribed.items() if yes),
                 idle=outputs is not None and not any(yes for key, yes in subscribed.items()
@@ -560,6 +562,16 @@ class CameraGroup:
             error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
             timing=self._timing.summary())
 
+    def _update_hints(self) -> None:
+        """Every ``diagnostics.period_s`` (a timer of the group, on the executor): the silent-camera hints."""
+        try:
+            stats = self._stats
+            if stats is None:
+                return
+            for cam in list(self._cameras.values()):
+                self._silent_hint(cam, stats.snapshot(cam.name))
+        except Exception as exc:  # noqa: BLE001 - a timer must never take the node down
+            self._log_error(f'{self.group.name}: updating the camera hints raised {exc!r}')
 
     def _silent_hint(self, cam: _Camera, snap: CameraSnapshot) -> None:
         """Set (and log, throttled) a hint for a camera that is silent although its image topic has a
