@@ -31,6 +31,9 @@ class CameraExtras:
     """Times the camera's stamp order restarted (a stamp far behind the last one: restarted driver)."""
     hint: str = ''
     """What may be wrong when the camera is silent although its image topic has a publisher."""
+    empty_frame_id: int = 0
+    """Input messages (images and CameraInfo) with an empty ``header.frame_id`` (still processed: the outputs
+    copy the input header, so their frame_id is empty too)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ def camera_status(node_name: str, snap: CameraSnapshot, extras: CameraExtras) ->
     values.append(('idle', str(extras.idle).lower()))
     values.append(('subscribed_outputs', ','.join(extras.subscribed)))
     values.append(('stamp_restarts', str(extras.stamp_restarts)))
+    values.append(('empty_frame_id', str(extras.empty_frame_id)))
     if extras.last_error:
         values.append(('last_error', extras.last_error))
     if extras.hint:

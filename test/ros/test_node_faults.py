@@ -1,16 +1,19 @@
 """The depth node under faulty input (issue 16): stamps from the future, restarted drivers, negative stamps,
-non-finite CameraInfo values, oversized and extreme-aspect images, and a silent camera whose topic has a
-publisher. Every frame is accounted for: inputs = outputs +
-counted drops (+ skipped, no subscriber)."""
+non-finite CameraInfo values, oversized and extreme-aspect images, a silent camera whose topic has a
+publisher, and an empty frame_id. Every frame is accounted for: inputs = outputs + counted drops (+ skipped,
+no subscriber)."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from node_support import (
     Harness,
     assert_accounted,
     camera_info_msg,
+    image_msg,
+    rgb_image,
     ros_env,
     start_cams,
     unique_namespace,
@@ -136,3 +139,49 @@ def test_a_silent_camera_whose_topic_has_a_publisher_gets_a_qos_hint(harness):
     assert wait_until(lambda: c.extras().hint == '', 5.0), 'the hint goes once images arrive'
     assert_accounted(node)
 
+
+@pytest.mark.parametrize('layout', ['in_process', 'group_workers'])
+def test_an_empty_frame_id_is_published_counted_and_warned_once_per_camera(harness, layout):
+    from rcl_interfaces.msg import Log
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    # /rosout keeps the last 10 s for late joiners: a group worker may log before it discovers this reader
+    harness.subscribe(Log, '/rosout', QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node, cams = start_cams(harness, f'frame_id_{layout}', ['bare', 'named'], process_layout=layout,
+                            log_throttle_s=60.0)
+    c = cams['bare']
+    stamps = []
+    for _ in range(3):
+        t = c.now()
+        stamps.append(t)
+        info = camera_info_msg(W, H, t, '')
+        image = image_msg(rgb_image(W, H, seed=len(stamps)), 'rgb8', t, '')
+        c.frame(t, info=info, image=image)
+        assert wait_until(lambda t=t: t in c.depth_stamps(), 15.0), c.drops()
+    named = cams['named']
+    t = named.now()
+    named.frame(t)
+    assert wait_until(lambda: t in named.depth_stamps(), 15.0)
+    # Published (not a drop), with the input header as it came: an empty frame_id.
+    assert c.depth_stamps() == stamps
+    depth = c.h.messages(f'{c.prefix}/depth/image')
+    assert [m.header.frame_id for m in depth] == [''] * 3
+    assert [m.header.frame_id for m in c.infos()] == [''] * 3
+    assert c.drops() == {}
+    # Counted per camera (3 images + 3 CameraInfo) and shown in /diagnostics.
+    assert wait_until(lambda: c.extras().empty_frame_id == 6, 10.0), c.extras()
+    assert named.extras().empty_frame_id == 0
+    status = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in node.diagnostics_message().status}
+    assert status['bare']['empty_frame_id'] == '6' and status['named']['empty_frame_id'] == '0'
+    # One warning for the camera within log_throttle_s, naming it and REP 103 (its logger: the node's, or
+    # its group worker's, under this test's namespace).
+    def warnings():
+        return [m.msg for m in harness.messages('/rosout') if f'frame_id_{layout}' in m.name
+                and 'camera bare:' in m.msg and 'empty header.frame_id' in m.msg]
+
+    assert wait_until(lambda: len(warnings()) >= 1, 15.0)
+    time.sleep(0.5)
+    assert len(warnings()) == 1, warnings()
+    assert 'REP 103' in warnings()[0]
+    assert_accounted(node)

@@ -122,6 +122,7 @@ class _Camera:
         self.skipped_no_subscriber = 0
         self.info_warnings: tuple[str, ...] = ()
         self.hint = ''
+        self.empty_frame_id = 0
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
 
 
@@ -335,7 +336,7 @@ class CameraGroup:
     def _on_info(self, cam: _Camera, raw: bytes) -> None:
         try:
             try:
-                stamp_ns, _frame_id, fields = read_camera_info_cdr(raw)
+                stamp_ns, frame_id, fields = read_camera_info_cdr(raw)
                 info = _Info(fields)
             except CdrError as exc:
                 self._note(cam, INVALID_CAMERA_INFO, f'unreadable CameraInfo: {exc}', None,
@@ -344,8 +345,10 @@ class CameraGroup:
             except (CalibrationError, ValueError) as exc:
                 from metric3d_ros.codec.cdr import read_header
 
-                stamp_ns, _ = read_header(raw)
+                stamp_ns, frame_id = read_header(raw)
                 info = _Info(None, str(exc))
+            if not frame_id:
+                self._empty_frame_id(cam, 'CameraInfo', stamp_ns)
             if stamp_ns < 0:
                 self._note(cam, reasons.NEGATIVE_STAMP, _negative_detail(stamp_ns), None,
                            'CameraInfo ignored')
@@ -380,6 +383,8 @@ class CameraGroup:
             if stamp_ns < 0:
                 self._reject(cam, reasons.NEGATIVE_STAMP, _negative_detail(stamp_ns))
                 return
+            if not message.frame_id:
+                self._empty_frame_id(cam, 'image', stamp_ns)
             self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
             if compressed:  # the size is known once decoded
                 rgb = compressed_to_rgb8(message)
@@ -402,6 +407,15 @@ class CameraGroup:
             return
         image = _Image(stamp_ns, message.frame_id, rgb, wanted)
         self._handle(cam, cam.input.add_image(image, stamp_ns, time.monotonic()))
+
+    def _empty_frame_id(self, cam: _Camera, what: str, stamp_ns: int) -> None:
+        """Count (``empty_frame_id`` in /diagnostics) and warn, throttled, about an input without a frame_id;
+        the frame is still processed."""
+        cam.empty_frame_id += 1
+        self._warn(cam, 'empty_frame_id',
+                   f'{what} stamped {stamp_ns / 1e9:.6f} has an empty header.frame_id: the outputs copy the '
+                   "input header, so their frame_id is empty and tf cannot place them; set the driver's "
+                   "frame_id to the camera's optical frame (REP 103, e.g. <camera>_optical_frame)")
 
     def _refuse_size(self, cam: _Camera, width: int, height: int, stamp_ns: int) -> bool:
         """Reject (counted) an image too large for ``max_image_megapixels`` or whose letterbox into the
@@ -553,6 +567,7 @@ class CameraGroup:
                 info_warnings=cam.info_warnings if cam else (),
                 stamp_restarts=scheduler.stamp_restarts(name) if scheduler is not None else 0,
                 hint=cam.hint if cam else '',
+                empty_frame_id=cam.empty_frame_id if cam else 0,
             )
             if snap is not None:
                 cameras.append((snap, extras))
