@@ -64,6 +64,38 @@ def rgb_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A valid 1-bit grey PNG of ``width`` x ``height`` black pixels: a small file (about width * height /
+    8000 bytes) that decodes to a huge image (20000x20000: 50 KB of file, 1.2 GB as RGB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b''.join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG (16x16, grey) whose frame header (SOF0) says ``width`` x ``height``: what a size check
+    that reads the header sees (a decoder would allocate the claimed size, then run out of data)."""
+    import cv2
+
+    ok, buf = cv2.imencode('.jpg', np.zeros((16, 16), np.uint8))
+    if not ok:
+        raise RuntimeError('OpenCV could not encode a JPEG')
+    data = bytearray(buf.tobytes())
+    sof = data.find(b'\xff\xc0')
+    if sof < 0:
+        raise RuntimeError('no baseline frame header in the JPEG OpenCV wrote')
+    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data)
+
+
 def camera_info_msg(width: int, height: int, stamp_ns: int, frame_id: str, *, focal_px: float | None = None,
                     **overrides):
     """A CameraInfo for a ``width`` x ``height`` image (K = P[:, :3], fx = fy = 0.8 width by default)."""
@@ -296,8 +328,10 @@ def _msg_types():
 
 
 def start_node(harness, sub_ns: str, cameras, subscribe: dict[str, tuple[str, ...]], **params):
-    """A DepthNode in ``<harness ns>/<sub_ns>`` with the fake backend; ``subscribe`` = outputs per camera."""
-    from sensor_msgs.msg import CameraInfo, Image
+    """A DepthNode in ``<harness ns>/<sub_ns>`` with the fake backend; ``subscribe`` = outputs per camera.
+    With ``input_transport='compressed'`` the harness's image publishers are CompressedImage ones on
+    ``<cam>/image/compressed``."""
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from metric3d_ros.ros.node import DepthNode
 
@@ -311,10 +345,12 @@ def start_node(harness, sub_ns: str, cameras, subscribe: dict[str, tuple[str, ..
         outputs = [o for o in outputs if o in types]
         for out in outputs:
             harness.subscribe(types[out], f'{sub_ns}/{cam}/{out}')
+    image_type, image_topic = ((CompressedImage, 'image/compressed')
+                               if params.get('input_transport') == 'compressed' else (Image, 'image'))
     for cam in cameras:
-        harness.publisher(Image, f'{sub_ns}/{cam}/image')
+        harness.publisher(image_type, f'{sub_ns}/{cam}/{image_topic}')
         harness.publisher(CameraInfo, f'{sub_ns}/{cam}/camera_info')
-    assert harness.wait_matched([f'{sub_ns}/{cam}/image' for cam in cameras])
+    assert harness.wait_matched([f'{sub_ns}/{cam}/{image_topic}' for cam in cameras])
 
     assert wait_until(lambda: node_sees_subscribers(node, subscribe), 20.0)
     return node

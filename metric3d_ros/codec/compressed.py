@@ -7,9 +7,15 @@ order of the decoded pixels is the encoding after ``compressed``: bgr8 (the usua
 the format names none) needs swapping to RGB, rgb8 does not. Depth streams (``compressedDepth``) are not
 colour images and are rejected.
 
+``compressed_size`` reads the width and height from the file's header (PNG IHDR, JPEG SOF) without decoding:
+a receiver checks size limits before it decodes (a small PNG of zeros can describe a 20000x20000 image, 1.2 GB
+once decoded).
+
 Usage::
 
-    rgb = compressed_to_rgb8(read_compressed_cdr(raw))          # or compressed_from_msg(msg)
+    data = read_compressed_cdr(raw)                             # or compressed_from_msg(msg)
+    size = compressed_size(data)                                # (width, height), or None if not readable
+    rgb = compressed_to_rgb8(data)
     raw = compressed_cdr(rgb, stamp_ns, 'cam_optical_frame', format='png')
 """
 from __future__ import annotations
@@ -95,6 +101,49 @@ def read_compressed_cdr(raw: bytes | memoryview) -> CompressedData:
 def compressed_from_msg(msg: object) -> CompressedData:
     """The fields of a sensor_msgs/CompressedImage message object (rclpy or rosbags; duck-typed)."""
     return CompressedData(stamp_ns_of(msg.header), str(msg.header.frame_id), str(msg.format), msg.data)
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...); not DHT, JPG, DAC."""
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
+"""Markers without a length field (TEM, RSTn, SOI, EOI)."""
+
+
+def compressed_size(c: CompressedData) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG or JPEG from its header (PNG IHDR, JPEG SOF), without decoding; None when
+    the data is neither or the header does not say (a JPEG whose height comes later in a DNL marker). A JPEG's
+    markers before its frame header are skipped by their lengths, not read."""
+    data = as_uint8(c.data)
+    head = bytes(data[:33])
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b'IHDR':
+            return None
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    if not head.startswith(b'\xff\xd8'):
+        return None
+    pos, size = 2, data.size
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = int(data[pos + 1])
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = int(data[pos + 2]) << 8 | int(data[pos + 3])
+        if marker in _JPEG_SOF:
+            if length < 7 or pos + 9 > size:
+                return None
+            height = int(data[pos + 5]) << 8 | int(data[pos + 6])
+            width = int(data[pos + 7]) << 8 | int(data[pos + 8])
+            return (width, height) if height > 0 else None
+        if marker == 0xDA or length < 2:  # start of scan before any frame header, or a broken length
+            return None
+        pos += 2 + length
+    return None
 
 
 def compressed_to_rgb8(c: CompressedData) -> np.ndarray:

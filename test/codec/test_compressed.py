@@ -5,12 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from node_support import jpeg_claiming, png_of_zeros
 
 from metric3d_ros.codec.compressed import (
     CompressedData,
     CompressedFormat,
     compressed_cdr,
     compressed_from_msg,
+    compressed_size,
     compressed_to_rgb8,
     parse_compressed_format,
     read_compressed_cdr,
@@ -199,3 +201,53 @@ def test_rclpy_serialized_messages_are_read():
     empty = CompressedImage(format='jpeg')
     with pytest.raises(ImageConversionError, match='holds no data'):
         compressed_to_rgb8(compressed_from_msg(empty))
+
+
+def _encoded(image: np.ndarray, ext: str, params=()) -> bytes:
+    ok, buf = cv2.imencode(ext, image, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize('case', ['png_rgb', 'png_grey', 'png_bgra', 'png_16bit', 'jpeg', 'jpeg_grey',
+                                  'jpeg_progressive', 'jpeg_comment'])
+def test_size_from_the_header_matches_the_decoded_size(case):
+    image = np.zeros((37, 53, 3), np.uint8)
+    image[5:20, 7:30] = 200
+    if case == 'png_rgb':
+        data = _encoded(image, '.png')
+    elif case == 'png_grey':
+        data = _encoded(image[..., 0], '.png')
+    elif case == 'png_bgra':
+        data = _encoded(np.dstack([image, image[..., :1]]), '.png')
+    elif case == 'png_16bit':
+        data = _encoded(image[..., 0].astype(np.uint16) * 300, '.png')
+    elif case == 'jpeg':
+        data = _encoded(image, '.jpg')
+    elif case == 'jpeg_grey':
+        data = _encoded(image[..., 0], '.jpg')
+    elif case == 'jpeg_progressive':
+        data = _encoded(image, '.jpg', [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+        assert b'\xff\xc2' in data  # SOF2
+    else:  # a comment and an application segment before the frame header are skipped by their lengths
+        plain = _encoded(image, '.jpg')
+        fake_sof = b'\xff\xc0\x00\x11\x08\x09\x09\x09\x09'  # inside the segment: not a frame header
+        data = plain[:2] + b'\xff\xfe\x00\x07hello' + b'\xff\xe1\x00\x0b' + fake_sof + plain[2:]
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    size = compressed_size(CompressedData(0, '', 'x', data))
+    assert size == (decoded.shape[1], decoded.shape[0]) == (53, 37)
+
+
+def test_size_of_a_small_file_holding_a_huge_image_is_read_without_decoding():
+    png = png_of_zeros(20000, 20000)
+    assert len(png) < 100_000  # 1.2 GB once decoded as RGB
+    assert compressed_size(CompressedData(0, '', 'png', png)) == (20000, 20000)
+    assert compressed_size(CompressedData(0, '', 'jpeg', memoryview(jpeg_claiming(20000, 30000)))) == \
+        (20000, 30000)
+
+
+@pytest.mark.parametrize('data', [b'', b'not an image', b'\x89PNG\r\n\x1a\n\x00\x00',
+                                  b'\xff\xd8\xff\xda\x00\x08', b'\xff\xd8\xff\xe0\x00',
+                                  b'\xff\xd8\x00\x00\x00\x00'])
+def test_size_is_none_when_the_header_does_not_say(data):
+    assert compressed_size(CompressedData(0, '', 'jpeg', data)) is None

@@ -1,7 +1,7 @@
 """The depth node under faulty input (issue 16): stamps from the future, restarted drivers, negative stamps,
-non-finite CameraInfo values, oversized and extreme-aspect images, a silent camera whose topic has a
-publisher, and an empty frame_id. Every frame is accounted for: inputs = outputs + counted drops (+ skipped,
-no subscriber)."""
+non-finite CameraInfo values, oversized and extreme-aspect images (compressed ones before decoding), a
+silent camera whose topic has a publisher, and an empty frame_id. Every frame is accounted for: inputs =
+outputs + counted drops (+ skipped, no subscriber)."""
 from __future__ import annotations
 
 import math
@@ -13,6 +13,8 @@ from node_support import (
     assert_accounted,
     camera_info_msg,
     image_msg,
+    jpeg_claiming,
+    png_of_zeros,
     rgb_image,
     ros_env,
     start_cams,
@@ -121,6 +123,52 @@ def test_oversized_and_extreme_aspect_images_are_rejected_at_the_callback(harnes
     t = c.now()
     c.frame(t)
     assert wait_until(lambda: t in c.depth_stamps(), 15.0)
+    assert_accounted(node)
+
+
+def test_oversized_compressed_images_are_rejected_before_decoding(harness, monkeypatch):
+    """The size and aspect checks read the PNG IHDR / JPEG SOF: a 50 KB PNG of a 20000x20000 image (1.2 GB
+    decoded) is rejected at the callback without being decoded."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    import metric3d_ros.ros.layout.group as group_module
+
+    decoded = []
+
+    def counting_decode(c):
+        rgb = real_decode(c)
+        decoded.append(rgb.shape[:2])
+        return rgb
+
+    real_decode = group_module.compressed_to_rgb8
+    monkeypatch.setattr(group_module, 'compressed_to_rgb8', counting_decode)
+    node, cams = start_cams(harness, 'compressed', ['png', 'jpeg', 'wide', 'good'],
+                            input_transport='compressed')
+    cases = {'png': (png_of_zeros(20000, 20000), 'png', 'image_too_large', '20000x20000 (400.0 megapixels)'),
+             'jpeg': (jpeg_claiming(20000, 30000), 'jpeg', 'image_too_large',
+                      '20000x30000 (600.0 megapixels)'),
+             'wide': (png_of_zeros(4000, 1), 'png', 'extreme_aspect_ratio', 'a 4000x1 image letterboxed'),
+             'good': (cv2.imencode('.jpg', rgb_image(W, H))[1].tobytes(), 'jpeg', None, '')}
+    for name, (data, fmt, _, _) in cases.items():
+        c = cams[name]
+        t = c.now()
+        c.info(t)
+        msg = CompressedImage(format=f'rgb8; {fmt} compressed bgr8')
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t, SEC)
+        msg.header.frame_id = c.frame_id
+        msg.data = data
+        c.h.publisher(CompressedImage, f'{c.prefix}/image/compressed').publish(msg)
+        if name == 'good':
+            assert wait_until(lambda c=c, t=t: t in c.depth_stamps(), 15.0), c.drops()
+    for name, (_, _, reason, text) in cases.items():
+        if reason is None:
+            continue
+        c = cams[name]
+        assert wait_until(lambda c=c, reason=reason: c.drops() == {reason: 1}, 15.0), (name, c.drops())
+        assert text in c.extras().last_error, (name, c.extras().last_error)
+        assert c.depth_stamps() == []
+    assert decoded == [(H, W)], 'only the image within the limits is decoded'
     assert_accounted(node)
 
 

@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from metric3d_ros.codec.camera_info import read_camera_info_cdr
 from metric3d_ros.codec.cdr import CdrError
-from metric3d_ros.codec.compressed import compressed_to_rgb8, read_compressed_cdr
+from metric3d_ros.codec.compressed import compressed_size, compressed_to_rgb8, read_compressed_cdr
 from metric3d_ros.codec.image import COLOUR_ENCODINGS, ImageConversionError, image_to_rgb8, read_image_cdr
 from metric3d_ros.core.batching import reasons
 from metric3d_ros.core.batching.camera_input import CameraInput, Dropped
@@ -386,7 +386,10 @@ class CameraGroup:
             if not message.frame_id:
                 self._empty_frame_id(cam, 'image', stamp_ns)
             self._timing.add('stamp_to_receive', (self._now_ns() - stamp_ns) / 1e6)
-            if compressed:  # the size is known once decoded
+            if compressed:  # the size from the file's header first: a small file can hold a huge image
+                size = compressed_size(message)
+                if size is not None and self._refuse_size(cam, size[0], size[1], stamp_ns):
+                    return
                 rgb = compressed_to_rgb8(message)
             else:
                 encoding = message.encoding
