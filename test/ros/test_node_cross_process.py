@@ -187,14 +187,12 @@ def test_three_camera_processes_and_a_killed_camera(tmp_path):
         for cam in ('front', 'left'):
             _stop(sims[cam])
 
+        counts = ('inputs_total', 'outputs_total', 'drops_total', 'skipped_no_subscriber')
+
         def balance():
             diag = observer.latest_diagnostics()
-            out = {}
-            for cam in CAMERAS:
-                values = {kv.key: int(kv.value) for kv in diag[cam].values
-                          if kv.key in ('inputs_total', 'outputs_total', 'drops_total', 'skipped_no_subscriber')}
-                out[cam] = values
-            return out
+            return {cam: {kv.key: int(kv.value) for kv in diag[cam].values if kv.key in counts}
+                    for cam in CAMERAS}
 
         def balanced():
             return all(v['inputs_total'] == v['outputs_total'] + v['drops_total'] + v['skipped_no_subscriber']
