@@ -255,11 +255,17 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
         publish(node.get_clock().now().nanoseconds)
         time.sleep(0.2)
     assert wait_until(done, 10.0), {c: group_of(node).stats.drop_counts(c) for c in cams}
+    def newest_common(cam):  # the newest frame whose three messages have arrived (others may be in flight)
+        stamps = [{stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/{out}')} for out in wanted[cam]]
+        common = set.intersection(*stamps)
+        return max(common) if common else None
+
+    assert wait_until(lambda: all(newest_common(cam) is not None for cam in cams), 10.0)
     for cam in cams:
-        depth = harness.messages(f'{sub_ns}/{cam}/depth/image')[-1]
-        stamp = stamp_ns_of(depth)
-        info, cloud = (next(m for m in harness.messages(f'{sub_ns}/{cam}/{out}') if stamp_ns_of(m) == stamp)
-                       for out in ('depth/camera_info', 'points'))
+        stamp = newest_common(cam)
+        depth, info, cloud = (next(m for m in harness.messages(f'{sub_ns}/{cam}/{out}')
+                                   if stamp_ns_of(m) == stamp)
+                              for out in ('depth/image', 'depth/camera_info', 'points'))
         assert (info.width, info.height) == (depth.width, depth.height) == (cloud.width, cloud.height)
         frame_ids = {info.header.frame_id, depth.header.frame_id, cloud.header.frame_id}
         assert frame_ids == {f'{cam}_optical_frame'}
