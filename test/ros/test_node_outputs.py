@@ -12,6 +12,8 @@ from node_support import (
     assert_accounted,
     camera_info_msg,
     group_of,
+    message_at,
+    newest_common_stamp,
     publish_ticks,
     publish_until,
     rgb_image,
@@ -127,9 +129,9 @@ def test_network_resolution_and_16uc1(harness):
 
     publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
     assert wait_until(done, 10.0)
-    depth = harness.messages(f'{sub_ns}/wide/depth/image')[-1]
-    info = next(m for m in harness.messages(f'{sub_ns}/wide/depth/camera_info')
-                if stamp_ns_of(m) == stamp_ns_of(depth))
+    topics = [f'{sub_ns}/wide/depth/image', f'{sub_ns}/wide/depth/camera_info']
+    stamp = newest_common_stamp(harness, topics)
+    depth, info = (message_at(harness, topic, stamp) for topic in topics)
     # Network 112x140: scale s = min(112 / 160, 140 / 320) = 0.4375 -> 140 x 70 without padding.
     assert (depth.encoding, depth.width, depth.height) == ('16UC1', 140, 70)
     assert (info.width, info.height) == (140, 70)
@@ -255,17 +257,10 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
         publish(node.get_clock().now().nanoseconds)
         time.sleep(0.2)
     assert wait_until(done, 10.0), {c: group_of(node).stats.drop_counts(c) for c in cams}
-    def newest_common(cam):  # the newest frame whose three messages have arrived (others may be in flight)
-        stamps = [{stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/{out}')} for out in wanted[cam]]
-        common = set.intersection(*stamps)
-        return max(common) if common else None
-
-    assert wait_until(lambda: all(newest_common(cam) is not None for cam in cams), 10.0)
     for cam in cams:
-        stamp = newest_common(cam)
-        depth, info, cloud = (next(m for m in harness.messages(f'{sub_ns}/{cam}/{out}')
-                                   if stamp_ns_of(m) == stamp)
-                              for out in ('depth/image', 'depth/camera_info', 'points'))
+        topics = [f'{sub_ns}/{cam}/{out}' for out in ('depth/image', 'depth/camera_info', 'points')]
+        stamp = newest_common_stamp(harness, topics)
+        depth, info, cloud = (message_at(harness, topic, stamp) for topic in topics)
         assert (info.width, info.height) == (depth.width, depth.height) == (cloud.width, cloud.height)
         frame_ids = {info.header.frame_id, depth.header.frame_id, cloud.header.frame_id}
         assert frame_ids == {f'{cam}_optical_frame'}
@@ -423,9 +418,9 @@ def _check_inverse_depth_published(harness, layout: str) -> None:
 
     stamps = publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
     assert wait_until(done, 10.0), layout
-    inv = harness.messages(f'{sub_ns}/cam/inverse_depth/image')[-1]
-    depth = next(m for m in harness.messages(f'{sub_ns}/cam/depth/image')
-                 if stamp_ns_of(m) == stamp_ns_of(inv))
+    topics = [f'{sub_ns}/cam/inverse_depth/image', f'{sub_ns}/cam/depth/image']
+    stamp = newest_common_stamp(harness, topics)
+    inv, depth = (message_at(harness, topic, stamp) for topic in topics)
     assert stamp_ns_of(inv) in stamps and inv.header.frame_id == f'{sub_ns}/cam_optical_frame'
     assert (inv.encoding, inv.width, inv.height) == ('32FC1', 160, 120)
     d = np.frombuffer(bytes(depth.data), dtype='<f4')
