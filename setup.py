@@ -36,6 +36,7 @@ setup(
         'bags': ['rosbags>=0.10'],
         'dev': [
             'torch>=2.1', 'rosbags>=0.10', 'pytest>=7', 'ruff>=0.4', 'matplotlib',
+            'psutil',  # the launch and soak tests watch processes and their memory
             # colcon from PyPI: the tests build the package as an ament_python workspace;
             # package-selection for --packages-select, bash for install/setup.bash.
             'colcon-core', 'colcon-ros', 'colcon-python-setup-py', 'colcon-package-selection', 'colcon-bash',
