@@ -44,6 +44,7 @@ from metric3d_ros.ros.params import (
 )
 from metric3d_ros.ros.publishers import output_topics
 from metric3d_ros.ros.qos import diagnostics_qos
+from metric3d_ros.ros.timers import steady_timer
 
 try:  # rclpy >= Humble; guarded so that an older rclpy still gets a clean exit on Ctrl-C
     from rclpy.executors import ExternalShutdownException
@@ -165,7 +166,9 @@ class DepthNode(LifecycleNode):
                 raise RuntimeError('activate before configure')
             self._layout.activate()
             self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
-            self._diag_timer = self.create_timer(self._config.diagnostics_period_s, self._publish_diagnostics)
+            # steady: /diagnostics keeps its period when ROS time (use_sim_time) pauses or crawls
+            self._diag_timer = steady_timer(self, self._config.diagnostics_period_s,
+                                            self._publish_diagnostics)
             self._state = 'active'
         except Exception as exc:  # noqa: BLE001 - report and stay inactive
             self.get_logger().error(f'activate failed: {exc}')

@@ -49,6 +49,7 @@ from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsSt
 from metric3d_ros.ros.diagnostics import CameraExtras
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
 from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job
+from metric3d_ros.ros.timers import steady_timer
 from metric3d_ros.ros.timing import TimingStats
 
 # Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
@@ -242,7 +243,7 @@ class CameraGroup:
                 cam.subscriptions.append(cam.image_subscription)
             if config.info_wait_ms > 0.0:  # images may be held: drop them when their wait is over
                 period_s = max(0.01, min(config.info_wait_ms / 4e3, 0.1))
-                self._timer = node.create_timer(period_s, self._expire_held)
+                self._timer = steady_timer(node, period_s, self._expire_held)
             self._add_jump_handler()
             self.state = 'active'
 
