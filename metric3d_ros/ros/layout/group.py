@@ -126,6 +126,30 @@ class _Camera:
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
 
 
+def is_rectified_topic(topic: str) -> bool:
+    """Whether an image topic is named as a rectified one (image_proc's ``image_rect``, ``image_rect_color``,
+    ...): its last name part, or the one before ``compressed``, contains ``rect``."""
+    parts = [p for p in topic.split('/') if p]
+    if parts and parts[-1] == 'compressed':
+        parts = parts[:-1]
+    return bool(parts) and 'rect' in parts[-1]
+
+
+def unrectified_input_warnings(image_topic: str, info: CameraInfoFields, source: str,
+                               source_used: str) -> tuple[str, ...]:
+    """The warning for a probably raw, distorted image that ``camera_info_source: auto`` takes as rectified
+    (P set): the topic is not named as rectified and the CameraInfo has non-zero distortion. Empty otherwise
+    (also with an explicit ``rectified`` or ``raw``: the user has said what the image is)."""
+    if source != 'auto' or source_used != 'rectified' or is_rectified_topic(image_topic):
+        return ()
+    if not any(c != 0.0 for c in info.d):
+        return ()
+    return (f'{image_topic} is not named as a rectified image (image_rect) and its CameraInfo has non-zero '
+            f'distortion ({info.distortion_model}, d={list(info.d)}): depth assumes a rectified image '
+            '(intrinsics from P); if the image is raw, rectify it first (image_proc) and remap '
+            '<camera>/image to image_rect; if it is rectified, set camera_info_source: rectified',)
+
+
 def torch_threads(device: str) -> int:
     """torch's CPU threads for a group on ``device`` (process-wide): on a GPU one (the host work is copies
     and ROS; idle OpenMP threads only spin against the ROS threads); on the CPU every core this process may
@@ -477,11 +501,15 @@ class CameraGroup:
         cached = cam.intrinsics_cache
         if cached is not None and cached[0] is fields and cached[1:3] == (width, height):
             return cached[3]
-        resolved = intrinsics_from_camera_info(fields, width, height, source=self._config.camera_info_source)
+        source = self._config.camera_info_source
+        resolved = intrinsics_from_camera_info(fields, width, height, source=source)
         cam.intrinsics_cache = (fields, width, height, resolved)
-        if resolved.warnings != cam.info_warnings:
-            cam.info_warnings = resolved.warnings
-            for warning in resolved.warnings:
+        topics = self._topics[cam.name]
+        topic = topics.compressed if self._config.input_transport == 'compressed' else topics.image
+        warnings = resolved.warnings + unrectified_input_warnings(topic, fields, source, resolved.source_used)
+        if warnings != cam.info_warnings:  # logged when they change: once per camera for a steady CameraInfo
+            cam.info_warnings = warnings
+            for warning in warnings:
                 self._node.get_logger().warning(f'camera {cam.name}: {warning}')
         return resolved
 
