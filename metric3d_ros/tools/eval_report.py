@@ -205,6 +205,13 @@ def latency_table(stages: Mapping[str, Mapping[str, float]]) -> list[str]:
     return lines
 
 
+def _resolution_line(resolution: str) -> str:
+    if resolution == 'network':
+        return ('- outputs at the network resolution, scored at the ground-truth pixels through the '
+                'published depth CameraInfo')
+    return '- outputs at the camera resolution (the ground truth\'s)'
+
+
 def write_markdown(report: Mapping[str, Any], path: Path, figures: Sequence[str]) -> None:
     """report.md: setup, metric tables, latency tables, figure links."""
     eng = report['engine']
@@ -221,6 +228,7 @@ def write_markdown(report: Mapping[str, Any], path: Path, figures: Sequence[str]
         f'- evaluated depth range [{report["metrics_config"]["min_depth_m"]}, '
         f'{report["metrics_config"]["max_depth_m"]}] m, prediction clamped: '
         f'{report["metrics_config"]["clamp_prediction"]}; metrics are means over frames',
+        _resolution_line(report.get('output_resolution', 'camera')),
         f'- storage `{report["storage"]}`; CameraInfo pairing: {report["counts"]["info_exact"]} exact, '
         f'{report["counts"]["info_nearest"]} nearest',
         '', '## Metrics (metric scale)', '',
