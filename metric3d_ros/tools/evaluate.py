@@ -266,6 +266,18 @@ class FrameRecord:
     engine_ms: float | None = None  # total time of the engine call this frame ran in (None: it did not run)
 
 
+@dataclass(frozen=True)
+class _Panel:
+    """A frame kept for its depth panel (drawn when every panel's depth is known: one scale for all)."""
+
+    path: str
+    rgb: np.ndarray
+    pred: np.ndarray
+    gt: np.ndarray
+    valid: np.ndarray
+    title: str
+
+
 @dataclass
 class _Loaded:
     rgb: np.ndarray | None = None
@@ -296,7 +308,7 @@ class Evaluation:
         self.gt_current: dict[tuple[str, int], np.ndarray] = {}
         self.records: list[FrameRecord] = []
         self.batch_timings: list[dict[str, float]] = []
-        self.figures: list[str] = []
+        self._panels: list[_Panel] = []
         self.log_ratios: dict[str, list[np.ndarray]] = defaultdict(list)
         self.counts = {'info_exact': 0, 'info_nearest': 0, 'skipped_no_gt': 0}
         self._figure_count: dict[str, int] = defaultdict(int)
@@ -462,11 +474,9 @@ class Evaluation:
         if self.options.figures and self._figure_count[record.camera] < self.options.figure_frames_per_camera:
             self._figure_count[record.camera] += 1
             valid = np.isfinite(item.gt) & (item.gt >= cfg.min_depth_m) & (item.gt <= cfg.max_depth_m)
-            title = f'{record.camera} {record.stamp_ns}'
-            panel = eval_report.depth_panel(item.rgb, pred, item.gt, valid, title)
-            rel = f'figures/{record.camera}_{record.stamp_ns}.png'
-            eval_report.save_png(self.output_dir / rel, panel)
-            self.figures.append(rel)
+            # drawn by write() with one depth scale for every camera's panels
+            self._panels.append(_Panel(f'figures/{record.camera}_{record.stamp_ns}.png', item.rgb, pred,
+                                       item.gt, valid, f'{record.camera} {record.stamp_ns}'))
 
     def _write_outputs(self, writer: BagWriter, record: FrameRecord, item: _Loaded, info: CameraInfoFields,
                        result: Any) -> None:
@@ -540,16 +550,26 @@ class Evaluation:
         return report
 
     def write(self, report: dict[str, Any]) -> list[str]:
-        """report.json, report.md and the chart figures; returns the figure paths (relative)."""
+        """report.json, report.md and the figures; returns the figure paths (relative). The depth panels of
+        every camera share one depth scale (the ground truth's 2-98th percentiles over all of them); every
+        figure carries the synthetic-weights warning when the weights are synthetic."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        figures = list(self.figures)
+        figures = []
+        warning = eval_report.SYNTHETIC_FIGURE_WARNING if SYNTHETIC_WARNING in report['warnings'] else ''
         if self.options.figures:
+            scale = eval_report.DepthScale.of([p.gt[p.valid] if p.valid.any() else p.pred
+                                               for p in self._panels])
+            for p in self._panels:
+                panel = eval_report.depth_panel(p.rgb, p.pred, p.gt, p.valid, p.title, scale, warning)
+                eval_report.save_png(self.output_dir / p.path, panel)
+                figures.append(p.path)
             ratios = {n: np.concatenate(v) if v else np.zeros(0) for n, v in self.log_ratios.items()}
             hist = self.output_dir / 'figures/error_histogram.png'
-            if ratios and eval_report.save_error_histograms(ratios, hist):
+            if ratios and eval_report.save_error_histograms(ratios, hist, warning):
                 figures.append('figures/error_histogram.png')
             cams = report['metrics']['cameras']
-            if cams and eval_report.save_camera_bars(cams, self.output_dir / 'figures/per_camera.png'):
+            bars = self.output_dir / 'figures/per_camera.png'
+            if cams and eval_report.save_camera_bars(cams, bars, warning):
                 figures.append('figures/per_camera.png')
         report['figures'] = figures
         eval_report.write_json(report, self.output_dir / 'report.json')
