@@ -1,5 +1,6 @@
-"""/diagnostics under sim time: it runs on the steady clock, so a /clock that stops (a paused or finished
-bag) or crawls does not freeze it, while the stamps of its messages and of the outputs keep ROS time.
+"""/diagnostics and the periodic status line under sim time: they run on the steady clock, so a /clock that
+stops (a paused or finished bag) or crawls does not freeze them, while the stamps of the /diagnostics
+messages and of the outputs keep ROS time.
 
 Before, the node's /diagnostics timer, the group workers' report timer and the held-image expiry timer ran
 on ROS time: with /clock stopped, /diagnostics went quiet or showed the figures of its first report (1 input,
@@ -36,6 +37,21 @@ def harness():
     h.close()
 
 
+class _Recorder:
+    """Wraps a node's logger, keeping the INFO lines."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+        self.infos: list[str] = []
+
+    def info(self, message, **kwargs):
+        self.infos.append(message)
+        return self.logger.info(message, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.logger, name)
+
+
 def _camera_values(msg, camera: str) -> dict[str, str] | None:
     for status in msg.status:
         if status.hardware_id == camera:
@@ -62,7 +78,9 @@ def test_diagnostics_follow_wall_time_when_sim_time_stops_or_crawls(harness, lay
     harness.subscribe(DiagnosticArray, '/diagnostics')
     cam = 'cam'
     node = start_node(harness, sub_ns, {cam: (W, H)}, {cam: ('depth/image',)}, use_sim_time=True,
-                      process_layout=layout)
+                      process_layout=layout, status_log_period_s=0.2)
+    logger = _Recorder(node.get_logger())
+    node.get_logger = lambda: logger
     assert wait_until(lambda: clock_pub.get_subscription_count() > 0, 10.0)
 
     def clock_at(stamp_ns: int) -> bool:
@@ -103,6 +121,7 @@ def test_diagnostics_follow_wall_time_when_sim_time_stops_or_crawls(harness, lay
     # /diagnostics shows every frame, though ROS time has (nearly) stood still since the first report
     assert wait_until(lambda: latest_counts() == (str(FRAMES), str(FRAMES)), 10.0), latest_counts()
     before = len(own(harness.messages('/diagnostics')))
+    lines_before = len(logger.infos)
     wall_s = 1.5
     time.sleep(wall_s)
     after = own(harness.messages('/diagnostics'))
@@ -112,4 +131,8 @@ def test_diagnostics_follow_wall_time_when_sim_time_stops_or_crawls(harness, lay
     # their stamps are ROS time: the clock's last value, not the wall clock
     last_clock_ns = sent[-1] if clock == 'crawling' else SIM_START_NS
     assert stamp_ns_of(after[-1]) == last_clock_ns
+    # the status line keeps its period too, and shows every frame
+    lines = [line for line in logger.infos[lines_before:] if line.startswith(f'camera {cam}:')]
+    assert len(lines) >= 3, logger.infos[lines_before:]
+    assert f'since activation {FRAMES} in, {FRAMES} out, 0 dropped' in lines[-1], lines[-1]
     harness.on_executor(lambda: harness.helper.destroy_publisher(clock_pub))
