@@ -33,11 +33,13 @@ from rclpy.parameter import Parameter
 
 from metric3d_ros.core.outputs import OUTPUTS
 from metric3d_ros.ros.diagnostics import NodeExtras, camera_status, diagnostic_array, engine_status
+from metric3d_ros.ros.fused import FUSED_TOPIC
 from metric3d_ros.ros.layout import CameraTopics, Layout, make_layout
 from metric3d_ros.ros.params import (
     SPECS,
     ConfigError,
     NodeConfig,
+    declare_extrinsics,
     declare_parameters,
     read_node_config,
     unknown_overrides,
@@ -66,6 +68,8 @@ class DepthNode(LifecycleNode):
         self._startup_problems: dict[str, str] = {}
         for problem in declare_parameters(self):
             self._startup_problems[problem.split(':', 1)[0]] = problem
+        cameras = self.get_parameter('cameras').value
+        declare_extrinsics(self, cameras if isinstance(cameras, (list, tuple)) else ())
         unknown = unknown_overrides(self)
         if unknown:
             self.get_logger().warning(
@@ -104,7 +108,7 @@ class DepthNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        names = [p.name for p in params if p.name in SPECS]
+        names = [p.name for p in params if p.name in SPECS or p.name.startswith('extrinsics.')]
         deleted = [p.name for p in params if p.name in SPECS and p.type_ == Parameter.Type.NOT_SET]
         if deleted:
             return SetParametersResult(
@@ -131,6 +135,16 @@ class DepthNode(LifecycleNode):
             outputs={key: resolve(topic) for key, topic in output_topics(cam, OUTPUTS).items()})
             for cam in config.cameras}
 
+    def fused_topics(self, config: NodeConfig) -> dict[str, str]:
+        """Group name -> resolved ``fused_points`` topic: ``<ns>/fused_points`` with one camera group,
+        ``<ns>/<group>/fused_points`` with several (each group fuses its own batches); empty when
+        ``fused.enabled`` is false."""
+        if config.fused is None:
+            return {}
+        if len(config.groups) == 1:
+            return {config.groups[0].name: self.resolve_topic_name(FUSED_TOPIC)}
+        return {g.name: self.resolve_topic_name(f'{g.name}/{FUSED_TOPIC}') for g in config.groups}
+
     # ------------------------------------------------------------------------------------- transitions
     def on_configure(self, state) -> TransitionCallbackReturn:
         log = self.get_logger()
@@ -144,7 +158,7 @@ class DepthNode(LifecycleNode):
                       'names (ros2 param get / describe) and configure again')
             return TransitionCallbackReturn.FAILURE
         try:
-            layout = make_layout(self, config, self.camera_topics(config), OUTPUTS)
+            layout = make_layout(self, config, self.camera_topics(config), OUTPUTS, self.fused_topics(config))
             layout.configure()
         except Exception as exc:  # noqa: BLE001 - any failure to load must fail configure, not crash
             log.error(f'configure failed: {config.engine.backend!r} engine, variant {config.engine.variant}, '
@@ -176,7 +190,9 @@ class DepthNode(LifecycleNode):
         self.get_logger().info(
             f'active: {len(self._config.cameras)} camera(s); publishing on <camera>/depth/image and the '
             f'other outputs once they have subscribers, e.g. {first.outputs["depth"]} (input {first.image}); '
-            'see them with: ros2 topic list')
+            'see them with: ros2 topic list'
+            + (f'; fused cloud on {", ".join(self.fused_topics(self._config).values())}'
+               if self._config.fused is not None else ''))
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -253,7 +269,7 @@ class DepthNode(LifecycleNode):
                 'max_batch_size': str(config.scheduler.max_batch_size),
                 'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
                 'worker_restarts': str(report.restarts), 'drops_worker_died': str(report.lost),
-                **report.timing})
+                **report.timing, **report.fused})
             statuses.append(engine_status(title, report.batch, list(report.cameras), extras,
                                           failed=report.error))
         for report in reports:
