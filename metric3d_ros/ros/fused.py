@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from metric3d_ros.codec.cloud import unorganized_cloud_cdr
 from metric3d_ros.core.batching import reasons
+from metric3d_ros.core.batching.clock import ClockNs, monotonic_ns
 from metric3d_ros.core.batching.throttle import Throttle
 from metric3d_ros.core.engine.types import OutputRequest
 from metric3d_ros.core.geometry.fusion import CameraDepth, RigidTransform, fuse_depths, select_cameras
@@ -125,19 +126,21 @@ class FusedOutput:
         the group sets it to None when it destroys it (deactivate).
     extrinsics: ``StaticExtrinsics`` / ``TfExtrinsics`` (``lookup(camera_id, frame_id, stamp_ns)``).
     device: where the fusion runs (the group engine's device).
-    log_error / log_warning: receive throttled messages.
+    log_error / log_warning: receive messages, at most one per ``log_throttle_s`` per reason and camera
+        (on the ``monotonic_ns`` clock).
     """
 
     def __init__(self, publisher, settings: FusedSettings, extrinsics, device, *,
                  log_error: Callable[[str], None], log_warning: Callable[[str], None],
-                 log_throttle_s: float, topic: str = FUSED_TOPIC) -> None:
+                 log_throttle_s: float, topic: str = FUSED_TOPIC,
+                 monotonic_ns: ClockNs = monotonic_ns) -> None:
         self.publisher = publisher
         self._settings = settings
         self._extrinsics = extrinsics
         self._device = device
         self._log_error = log_error
         self._log_warning = log_warning
-        self._throttle = Throttle(log_throttle_s)
+        self._throttle = Throttle(log_throttle_s, monotonic_ns)
         self.topic = topic
         self._lock = threading.Lock()
         self._omitted: Counter[tuple[str, str]] = Counter()
