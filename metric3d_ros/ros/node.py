@@ -27,6 +27,7 @@ import sys
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -68,7 +69,10 @@ class DepthNode(LifecycleNode):
         self._startup_problems: dict[str, str] = {}
         for problem in declare_parameters(self):
             self._startup_problems[problem.split(':', 1)[0]] = problem
-        cameras = self.get_parameter('cameras').value
+        try:  # extrinsics.<camera>.* of the cameras given at start-up (configure declares later ones)
+            cameras = self.get_parameter('cameras').value
+        except ParameterUninitializedException:  # unset in a params file: configure names it
+            cameras = ()
         declare_extrinsics(self, cameras if isinstance(cameras, (list, tuple)) else ())
         unknown = unknown_overrides(self)
         if unknown:
