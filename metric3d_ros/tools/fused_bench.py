@@ -10,7 +10,10 @@ the configurations of ``--configs``:
 - ``costmap``: stride, range 0.2-10 m, height band 0.05-2.0 m, 5 cm voxels (a Nav2 obstacle source).
 
 The depth images are a synthetic scene seen from a rig of cameras looking around (a floor, walls and
-boxes at 1-30 m; values do not change the cost much, the kept point count does). Prints, per configuration,
+boxes at 1-30 m; values do not change the cost much, the kept point count does). torch runs with
+``--threads`` CPU threads (default: every core but one, the node's rule for a CPU camera group,
+``ros.layout.group.torch_threads``; on a loaded machine more threads than free cores make every torch call
+many times slower). Prints, per configuration,
 the median and p95 of fusing and of writing the message (ms) and the points kept; ``--json FILE`` writes
 them with the environment.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -117,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument('--image-size', default='720x1280', help='HxW of each depth image')
     p.add_argument('--stride', type=int, default=2)
     p.add_argument('--iterations', type=int, default=30)
+    p.add_argument('--threads', type=int, default=max(1, len(os.sched_getaffinity(0)) - 1),
+                   help="torch CPU threads (default: every core but one, as the node's CPU camera group)")
     p.add_argument('--configs', nargs='+', choices=list(CONFIGS), default=list(CONFIGS))
     p.add_argument('--json', type=Path, default=None, help='write the figures and the environment here')
     args = p.parse_args(argv)
@@ -127,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f'metric3d_fused_bench: error: {exc} (--image-size is HxW, e.g. 720x1280)', file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     rows = run(args.cameras, height, width, args.stride, args.device, args.iterations, args.configs)
     print(f'{"config":<10}{"cameras":>8}{"image":>11}{"stride":>7}{"points in":>11}{"points out":>11}'
           f'{"fuse p50":>10}{"fuse p95":>10}{"write p50":>10}{"write p95":>10}  (ms, {args.device})')

@@ -353,7 +353,7 @@ def fuse_depths(cameras: Sequence[CameraDepth], config: FusionConfig, device: ob
 
 
 def _first_per_voxel(xyz, voxel_m: float):
-    """Indices (ascending) of the first point of every occupied voxel of ``xyz`` (N, 3) on its device."""
+    """(N,) bool mask of the first point of every occupied voxel of ``xyz`` (N, 3), on its device."""
     import torch
 
     keys = torch.floor(xyz.double() / voxel_m).to(torch.int64)
@@ -364,4 +364,6 @@ def _first_per_voxel(xyz, voxel_m: float):
     order = torch.arange(n, device=xyz.device)
     first = torch.full((int(inverse.max()) + 1,), n, dtype=torch.int64, device=xyz.device)
     first.scatter_reduce_(0, inverse, order, reduce='amin')
-    return torch.sort(first).values
+    keep = torch.zeros(n, dtype=torch.bool, device=xyz.device)
+    keep[first] = True  # ascending without a sort
+    return keep
