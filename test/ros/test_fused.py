@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.usefixtures('isolated_ros_env')]
 CAMERAS = ('front', 'left', 'rear')
 INTR = Intrinsics(20.0, 20.0, 15.5, 11.5)
 POSES = {'front_optical': RigidTransform((0.3, 0.0, 1.0), (-0.5, 0.5, -0.5, 0.5)),
-         'left_optical': RigidTransform((0.0, 0.2, 1.0), (0.0, 0.7071067811865476, -0.7071067811865476, 0.0))}
+         'left_optical': RigidTransform((0.0, 0.2, 1.0), (-0.7071067811865476, 0.0, 0.0, 0.7071067811865476))}
 MS = 1_000_000
 
 

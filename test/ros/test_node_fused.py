@@ -26,7 +26,7 @@ pytestmark = pytest.mark.ros
 
 CAMERAS = {'front': (160, 120), 'left': (120, 80)}  # width, height
 POSES = {'front': RigidTransform((0.2, 0.0, 1.0), (-0.5, 0.5, -0.5, 0.5)),   # looking along x
-         'left': RigidTransform((0.0, 0.1, 1.0), (0.0, 0.7071067811865476, -0.7071067811865476, 0.0))}
+         'left': RigidTransform((0.0, 0.1, 1.0), (-0.7071067811865476, 0.0, 0.0, 0.7071067811865476))}
 STRIDE = 3
 
 
