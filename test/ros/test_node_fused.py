@@ -99,7 +99,8 @@ def test_fused_cloud_is_the_batch_fused_with_the_extrinsics_and_stale_cameras_ar
         np.testing.assert_allclose(cloud.xyz[0], want.xyz, rtol=1e-6, atol=1e-6)
         checked += len(cams) == 2
     assert checked >= 2
-    assert int(_fused_report(node)['fused_published']) >= 2
+    # group workers report every diagnostics.period_s
+    assert wait_until(lambda: int(_fused_report(node)['fused_published']) >= 2, 10.0)
 
     # the left camera lags 200 ms behind the front one (front stamped ahead, so that no camera's stamps go
     # back): left is left out of the fused cloud and counted
@@ -145,8 +146,27 @@ def test_fused_output_costs_nothing_without_a_subscriber(harness):
     # left has no subscriber of its own and fused_points has none: never inferred
     assert extras['left'].skipped_no_subscriber == snaps['left'].inputs_total > 0
     assert snaps['left'].outputs_total == 0
+    assert extras['left'].idle
     assert report.fused['fused_published'] == '0' and report.fused['fused_omitted'] == ''
     assert 'fused_mean_ms' not in report.timing  # the batch stage did not run
     # and front's request stayed its own (depth only; no output added for the fused cloud)
     group = node.layout.groups[0]
     assert group.outputs('front').wanted_request().outputs == frozenset({'depth'})
+
+    # once fused_points has a subscriber, left is inferred for it alone and is not idle any more
+    from sensor_msgs.msg import PointCloud2
+
+    topic = f'{sub_ns}/fused_points'
+    harness.subscribe(PointCloud2, topic)
+    assert wait_until(lambda: _fused_report(node).get('fused_subscribed') == 'true', 20.0)
+
+    def left_fused():
+        return any(1 in pointcloud2_from_msg(m).channels['camera'] for m in harness.messages(topic))
+
+    publish_until(harness, node, sub_ns, CAMERAS, left_fused, timeout_s=60.0)
+    assert wait_until(left_fused, 10.0)
+    report = node.layout.reports()[0]
+    assert not {snap.camera_id: extra for snap, extra in report.cameras}['left'].idle
+    assert snapshots(node)['left'].outputs_total > 0 and 'fused_mean_ms' in report.timing  # in process
+    assert_accounted(node)
+    harness.unsubscribe(topic)

@@ -579,6 +579,7 @@ class CameraGroup:
         stats = self._stats
         scheduler = self._scheduler
         cameras = []
+        fused_wanted = self._fused is not None and self._fused.wanted()  # its cameras are not idle
         for name in self.group.cameras:
             cam = self._cameras.get(name)
             outputs = cam.outputs if cam is not None else None
@@ -588,8 +589,8 @@ class CameraGroup:
                 self._silent_hint(cam, snap)
             extras = CameraExtras(
                 subscribed=tuple(key for key, yes in subscribed.items() if yes),
-                idle=outputs is not None and not any(yes for key, yes in subscribed.items()
-                                                     if key != DEPTH_INFO),
+                idle=outputs is not None and not fused_wanted and not any(
+                    yes for key, yes in subscribed.items() if key != DEPTH_INFO),
                 skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
                 last_error=cam.last_error if cam else '',
                 info_warnings=cam.info_warnings if cam else (),
