@@ -100,6 +100,28 @@ def stamp_ns_of(msg) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
+def newest_common_stamp(harness, topics, timeout_s: float = 10.0) -> int:
+    """The newest stamp that every topic in ``topics`` has received: a frame's messages arrive one by one, so
+    the newest message of one topic may have no partner yet. Waits up to ``timeout_s`` for one."""
+    box = []
+
+    def found():
+        stamps = [{stamp_ns_of(m) for m in harness.messages(topic)} for topic in topics]
+        common = set.intersection(*stamps)
+        box[:] = [max(common)] if common else []
+        return bool(common)
+
+    assert wait_until(found, timeout_s), {t: len(harness.messages(t)) for t in topics}
+    return box[0]
+
+
+def message_at(harness, topic: str, stamp_ns: int):
+    """The message of ``topic`` stamped ``stamp_ns`` (it must have arrived)."""
+    found = [m for m in harness.messages(topic) if stamp_ns_of(m) == stamp_ns]
+    assert found, (topic, stamp_ns)
+    return found[-1]
+
+
 class Spinner:
     """Spins ``executor`` in a background thread until ``stop``; ``call`` runs a function on that thread.
 

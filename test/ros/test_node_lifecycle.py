@@ -14,6 +14,7 @@ from node_support import (
     FAST_NODE,
     REPO_ROOT,
     Harness,
+    assert_accounted,
     group_of,
     node_overrides,
     rgb_image,
@@ -102,6 +103,7 @@ def test_transitions_through_the_lifecycle_services(harness):
     harness.publish_frame(f'{sub_ns}/cam', rgb_image(64, 48), stamp)
     depth_topic = f'{sub_ns}/cam/depth/image'
     assert wait_until(lambda: [stamp_ns_of(m) for m in harness.messages(depth_topic)] == [stamp], 10.0)
+    assert_accounted(node)
 
     assert _change(harness, path, Transition.TRANSITION_DEACTIVATE)
     assert _state(harness, path) == 'inactive'

@@ -12,6 +12,8 @@ from node_support import (
     assert_accounted,
     camera_info_msg,
     group_of,
+    message_at,
+    newest_common_stamp,
     publish_ticks,
     publish_until,
     rgb_image,
@@ -51,7 +53,11 @@ LAYOUTS = {
 def test_three_cameras_of_different_resolutions(harness, layout):
     sub_ns = f'three_{layout}'
     wanted = {cam: OUTPUTS for cam in CAMERAS}
-    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True, **LAYOUTS[layout])
+    # max_wait_ms 500: a loaded 2-core machine may deliver a tick's second camera more than FAST_NODE's 30 ms
+    # after its first, and the batch must still wait for it (the cross-camera batching asserted below). A
+    # batch whose cameras have all arrived goes out at once, so the wait costs nothing otherwise.
+    node = start_node(harness, sub_ns, CAMERAS, wanted, cloud_stride=2, cloud_rgb=True, max_wait_ms=500.0,
+                      **LAYOUTS[layout])
     groups = len(node.config.groups)
     assert groups == (2 if 'two_groups' in layout else 1)
     if layout.startswith('in_process'):
@@ -123,9 +129,9 @@ def test_network_resolution_and_16uc1(harness):
 
     publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
     assert wait_until(done, 10.0)
-    depth = harness.messages(f'{sub_ns}/wide/depth/image')[-1]
-    info = next(m for m in harness.messages(f'{sub_ns}/wide/depth/camera_info')
-                if stamp_ns_of(m) == stamp_ns_of(depth))
+    topics = [f'{sub_ns}/wide/depth/image', f'{sub_ns}/wide/depth/camera_info']
+    stamp = newest_common_stamp(harness, topics)
+    depth, info = (message_at(harness, topic, stamp) for topic in topics)
     # Network 112x140: scale s = min(112 / 160, 140 / 320) = 0.4375 -> 140 x 70 without padding.
     assert (depth.encoding, depth.width, depth.height) == ('16UC1', 140, 70)
     assert (info.width, info.height) == (140, 70)
@@ -252,10 +258,9 @@ def test_cloud_is_the_depth_unprojected_with_the_published_camera_info(harness, 
         time.sleep(0.2)
     assert wait_until(done, 10.0), {c: group_of(node).stats.drop_counts(c) for c in cams}
     for cam in cams:
-        depth = harness.messages(f'{sub_ns}/{cam}/depth/image')[-1]
-        stamp = stamp_ns_of(depth)
-        info, cloud = (next(m for m in harness.messages(f'{sub_ns}/{cam}/{out}') if stamp_ns_of(m) == stamp)
-                       for out in ('depth/camera_info', 'points'))
+        topics = [f'{sub_ns}/{cam}/{out}' for out in ('depth/image', 'depth/camera_info', 'points')]
+        stamp = newest_common_stamp(harness, topics)
+        depth, info, cloud = (message_at(harness, topic, stamp) for topic in topics)
         assert (info.width, info.height) == (depth.width, depth.height) == (cloud.width, cloud.height)
         frame_ids = {info.header.frame_id, depth.header.frame_id, cloud.header.frame_id}
         assert frame_ids == {f'{cam}_optical_frame'}
@@ -376,9 +381,17 @@ def test_a_killed_group_worker_is_restarted_and_its_frames_counted(harness):
     publish_until(harness, node, sub_ns, cams,
                   lambda: got('two', before_two + 3)() and got('one', before_one + 2)(), timeout_s=90.0)
     assert got('one', before_one + 2)(), 'the restarted group publishes again'
-    report = {r.name: r for r in node.layout.reports()}
-    assert report['group0'].restarts == 1 and report['group1'].restarts == 0
-    assert report['group0'].state == 'active' and not report['group0'].error
+
+    def reports():
+        return {r.name: r for r in node.layout.reports()}
+
+    def restarted():  # the new worker publishes as soon as it is active, a moment before it is installed
+        report = reports()
+        return report['group0'].restarts == 1 and report['group0'].state == 'active'
+
+    assert wait_until(restarted, 10.0), reports()['group0']
+    report = reports()
+    assert report['group1'].restarts == 0 and not report['group0'].error
 
 
 def test_a_registered_output_is_published_in_every_layout(harness):
@@ -405,9 +418,9 @@ def _check_inverse_depth_published(harness, layout: str) -> None:
 
     stamps = publish_until(harness, node, sub_ns, cams, done, timeout_s=60.0)
     assert wait_until(done, 10.0), layout
-    inv = harness.messages(f'{sub_ns}/cam/inverse_depth/image')[-1]
-    depth = next(m for m in harness.messages(f'{sub_ns}/cam/depth/image')
-                 if stamp_ns_of(m) == stamp_ns_of(inv))
+    topics = [f'{sub_ns}/cam/inverse_depth/image', f'{sub_ns}/cam/depth/image']
+    stamp = newest_common_stamp(harness, topics)
+    inv, depth = (message_at(harness, topic, stamp) for topic in topics)
     assert stamp_ns_of(inv) in stamps and inv.header.frame_id == f'{sub_ns}/cam_optical_frame'
     assert (inv.encoding, inv.width, inv.height) == ('32FC1', 160, 120)
     d = np.frombuffer(bytes(depth.data), dtype='<f4')
