@@ -128,6 +128,21 @@ def test_tf_lookup_at_the_image_stamp_into_the_base_frame():
     assert report['fused_omitted'] == '' and report['fused_subscribed'] == 'true'
 
 
+def test_rgb_colours_come_from_each_frame_image():
+    buffer, publisher = FakeBuffer(POSES), FakePublisher()
+    out, errors, _ = _output(buffer, publisher, _settings(rgb=True))
+    items, results = _batch([1000 * MS, 1000 * MS])
+    for index, (frame, _) in enumerate(items):
+        frame.image_rgb[:] = (10 * (index + 1), 20, 30)
+    out.publish_batch(items, results)
+    cloud = read_pointcloud2_cdr(publisher.sent[0])
+    camera = cloud.channels['camera'][0]
+    assert not errors and cloud.rgb is not None and set(np.unique(camera)) == {0, 1}
+    for index, red in ((0, 10), (1, 20)):
+        colours = cloud.rgb[0][camera == index]
+        assert len(colours) and (colours == [red, 20, 30]).all()
+
+
 def test_missing_transform_is_counted_every_time_and_logged_once_per_period():
     buffer, publisher = FakeBuffer(POSES), FakePublisher()
     now = [0]
