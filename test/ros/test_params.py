@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
@@ -273,3 +274,44 @@ def test_extrinsics_parameters_are_declared_per_camera_and_read_at_configure():
         node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_fused_and_extrinsics_from_a_params_file_keyed_for_any_node(tmp_path):
+    import rclpy
+
+    from metric3d_ros.ros.params import declare_extrinsics
+
+    params = tmp_path / 'fused.yaml'
+    params.write_text('''/**:
+  ros__parameters:
+    cameras: [front, left]
+    fused:
+      enabled: true
+      voxel_m: 0.05
+      min_height_m: 0.05
+      max_height_m: 2.0
+    extrinsics:
+      front:
+        parent_frame: base_link
+        translation_m: [0.20, 0.0, 1.10]
+        rotation_xyzw: [-0.5, 0.5, -0.5, 0.5]
+      left:
+        parent_frame: base_link
+        translation_m: [0.0, 0.15, 1.10]
+        rotation_xyzw: [-0.7071068, 0.0, 0.0, 0.7071068]
+''')
+    context = rclpy.Context()
+    rclpy.init(args=['--ros-args', '--params-file', str(params)], context=context)
+    try:
+        node = rclpy.create_node('any_name', context=context)
+        assert declare_parameters(node) == []
+        declare_extrinsics(node, node.get_parameter('cameras').value)
+        config = read_node_config(node)
+        fused = config.fused
+        assert fused.source == 'static' and fused.fusion.voxel_m == 0.05
+        assert fused.static['left'].translation_m == (0.0, 0.15, 1.1)
+        optical_z = fused.static['left'].rotation_matrix()[:, 2]
+        np.testing.assert_allclose(optical_z, [0.0, 1.0, 0.0], atol=1e-6)  # the left camera looks along +y
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
