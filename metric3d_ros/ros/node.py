@@ -306,6 +306,8 @@ NAME/depth/image, NAME/depth/camera_info, NAME/points, NAME/normals/image, NAME/
 
 Parameters (default; constraints; [read-only] = only at start-up):
 {parameters}
+  extrinsics.NAME.parent_frame, extrinsics.NAME.translation_m, extrinsics.NAME.rotation_xyzw (unset)
+      static extrinsics of camera NAME's optical frame in fused.base_frame, for fused_points
 
 Docs: docs/NODE.md (topics, QoS, lifecycle, Fast DDS profile), config/depth.yaml (every parameter, commented).
 """
