@@ -139,20 +139,6 @@ def _quaternion_xyzw(r: np.ndarray) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in (q if q[3] >= 0.0 else -q))
 
 
-@dataclass(frozen=True)
-class CameraExtrinsic:
-    """Where a camera's optical frame is: ``transform`` is ``parent_frame``-from-optical."""
-
-    parent_frame: str
-    transform: RigidTransform
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.parent_frame, str) or not self.parent_frame:
-            raise ValueError(f'parent_frame must be a non-empty frame name, got {self.parent_frame!r}')
-        if not isinstance(self.transform, RigidTransform):
-            raise ValueError(f'transform must be a RigidTransform, got {type(self.transform).__name__}')
-
-
 def read_rig_extrinsics(path: Path | str) -> dict[str, RigidTransform]:
     """Camera name -> rig-from-optical transform of a rig file (DDAD's ``rig.json`` layout)::
 
