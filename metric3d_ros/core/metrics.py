@@ -22,6 +22,10 @@ prediction is clamped to the evaluation range first.
 Median scaling (``median_scaled=True``) multiplies the prediction by ``median(g) / median(p)`` per frame
 before the metrics: it removes the global scale error and is reported separately from the metric numbers.
 
+Predictions at another resolution than the ground truth (the node's ``output_resolution: network``) are
+scored at the ground truth's pixels through both images' intrinsics (``depth_at_camera_pixels``): each
+camera pixel's ray is looked up in the prediction where the prediction's CameraInfo puts it.
+
 Aggregation over frames (``aggregate``) is the mean of the per-frame values (each frame weighs the same,
 the usual protocol), computed in float64 in a fixed order so that it is deterministic.
 """
@@ -32,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from metric3d_ros.core.geometry.intrinsics import Intrinsics
 
 #: Metric names in report order.
 METRIC_NAMES: tuple[str, ...] = (
@@ -187,3 +193,34 @@ def aggregate(per_frame: Sequence[DepthMetrics]) -> DepthMetrics:
         for name in (*METRIC_NAMES, 'scale_ratio')
     }
     return DepthMetrics(**values, n_pixels=sum(m.n_pixels for m in frames), coverage=coverage)
+
+
+def depth_at_camera_pixels(depth_m: np.ndarray, depth_intrinsics: Intrinsics, camera_intrinsics: Intrinsics,
+                           width: int, height: int) -> np.ndarray:
+    """(height, width) float32: ``depth_m`` (an image of the same camera described by ``depth_intrinsics``,
+    e.g. the network-resolution depth with its published CameraInfo) at the pixels of the camera image
+    described by ``camera_intrinsics``, for scoring against ground truth at the camera resolution.
+
+    Camera pixel (u, v) has the ray ((u - cx) / fx, (v - cy) / fy); the depth image holds it at
+    x = fx' (u - cx) / fx + cx', y likewise, and its depth there (the same point in the same optical frame
+    has the same z) is interpolated bilinearly, coordinates clamped to the image (the rule of the engine's own
+    resize: with the network-resolution CameraInfo this is x = (u + 0.5) * sx - 0.5, the resize of the
+    camera-resolution output). A NaN among the four neighbours makes the pixel NaN (not evaluated), as
+    invalid depth never leaks into valid pixels in the engine.
+    """
+    depth = np.asarray(depth_m, dtype=np.float64)
+    if depth.ndim != 2 or depth.size == 0:
+        raise ValueError(f'depth must be a non-empty (H, W) array, got shape {depth.shape}')
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f'camera image size must be positive, got {width}x{height}')
+    d, c = depth_intrinsics, camera_intrinsics
+    h, w = depth.shape
+    xs = np.clip(d.fx_px * (np.arange(int(width)) - c.cx_px) / c.fx_px + d.cx_px, 0.0, w - 1)
+    ys = np.clip(d.fy_px * (np.arange(int(height)) - c.cy_px) / c.fy_px + d.cy_px, 0.0, h - 1)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 1)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 1)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    wx, wy = (xs - x0)[None, :], (ys - y0)[:, None]
+    top = depth[y0][:, x0] * (1.0 - wx) + depth[y0][:, x1] * wx
+    bottom = depth[y1][:, x0] * (1.0 - wx) + depth[y1][:, x1] * wx
+    return (top * (1.0 - wy) + bottom * wy).astype(np.float32)

@@ -8,6 +8,7 @@ or failing.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,26 @@ def engine_status(
     values.extend(sorted(extras.values.items()))
     status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
     return status
+
+
+def status_line(snap: CameraSnapshot, extras: CameraExtras) -> str:
+    """The periodic one-line status of a camera (``status_log_period_s``): rates, latency and drops over the
+    diagnostics window, totals since activation, and the camera's state when it is not OK."""
+    def num(value: float, spec: str) -> str:
+        return 'n/a' if value is None or math.isnan(value) else format(value, spec)
+
+    dropped = sum(snap.drops_window.values())
+    reasons = ', '.join(f'{r} {n}' for r, n in sorted(snap.drops_window.items()) if n)
+    line = (f'camera {snap.camera_id}: in {num(snap.input_rate_hz, ".1f")} Hz, out '
+            f'{num(snap.output_rate_hz, ".1f")} Hz, latency p50 {num(snap.latency_p50_ms, ".0f")} ms p95 '
+            f'{num(snap.latency_p95_ms, ".0f")} ms, dropped {dropped} of {snap.inputs_window}'
+            f'{f" ({reasons})" if reasons else ""}; since activation {snap.inputs_total} in, '
+            f'{snap.outputs_total} out, {sum(snap.drops_total.values())} dropped')
+    if extras.idle:
+        return f'{line}; idle: no subscriber on any output'
+    if snap.level != Level.OK or extras.info_warnings:
+        return f'{line}; {snap.message if snap.level != Level.OK else extras.info_warnings[0]}'
+    return line
 
 
 def diagnostic_array(stamp, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:

@@ -33,7 +33,13 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from metric3d_ros.core.outputs import OUTPUTS
-from metric3d_ros.ros.diagnostics import NodeExtras, camera_status, diagnostic_array, engine_status
+from metric3d_ros.ros.diagnostics import (
+    NodeExtras,
+    camera_status,
+    diagnostic_array,
+    engine_status,
+    status_line,
+)
 from metric3d_ros.ros.fused import FUSED_TOPIC
 from metric3d_ros.ros.layout import CameraTopics, Layout, make_layout
 from metric3d_ros.ros.params import (
@@ -47,6 +53,7 @@ from metric3d_ros.ros.params import (
 )
 from metric3d_ros.ros.publishers import output_topics
 from metric3d_ros.ros.qos import diagnostics_qos
+from metric3d_ros.ros.timers import steady_timer
 
 try:  # rclpy >= Humble; guarded so that an older rclpy still gets a clean exit on Ctrl-C
     from rclpy.executors import ExternalShutdownException
@@ -83,6 +90,7 @@ class DepthNode(LifecycleNode):
         self._layout: Layout | None = None
         self._diag_pub = None
         self._diag_timer = None
+        self._status_timer = None
         self._state = 'unconfigured'
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -183,7 +191,11 @@ class DepthNode(LifecycleNode):
                 raise RuntimeError('activate before configure')
             self._layout.activate()
             self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', diagnostics_qos())
-            self._diag_timer = self.create_timer(self._config.diagnostics_period_s, self._publish_diagnostics)
+            # steady: /diagnostics keeps its period when ROS time (use_sim_time) pauses or crawls
+            self._diag_timer = steady_timer(self, self._config.diagnostics_period_s,
+                                            self._publish_diagnostics)
+            if self._config.status_log_period_s > 0.0:
+                self._status_timer = steady_timer(self, self._config.status_log_period_s, self.log_status)
             self._state = 'active'
         except Exception as exc:  # noqa: BLE001 - report and stay inactive
             self.get_logger().error(f'activate failed: {exc}')
@@ -224,9 +236,10 @@ class DepthNode(LifecycleNode):
     def _deactivate(self) -> None:
         if self._layout is not None:
             self._layout.deactivate()
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        for timer in (self._diag_timer, self._status_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diag_timer = self._status_timer = None
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
@@ -251,6 +264,18 @@ class DepthNode(LifecycleNode):
                 self._diag_pub.publish(msg)
         except Exception as exc:  # noqa: BLE001 - diagnostics must not take the node down
             self.get_logger().error(f'publishing diagnostics failed: {exc!r}')
+
+    def log_status(self) -> None:
+        """Log one INFO line per camera (``status_line``); every ``status_log_period_s`` while active."""
+        try:
+            layout = self._layout
+            if layout is None or self._state != 'active':
+                return
+            for report in layout.reports():
+                for snap, extras in report.cameras:
+                    self.get_logger().info(status_line(snap, extras))
+        except Exception as exc:  # noqa: BLE001 - the status log must not take the node down
+            self.get_logger().error(f'logging the status failed: {exc!r}')
 
     def diagnostics_message(self):
         """The DiagnosticArray for now (None before activation): one status per camera, one per group."""

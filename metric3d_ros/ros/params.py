@@ -198,6 +198,8 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.1, 1e5)),
     _p('log_throttle_s', 5.0, 'at most one error log per kind and camera per this period',
        float_range=(0.0, 3600.0)),
+    _p('status_log_period_s', 30.0, 'one INFO line per camera this often (rates, latency, drops, totals), on '
+       'wall time; 0: off', float_range=(0.0, 86400.0)),
 )
 
 
@@ -301,6 +303,7 @@ class NodeConfig:
     max_image_megapixels: float = 50.0
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0
+    status_log_period_s: float = 30.0
     autostart: bool = True
     fused: FusedSettings | None = None
 
@@ -669,6 +672,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     transport = r.get('input_transport')
     max_image_megapixels = r.get('max_image_megapixels')
     period_s = r.get('diagnostics.period_s')
+    status_log_period_s = r.get('status_log_period_s')
     autostart = r.get('autostart')
     fused = _fused_settings(r, cameras)
     if r.problems:
@@ -678,7 +682,8 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         outputs=outputs, input_qos=input_qos, output_qos=output_qos, groups=groups, process_layout=layout,
         camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
         max_image_megapixels=max_image_megapixels,
-        diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, autostart=autostart, fused=fused,
+        diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, status_log_period_s=status_log_period_s,
+        autostart=autostart, fused=fused,
     )
 
 

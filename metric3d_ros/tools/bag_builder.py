@@ -14,7 +14,9 @@ Sources (sub-commands):
 - ``rig``: a rig description such as ``shared/data/ddad_rig/rig.json`` (``cameras: {name: {fx, fy, cx, cy,
   width, height, D, distortion_model}}``) with one folder per camera beside it holding ``<id>.jpg`` and
   ``<id>_depth.png``;
-- ``camera``: one camera's image folder (or single image) and ``--fx --fy --cx --cy``;
+- ``camera``: one camera's image folder (or single image) and ``--fx --fy --cx --cy``; ground truth with
+  ``--depth-template`` (and ``--depth-scale``, an error without a template). A depth PNG (16-bit
+  single-channel) among the camera images is refused: it would become a garbled camera frame;
 - ``preset nyu|kitti|ddad``: the shared data sets with their documented intrinsics and depth scales
   (NYU metres = value / 1000; KITTI and DDAD metres = value / 256; 0 = no depth);
 - ``synthetic``: the ray-cast multi-camera scene of ``metric3d_ros.core.synthetic_scene`` (exact depth).
@@ -49,6 +51,8 @@ _EPOCH_MAX_NS = 4_102_444_800 * 10**9
 #: Candidate tick lengths in ns for numeric file ids: ns, 100 ns, us, ms, s.
 _TICKS_NS = (1, 100, 1_000, 1_000_000, 1_000_000_000)
 IMAGE_FORMATS = ('raw', 'jpeg', 'png')
+#: ``metric3d_bag camera``'s depth PNG value per metre (millimetres).
+CAMERA_DEPTH_SCALE = 1000.0
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,11 @@ def assign_stamps(keys: Sequence[str], mode: str, rate_hz: float, start_ns: int)
 
 def discover_frames(folder: Path, image_regex: str, depth_template: str | None) -> list[FramePaths]:
     """Image files of ``folder`` whose names match ``image_regex`` (its ``key`` group, else the stem, is the
-    frame id), with the depth file named by ``depth_template.format(key=...)`` when it exists."""
+    frame id), with the depth file named by ``depth_template.format(key=...)`` when it exists.
+
+    A matched file that is another frame's depth file is not a frame. Raises ValueError when a remaining
+    match is a depth PNG (16-bit single-channel, ``is_depth_png``): it would become a garbled camera frame.
+    """
     if not folder.is_dir():
         raise ValueError(f'image folder {folder} does not exist')
     pattern = re.compile(image_regex)
@@ -164,9 +172,35 @@ def discover_frames(folder: Path, image_regex: str, depth_template: str | None) 
             candidate = folder / depth_template.format(key=key)
             depth = candidate if candidate.is_file() else None
         frames.append(FramePaths(key, path, depth))
+    depth_files = {f.depth_path for f in frames if f.depth_path is not None}
+    frames = [f for f in frames if f.image_path not in depth_files]
     if not frames:
         raise ValueError(f'no image in {folder} matches {image_regex!r}')
+    refuse_depth_images([f.image_path for f in frames])
     return frames
+
+
+def is_depth_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG of 16-bit single-channel (greyscale) pixels, the format of depth images;
+    read from its header alone."""
+    with open(path, 'rb') as f:
+        head = f.read(26)
+    # signature (8), IHDR length (4), b'IHDR' (4), width (4), height (4), bit depth (1), colour type (1)
+    return (len(head) == 26 and head[:8] == b'\x89PNG\r\n\x1a\n' and head[12:16] == b'IHDR'
+            and head[24] == 16 and head[25] == 0)
+
+
+def refuse_depth_images(image_paths: Sequence[Path]) -> None:
+    """Raise ValueError naming the depth PNGs among ``image_paths`` (see ``is_depth_png``), if any."""
+    depth_like = [p.name for p in image_paths if p.suffix.lower() == '.png' and is_depth_png(p)]
+    if depth_like:
+        more = len(depth_like) - 3
+        shown = ', '.join(depth_like[:3]) + (f' and {more} more' if more > 0 else '')
+        raise ValueError(
+            f'{len(depth_like)} of the {len(image_paths)} camera images are 16-bit single-channel PNGs, i.e. '
+            f'depth images ({shown}): give --image-regex matching the camera images only, and '
+            f'--depth-template naming the depth file of each (e.g. "{{key}}_depth.png") for ground truth'
+        )
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -269,18 +303,26 @@ def cameras_from_preset(preset: str, data_root: Path) -> list[CameraSource]:
     return [CameraSource(spec.camera, spec.intrinsics, w, h, tuple(frames), spec.depth_scale)]
 
 
-def camera_from_folder(name: str, images: Path, intrinsics: Intrinsics, depth_scale: float = 1000.0,
+def camera_from_folder(name: str, images: Path, intrinsics: Intrinsics,
+                       depth_scale: float = CAMERA_DEPTH_SCALE,
                        image_regex: str = r'(?P<key>.+)\.(jpg|jpeg|png)',
                        depth_template: str | None = None) -> CameraSource:
-    """One camera from an image folder (or a single image file) and its intrinsics."""
+    """One camera from an image folder (or a single image file) and its intrinsics.
+
+    Raises ValueError when a camera image is a depth PNG (``discover_frames``), or when ``depth_template``
+    names no existing file (the bag would silently hold no ground truth).
+    """
     images = Path(images)
     if images.is_file():
         key = images.stem
         depth = images.parent / depth_template.format(key=key) if depth_template else None
         frames = [FramePaths(key, images, depth if depth is not None and depth.is_file() else None)]
+        refuse_depth_images([images])
     else:
         frames = discover_frames(images, image_regex, depth_template)
-        frames = [f for f in frames if not f.image_path.name.endswith('_depth.png')]
+    if depth_template and not any(f.depth_path for f in frames):
+        raise ValueError(f'depth template {depth_template!r} names no file beside the {len(frames)} '
+                         f'images of {images}')
     h, w = read_rgb(frames[0].image_path).shape[:2]
     return CameraSource(_ros_name(name), intrinsics, w, h, tuple(frames), depth_scale)
 
@@ -388,9 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument('--images', required=True, type=Path)
     for key in ('fx', 'fy', 'cx', 'cy'):
         cam.add_argument(f'--{key}', required=True, type=float, help=f'{key} in pixels')
-    cam.add_argument('--depth-scale', type=float, default=1000.0, help='depth PNG value per metre')
-    cam.add_argument('--image-regex', default=r'(?P<key>.+)\.(jpg|jpeg|png)')
-    cam.add_argument('--depth-template', default=None, help="e.g. '{key}_depth.png' (default: no depth)")
+    cam.add_argument('--depth-scale', type=float, default=None,
+                     help=f'depth PNG value per metre (default {CAMERA_DEPTH_SCALE:g}); needs '
+                          '--depth-template')
+    cam.add_argument('--image-regex', default=r'(?P<key>.+)\.(jpg|jpeg|png)',
+                     help='camera image file names (its key group is the frame id); a depth PNG (16-bit '
+                          'single-channel) among the matches is an error')
+    cam.add_argument('--depth-template', default=None,
+                     help="ground-truth depth file of frame {key}, e.g. '{key}_depth.png' (default: no "
+                          'depth)')
     _add_common(cam)
     preset = sub.add_parser('preset', help='a shared data set: nyu, kitti or ddad')
     preset.add_argument('name', choices=sorted(PRESETS))
@@ -405,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.source == 'camera' and args.depth_scale is not None and args.depth_template is None:
+        parser.error('argument --depth-scale: not allowed without --depth-template (without a template the '
+                     'bag holds no ground-truth depth to scale)')
     try:
         options = BagOptions(args.storage, args.image_format, args.jpeg_quality, args.distro, args.overwrite)
         if args.source == 'synthetic':
@@ -418,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            args.image_regex, args.depth_template)
             elif args.source == 'camera':
                 intr = Intrinsics(args.fx, args.fy, args.cx, args.cy)
-                cameras = [camera_from_folder(args.name, args.images, intr, args.depth_scale,
+                depth_scale = CAMERA_DEPTH_SCALE if args.depth_scale is None else args.depth_scale
+                cameras = [camera_from_folder(args.name, args.images, intr, depth_scale,
                                               args.image_regex, args.depth_template)]
             else:
                 cameras = cameras_from_preset(args.name, args.data_root)

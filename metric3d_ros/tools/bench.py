@@ -66,7 +66,8 @@ MIXED_CAMERAS = ((1080, 1920), (720, 1280), (720, 1280), (480, 640))
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='metric3d_bench', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 8], help='frames per call (default 1 8)')
     p.add_argument('--iters', type=int, default=30, help='timed calls per configuration (default 30)')
     p.add_argument('--warmup', type=int, default=5, help='untimed calls first (default 5)')

@@ -11,8 +11,15 @@ Steps (everything lands in ``--output-dir``, default ``demo_output/``):
 4. ROS: ``depth_node`` in its own process with ``demo_params.yaml``, the bag played to it
    (``metric3d_play``), its depth, CameraInfo and clouds recorded into ``ros/output_bag``; per-camera
    rates and latencies are printed and written to ``summary.json``;
-5. ``depth/*.png`` (colourised depth of every recorded frame) and ``clouds/*.ply`` (coloured organized
-   clouds of each camera's last frame, for MeshLab / CloudCompare / Open3D).
+5. ``depth/*.png`` (colourised depth of every recorded frame, one depth scale for the 3 cameras and a colour
+   bar in metres; with synthetic weights every image, the evaluation figures too, carries the warning) and
+   ``clouds/*.ply`` (coloured organized clouds of each camera's last frame, for MeshLab / CloudCompare /
+   Open3D).
+
+Output size: the bags (the input bag and the recorded outputs: raw images, float depth, normals and clouds,
+about 75 MB per stamp of the 3 cameras) are working files, removed at the end; ``--keep-bags`` keeps them
+(``demo_bag/``, ``eval/output_bag/``, ``ros/output_bag/``) for replaying or inspecting. What stays (report,
+PNGs, PLYs, logs) is a few MB per stamp; the demo prints its size at the end and ``summary.json`` records it.
 
 The default network input (280x392, ViT-S) keeps it to a few minutes on 2 CPU cores; the node and the
 offline evaluation use the same engine settings, and ``summary.json`` reports how far the node's depth is
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -170,32 +178,52 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray | None) -> int:
     return len(pts)
 
 
-def export_artifacts(output_bag: Path, out_dir: Path) -> dict[str, list[str]]:
-    """Colourised depth PNGs of every depth image and a PLY of each camera's last cloud in ``output_bag``."""
+def export_artifacts(output_bag: Path, out_dir: Path, warning: str = '') -> dict[str, Any]:
+    """Depth PNGs of every depth image in ``output_bag`` and a PLY of each camera's last cloud.
+
+    Every PNG is the depth coloured with one ``DepthScale`` for all cameras and frames (2-98th percentile of
+    their depth together: a colour is the same depth in every image), with a colour bar in metres and, when
+    ``warning`` is given, a red warning band. Returns the paths and the scale (``depth_scale_m``).
+    """
     pngs, plies = [], []
+    depths: list[tuple[str, int, np.ndarray]] = []
     last_cloud: dict[str, tuple[int, Any, Any]] = {}
     with BagReader(output_bag) as reader:
         for message in reader.messages():
             camera, _, kind = message.topic.strip('/').partition('/')
-            if kind not in ('depth/image', 'points'):
-                continue
             if kind == 'depth/image':
                 image = read_image_cdr(message.data)
-                stamp, depth = image.stamp_ns, image_to_depth_m(image)
-                finite = depth[np.isfinite(depth)]
-                lo, hi = (np.percentile(finite, 2), np.percentile(finite, 98)) if finite.size else (0.5, 10.0)
-                path = out_dir / 'depth' / f'{camera}_{stamp}.png'
-                eval_report.save_png(path, eval_report.colourise_depth(depth, float(lo), float(hi)))
-                pngs.append(str(path))
-            else:
+                depths.append((camera, image.stamp_ns, image_to_depth_m(image)))
+            elif kind == 'points':
                 cloud = read_pointcloud2_cdr(message.data)
                 if cloud.stamp_ns >= last_cloud.get(camera, (-1, None, None))[0]:
                     last_cloud[camera] = (cloud.stamp_ns, cloud.xyz, cloud.rgb)
+    scale = eval_report.DepthScale.of([depth for _, _, depth in depths])
+    for camera, stamp, depth in depths:
+        path = out_dir / 'depth' / f'{camera}_{stamp}.png'
+        eval_report.save_png(path, eval_report.depth_figure(depth, scale, f'{camera} {stamp}', warning))
+        pngs.append(str(path))
     for camera, (stamp, xyz, rgb) in sorted(last_cloud.items()):
         path = out_dir / 'clouds' / f'{camera}_{stamp}.ply'
         write_ply(path, xyz, rgb)
         plies.append(str(path))
-    return {'depth_png': pngs, 'ply': plies}
+    return {'depth_png': pngs, 'ply': plies, 'depth_scale_m': [scale.lo_m, scale.hi_m]}
+
+
+def folder_size(path: Path) -> tuple[int, int]:
+    """(files, bytes) under ``path`` (0, 0 when it does not exist)."""
+    files = [p for p in Path(path).rglob('*') if p.is_file()] if Path(path).exists() else []
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def remove_bags(bags: Sequence[Path]) -> int:
+    """Delete the bag folders ``bags`` (those that exist); returns the bytes freed."""
+    freed = 0
+    for bag in bags:
+        if bag.is_dir():
+            freed += folder_size(bag)[1]
+            shutil.rmtree(bag)
+    return freed
 
 
 def compare_depth_bags(node_bag: Path, offline_bag: Path) -> dict[str, float | int | None]:
@@ -264,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'CPU); realtime: the bag timing times --rate')
     p.add_argument('--rate', type=float, default=1.0, help='playback rate factor for --pacing realtime')
     p.add_argument('--no-ros', action='store_true', help='offline evaluation only (no node, no ROS)')
+    p.add_argument('--keep-bags', action='store_true',
+                   help='keep the input bag and the recorded output bags (full-size raw images, depth, '
+                        'normals, clouds: about 75 MB per stamp); by default they are removed at the end')
     p.add_argument('--node-start-timeout-s', type=float, default=600.0)
     p.add_argument('--frame-timeout-s', type=float, default=300.0)
     add_engine_arguments(p, include=('variant', 'weights', 'net_size'), defaults={'net_size': '280x392'})
@@ -301,8 +332,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine_options = {'variant': args.variant, 'weights': weights, 'net_size': f'{net_h}x{net_w}',
                       'device': 'cpu', 'preprocess': 'auto'}
     eval_dir = out / 'eval'
+    ros_ok = not args.no_ros
+    if ros_ok:
+        try:
+            import rclpy  # noqa: F401
+        except ImportError as exc:
+            print(loud([f'ROS 2 (rclpy) is not available ({exc}): the node part of the demo is SKIPPED.',
+                        'Install the ROS extra: scripts/setup_env.sh .venv ros,onnx,dev']))
+            ros_ok = False
+    # the offline engine's outputs: compared with the node's (ROS part), kept only with --keep-bags
+    eval_bag = eval_dir / 'output_bag' if ros_ok or args.keep_bags else None
     options = EvalOptions(max_batch_size=len(cameras), cloud_stride=args.cloud_stride,
-                          output_bag=eval_dir / 'output_bag', overwrite=True, figure_frames_per_camera=1)
+                          output_bag=eval_bag, overwrite=True, figure_frames_per_camera=1)
     print(f'[demo] offline evaluation through the engine ({get_spec(args.variant).display_name}, '
           f'{net_h}x{net_w}, CPU) ...')
     t0 = time.monotonic()
@@ -313,14 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict[str, Any] = {'weights': weights, 'weights_source': source, 'depth_meaningless': synthetic,
                                'net_size': [net_h, net_w], 'bag': str(bag),
                                'evaluation': str(eval_dir / 'report.md')}
-    ros_ok = not args.no_ros
-    if ros_ok:
-        try:
-            import rclpy  # noqa: F401
-        except ImportError as exc:
-            print(loud([f'ROS 2 (rclpy) is not available ({exc}): the node part of the demo is SKIPPED.',
-                        'Install the ROS extra: scripts/setup_env.sh .venv ros,onnx,dev']))
-            ros_ok = False
     if ros_ok:
         from metric3d_ros.tools.demo_ros import RosSessionConfig, run_ros_session
 
@@ -342,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'\n[demo] depth node ({args.pacing} pacing): inputs published, depth images received, '
               'stamp-to-depth latency (publish -> receive, wall clock)')
         _print_ros_table(per_cam)
-        artifacts = export_artifacts(session_cfg.output_bag, out)
+        artifacts = export_artifacts(session_cfg.output_bag, out,
+                                     eval_report.SYNTHETIC_FIGURE_WARNING if synthetic else '')
         agreement = compare_depth_bags(session_cfg.output_bag, eval_dir / 'output_bag')
         summary.update({'ros': per_cam, 'ros_env': env, 'node_start_s': session.node_start_s,
                         'play_s': session.play_s, 'node_returncode': session.node_returncode,
@@ -356,10 +390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f'[demo] WARNING: {missing} frame(s) got no depth: see {session_cfg.node_log}')
     else:
         print('[demo] ROS part skipped (--no-ros or no rclpy): no node run, no PNG/PLY from its topics')
+    bags = [bag, eval_dir / 'output_bag', out / 'ros' / 'output_bag']
+    summary['bags_kept'] = args.keep_bags
+    freed = 0 if args.keep_bags else remove_bags(bags)
     summary['total_s'] = time.monotonic() - t_start
+    (out / 'summary.json').unlink(missing_ok=True)
+    summary['output_bytes_before_summary'] = folder_size(out)[1]
     (out / 'summary.json').write_text(json.dumps(eval_report.json_safe(summary), indent=1) + '\n')
+    files, size = folder_size(out)
+    kept = ('the bags kept (--keep-bags)' if args.keep_bags
+            else f'the working bags removed ({freed / 1e6:.1f} MB; --keep-bags keeps them)')
     print(f'\n[demo] done in {summary["total_s"]:.0f} s. Open {eval_dir / "report.md"}, {out / "depth"}, '
           f'{out / "clouds"}; summary: {out / "summary.json"}')
+    print(f'[demo] output: {out} holds {files} files, {size} bytes ({size / 1e6:.1f} MB), {kept}')
     if synthetic:
         print(SYNTHETIC_NOTICE)
     return 0

@@ -20,6 +20,11 @@ bag's content, so the same bag (in sqlite3 or mcap) gives the same results.
 CameraInfo pairing: the one with the image's exact stamp, else the nearest in time (static publishers).
 Metrics (``metric3d_ros.core.metrics``) are computed at the camera resolution on the valid ground-truth
 pixels in ``[--min-depth-m, --max-depth-m]``; per camera and overall they are means over frames.
+``--output-resolution network`` asks the engine for the outputs at the network resolution, as the node
+publishes them with ``output_resolution: network``; they are scored at the ground truth's pixels through
+the depth CameraInfo the node publishes with them (``scale_camera_info``: principal point at
+(c + 0.5) * s - 0.5; ``core.metrics.depth_at_camera_pixels``), so a wrong CameraInfo shows in the figures.
+The cloud check unprojects the depth through that CameraInfo too.
 ``--median-scaled`` adds median-scaled metrics, reported separately.
 
 Outputs in ``--output-dir``: report.json, report.md, figures/ (depth and error panels of the first frames of
@@ -75,11 +80,13 @@ from metric3d_ros.core.geometry.fusion import (
     fuse_depths,
     read_rig_extrinsics,
 )
+from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.metrics import (
     DepthMetrics,
     MetricsConfig,
     aggregate,
     compute_metrics,
+    depth_at_camera_pixels,
     evaluated_values,
 )
 from metric3d_ros.core.outputs import DEPTH_INFO_TOPIC, OUTPUTS
@@ -94,6 +101,8 @@ from metric3d_ros.tools.bagio import (
     BagWriter,
 )
 
+#: ``--output-resolution``: the engine's ``OutputRequest.resolution`` values (the node's output_resolution).
+OUTPUT_RESOLUTIONS = ('camera', 'network')
 SYNTHETIC_WARNING = ('SYNTHETIC WEIGHTS: the network runs with deterministic random weights; its depth '
                      'values are MEANINGLESS and the metrics say nothing about Metric3D\'s accuracy')
 
@@ -122,6 +131,7 @@ class EvalOptions:
     sync_tolerance_ns: int = 0
     max_batch_size: int = 8
     cloud_stride: int = 4
+    output_resolution: str = 'camera'
     max_frames: int = 0
     figures: bool = True
     figure_frames_per_camera: int = 2
@@ -141,6 +151,9 @@ class EvalOptions:
             raise ValueError(f'max_batch_size must be >= 1, got {self.max_batch_size}')
         if self.cloud_stride < 0:
             raise ValueError(f'cloud_stride must be >= 0 (0 = no cloud), got {self.cloud_stride}')
+        if self.output_resolution not in OUTPUT_RESOLUTIONS:
+            raise ValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, got '
+                             f'{self.output_resolution!r}')
         if self.max_frames < 0:
             raise ValueError(f'max_frames must be >= 0 (0 = all), got {self.max_frames}')
         if self.output_storage not in STORAGES:
@@ -276,6 +289,18 @@ class FrameRecord:
     engine_ms: float | None = None  # total time of the engine call this frame ran in (None: it did not run)
 
 
+@dataclass(frozen=True)
+class _Panel:
+    """A frame kept for its depth panel (drawn when every panel's depth is known: one scale for all)."""
+
+    path: str
+    rgb: np.ndarray
+    pred: np.ndarray
+    gt: np.ndarray
+    valid: np.ndarray
+    title: str
+
+
 @dataclass
 class _Loaded:
     rgb: np.ndarray | None = None
@@ -306,7 +331,7 @@ class Evaluation:
         self.gt_current: dict[tuple[str, int], np.ndarray] = {}
         self.records: list[FrameRecord] = []
         self.batch_timings: list[dict[str, float]] = []
-        self.figures: list[str] = []
+        self._panels: list[_Panel] = []
         self.log_ratios: dict[str, list[np.ndarray]] = defaultdict(list)
         self.counts = {'info_exact': 0, 'info_nearest': 0, 'skipped_no_gt': 0}
         self._figure_count: dict[str, int] = defaultdict(int)
@@ -418,7 +443,7 @@ class Evaluation:
                 record.error = f'CameraInfo: {exc}'
                 continue
             frames.append(Frame(item.rgb, intr, name, stamp, frame_id=item.frame_id))
-            keep.append((record, item, info))
+            keep.append((record, item, info, intr))
             infos.append(info)
             if item.gt is not None:
                 self.gt_current[(name, stamp)] = item.gt
@@ -428,37 +453,44 @@ class Evaluation:
         names = {'depth'} | ({'points'} if stride > 0 else set())
         if writer is not None:  # the output bag holds every output the backend can give
             names |= {n for n in OUTPUTS if n != 'normals' or self.normals}
-        request = OutputRequest(outputs=names, cloud_stride=max(stride, 1))
+        request = OutputRequest(outputs=names, resolution=self.options.output_resolution,
+                                cloud_stride=max(stride, 1))
         results = self.engine.infer(frames, request)
         self.gt_current.clear()
         # the batch's stage times are shared by its frames that ran (a failed frame carries none)
         timings = next((dict(r.timings_ms) for r in results if r.ok and r.timings_ms), {})
         self.batch_timings.append(timings)
-        for (record, item, info), result in zip(keep, results, strict=True):
+        for (record, item, info, intr), result in zip(keep, results, strict=True):
             if not result.ok:
                 record.error = result.error
                 continue
             record.engine_ms = timings.get('total')
-            depth_shape = result.arrays['depth_m'].shape
-            if item.gt is not None and item.gt.shape != depth_shape:
+            image_shape = item.rgb.shape[:2]
+            if item.gt is not None and item.gt.shape != image_shape:
                 record.error = (f'ground truth is {item.gt.shape[1]}x{item.gt.shape[0]} but the image is '
-                                f'{depth_shape[1]}x{depth_shape[0]}: ground-truth depth '
+                                f'{image_shape[1]}x{image_shape[0]}: ground-truth depth '
                                 'must be at the image resolution')
             else:
-                self._score(record, item, result)
+                self._score(record, item, info, intr, result)
             if writer is not None:
                 self._write_outputs(writer, record, item, info, result)
         if self.rig:
-            self._rig_consistency([(record, item, result) for (record, item, _), result
-                                   in zip(keep, results, strict=True)])
+            self._rig_consistency([(*kept, result) for kept, result in zip(keep, results, strict=True)])
 
-    def _rig_consistency(self, frames: list[tuple[FrameRecord, _Loaded, Any]]) -> None:
-        """Cross-camera agreement and the fused cloud against the ground truth of one batch (module doc)."""
+    def _rig_consistency(self, frames: list[tuple]) -> None:
+        """Cross-camera agreement and the fused cloud against the ground truth of one batch (module doc):
+        the pairs on the depth at the camera's pixels, the fused cloud from the depth as published.
+        ``frames``: (record, loaded frame, CameraInfo, camera intrinsics, result) of each frame."""
         order = {name: i for i, name in enumerate(sorted(self.rig))}
-        views = [RigView(rec.camera, res.arrays['depth_m'], item.gt, res.intrinsics,
-                         self.rig[rec.camera].matrix(), order[rec.camera])
-                 for rec, item, res in frames
-                 if rec.error is None and res.ok and item.gt is not None and rec.camera in self.rig]
+        views, depths = [], []
+        for rec, item, info, camera, res in frames:
+            if rec.error is not None or not res.ok or item.gt is None or rec.camera not in self.rig:
+                continue
+            published, pred = _camera_depth(res.arrays['depth_m'], info, camera, item.rgb.shape[:2])
+            views.append(RigView(rec.camera, pred, item.gt, camera, self.rig[rec.camera].matrix(),
+                                 order[rec.camera]))
+            depths.append(CameraDepth(order[rec.camera], res.arrays['depth_m'], published,
+                                      self.rig[rec.camera]))
         if len(views) < 2:
             return
         self.rig_batches += 1
@@ -476,7 +508,6 @@ class Evaluation:
                 acc['gt_rel'].append(m.gt_rel)
         fusion = FusionConfig(base_frame='base', stride=self.options.fused_stride,
                               min_range_m=0.0, max_range_m=min(1000.0, cfg.max_depth_m))
-        depths = [CameraDepth(v.index, v.pred_m, v.intrinsics, self.rig[v.camera]) for v in views]
         cloud = fuse_depths(depths, fusion, getattr(self.engine, 'device', 'cpu'))
         own, other = fused_lidar_errors(cloud.xyz, cloud.camera_index, views, cfg)
         self.fused_errors['own'].append(own)
@@ -516,11 +547,13 @@ class Evaluation:
                             'other': summarize(joined(self.fused_errors['other']))},
         }
 
-    def _score(self, record: FrameRecord, item: _Loaded, result: Any) -> None:
-        pred = result.arrays['depth_m']
+    def _score(self, record: FrameRecord, item: _Loaded, info: CameraInfoFields, camera: Intrinsics,
+               result: Any) -> None:
+        depth = result.arrays['depth_m']
+        published, pred = _camera_depth(depth, info, camera, item.rgb.shape[:2])
         points = result.arrays.get('points_xyz')
         if points is not None:
-            expected = unproject_organized(pred, result.intrinsics, self.options.cloud_stride)
+            expected = unproject_organized(depth, published, self.options.cloud_stride)
             same_nan = np.array_equal(np.isnan(expected), np.isnan(points))
             diff = np.abs(np.nan_to_num(expected) - np.nan_to_num(points))
             record.cloud_max_abs_diff_m = float(diff.max()) if same_nan else float('inf')
@@ -536,11 +569,9 @@ class Evaluation:
         if self.options.figures and self._figure_count[record.camera] < self.options.figure_frames_per_camera:
             self._figure_count[record.camera] += 1
             valid = np.isfinite(item.gt) & (item.gt >= cfg.min_depth_m) & (item.gt <= cfg.max_depth_m)
-            title = f'{record.camera} {record.stamp_ns}'
-            panel = eval_report.depth_panel(item.rgb, pred, item.gt, valid, title)
-            rel = f'figures/{record.camera}_{record.stamp_ns}.png'
-            eval_report.save_png(self.output_dir / rel, panel)
-            self.figures.append(rel)
+            # drawn by write() with one depth scale for every camera's panels
+            self._panels.append(_Panel(f'figures/{record.camera}_{record.stamp_ns}.png', item.rgb, pred,
+                                       item.gt, valid, f'{record.camera} {record.stamp_ns}'))
 
     def _write_outputs(self, writer: BagWriter, record: FrameRecord, item: _Loaded, info: CameraInfoFields,
                        result: Any) -> None:
@@ -592,6 +623,7 @@ class Evaluation:
             'bag': str(self.bag), 'storage': storage, 'warnings': warnings,
             'engine': self.engine_description,
             'metrics_config': asdict(self.options.metrics),
+            'output_resolution': self.options.output_resolution,
             'counts': {'frames': len(self.records), 'batches': len(self.batch_timings),
                        'frames_with_gt': sum(1 for r in self.records if r.metrics is not None),
                        'errors': len(errors), **self.counts},
@@ -614,16 +646,26 @@ class Evaluation:
         return report
 
     def write(self, report: dict[str, Any]) -> list[str]:
-        """report.json, report.md and the chart figures; returns the figure paths (relative)."""
+        """report.json, report.md and the figures; returns the figure paths (relative). The depth panels of
+        every camera share one depth scale (the ground truth's 2-98th percentiles over all of them); every
+        figure carries the synthetic-weights warning when the weights are synthetic."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        figures = list(self.figures)
+        figures = []
+        warning = eval_report.SYNTHETIC_FIGURE_WARNING if SYNTHETIC_WARNING in report['warnings'] else ''
         if self.options.figures:
+            scale = eval_report.DepthScale.of([p.gt[p.valid] if p.valid.any() else p.pred
+                                               for p in self._panels])
+            for p in self._panels:
+                panel = eval_report.depth_panel(p.rgb, p.pred, p.gt, p.valid, p.title, scale, warning)
+                eval_report.save_png(self.output_dir / p.path, panel)
+                figures.append(p.path)
             ratios = {n: np.concatenate(v) if v else np.zeros(0) for n, v in self.log_ratios.items()}
             hist = self.output_dir / 'figures/error_histogram.png'
-            if ratios and eval_report.save_error_histograms(ratios, hist):
+            if ratios and eval_report.save_error_histograms(ratios, hist, warning):
                 figures.append('figures/error_histogram.png')
             cams = report['metrics']['cameras']
-            if cams and eval_report.save_camera_bars(cams, self.output_dir / 'figures/per_camera.png'):
+            bars = self.output_dir / 'figures/per_camera.png'
+            if cams and eval_report.save_camera_bars(cams, bars, warning):
                 figures.append('figures/per_camera.png')
         report['figures'] = figures
         eval_report.write_json(report, self.output_dir / 'report.json')
@@ -640,6 +682,19 @@ def evaluate_bag(bag: Path, engine: Any, options: EvalOptions, output_dir: Path,
     if write:
         ev.write(report)
     return report
+
+
+def _camera_depth(depth: np.ndarray, info: CameraInfoFields, camera: Intrinsics,
+                  image_hw: tuple[int, int]) -> tuple[Intrinsics, np.ndarray]:
+    """The intrinsics of the depth CameraInfo the node publishes with ``depth`` (at camera resolution: the
+    input's) and the depth at the camera image's pixels (``depth_at_camera_pixels`` for network-resolution
+    depth)."""
+    h, w = depth.shape
+    published = intrinsics_from_camera_info(scale_camera_info(info, w, h), w, h).intrinsics
+    height, width = image_hw
+    if (h, w) == (height, width):
+        return published, depth
+    return published, depth_at_camera_pixels(depth, published, camera, width, height)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -703,6 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--median-scaled', action='store_true', help='also report median-scaled metrics')
     p.add_argument('--sync-tolerance-ms', type=float, default=0.0)
     p.add_argument('--cloud-stride', type=int, default=4, help='cloud decimation for the checks (0: none)')
+    p.add_argument('--output-resolution', choices=OUTPUT_RESOLUTIONS, default='camera',
+                   help="outputs at the 'camera' image size or the 'network' size (the node's "
+                        'output_resolution); network outputs are scored at the ground-truth pixels through '
+                        'the depth CameraInfo published with them')
     p.add_argument('--max-frames', type=int, default=0)
     p.add_argument('--no-figures', action='store_true')
     p.add_argument('--figure-frames', type=int, default=2, help='depth/error panels per camera')
@@ -726,7 +785,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], EvalOpt
         cameras=tuple(c.strip() for c in args.cameras.split(',') if c.strip()), gt_suffix=args.gt_suffix,
         metrics=MetricsConfig(args.min_depth_m, args.max_depth_m, not args.no_clamp),
         median_scaled=args.median_scaled, sync_tolerance_ns=round(args.sync_tolerance_ms * 1e6),
-        max_batch_size=args.max_batch_size, cloud_stride=args.cloud_stride, max_frames=args.max_frames,
+        max_batch_size=args.max_batch_size, cloud_stride=args.cloud_stride,
+        output_resolution=args.output_resolution, max_frames=args.max_frames,
         figures=not args.no_figures, figure_frames_per_camera=args.figure_frames, output_bag=args.output_bag,
         output_storage=args.output_storage, overwrite=args.overwrite, rig_file=args.rig_file,
         fused_stride=args.fused_stride,

@@ -25,7 +25,8 @@ from metric3d_ros.core.config import add_engine_arguments, parse_net_size
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='metric3d_export', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 1)[1])
     p.add_argument('--weights', required=True, help="checkpoint file (.pth), or 'synthetic'")
     p.add_argument('--output', required=True, help='the .onnx file to write')
     p.add_argument('--fp16', action='store_true',

@@ -1,10 +1,10 @@
 """Benchmark of the depth node measured at its consumers: camera simulator -> depth_node -> one consumer
 process per camera, each receiving that camera's outputs as a downstream node would.
 
-    python -m metric3d_ros.tools.node_bench --cameras 2 --size 640x480 --rate-hz 5 --duration-s 30 \
+    metric3d_node_bench --cameras 2 --size 640x480 --rate-hz 5 --duration-s 30 \
         --net-size 140x196 --device cpu --weights synthetic
-    python -m metric3d_ros.tools.node_bench --sweep 1,2,4,6,8 --rate-hz 30 --size 1280x720 --out-dir DIR ...
-    python -m metric3d_ros.tools.node_bench --check --cameras 4 --size 1280x720 --rate-hz 30
+    metric3d_node_bench --sweep 1,2,4,6,8 --rate-hz 30 --size 1280x720 --out-dir DIR ...
+    metric3d_node_bench --check --cameras 4 --size 1280x720 --rate-hz 30
 
 Processes (all on this host, the shipped Fast DDS shared-memory profile ``config/fastdds_shm.xml``):
 ``metric3d_camera_sim`` (one process, or one per camera with ``--sim-per-camera``) publishes N cameras at R

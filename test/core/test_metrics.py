@@ -145,3 +145,22 @@ def test_aggregate_coverage_counts_frames_whose_prediction_is_all_invalid():
     agg = aggregate([good, blind, no_gt])
     assert agg.coverage == pytest.approx(0.5)
     assert agg.abs_rel == 0.0 and agg.n_pixels == 1
+
+
+def test_depth_at_camera_pixels_follows_the_intrinsics():
+    from metric3d_ros.core.geometry.intrinsics import Intrinsics
+    from metric3d_ros.core.metrics import depth_at_camera_pixels
+
+    camera = Intrinsics(100.0, 100.0, 31.5, 23.5)
+    depth = np.arange(48 * 64, dtype=np.float32).reshape(48, 64)
+    # the same intrinsics and size: the image itself
+    assert np.array_equal(depth_at_camera_pixels(depth, camera, camera, 64, 48), depth)
+    # a depth image at half the size (resampled intrinsics): camera pixel u reads x = (u + 0.5) / 2 - 0.5
+    half = np.tile(np.arange(32, dtype=np.float32), (24, 1))
+    got = depth_at_camera_pixels(half, camera.resampled(0.5), camera, 64, 48)
+    xs = np.clip((np.arange(64) + 0.5) / 2 - 0.5, 0, 31)
+    assert np.allclose(got, np.tile(xs, (48, 1)), atol=1e-5)
+    # a NaN reaches only the pixels that interpolate from it
+    half[10, 10] = np.nan
+    got = depth_at_camera_pixels(half, camera.resampled(0.5), camera, 64, 48)
+    assert 0 < np.isnan(got).sum() <= 16 and np.isnan(got[20, 20])

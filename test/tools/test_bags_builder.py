@@ -159,3 +159,64 @@ def test_bad_sources_raise(tmp_path, shared_dir):
         bb.BagOptions(storage='bag')
     with pytest.raises(ValueError, match='unknown preset'):
         bb.cameras_from_preset('tum', shared_dir / 'data')
+
+
+def _mixed_folder(tmp_path: Path, shared_dir: Path) -> Path:
+    """A folder like a data set's: camera images <k>.jpg and 16-bit depth PNGs <k>_depth.png side by side."""
+    folder = tmp_path / 'mixed'
+    folder.mkdir()
+    rgb = cv2.imread(str(shared_dir / 'data' / 'nyu' / 'rgb_00000.jpg'))
+    depth = cv2.imread(str(shared_dir / 'data' / 'nyu' / 'sync_depth_00000.png'), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.ndim == 2
+    for key in ('100', '101'):
+        cv2.imwrite(str(folder / f'{key}.jpg'), rgb)
+        cv2.imwrite(str(folder / f'{key}_depth.png'), depth)
+    return folder
+
+
+def test_is_depth_png_reads_the_header(tmp_path, shared_dir):
+    folder = _mixed_folder(tmp_path, shared_dir)
+    rgb_png = tmp_path / 'rgb.png'
+    cv2.imwrite(str(rgb_png), cv2.imread(str(folder / '100.jpg')))
+    mono8 = tmp_path / 'mono8.png'
+    cv2.imwrite(str(mono8), np.zeros((4, 4), np.uint8))
+    assert bb.is_depth_png(folder / '100_depth.png')
+    assert not bb.is_depth_png(rgb_png)
+    assert not bb.is_depth_png(mono8)
+    assert not bb.is_depth_png(folder / '100.jpg')
+
+
+def test_camera_refuses_depth_pngs_among_camera_images(tmp_path, shared_dir, capsys):
+    folder = _mixed_folder(tmp_path, shared_dir)
+    base = ['camera', '--name', 'cam', '--images', str(folder), '--fx', '500', '--fy', '500', '--cx', '320',
+            '--cy', '240', '--stamps', 'rate']
+    assert bb.main([*base, '-o', str(tmp_path / 'refused')]) == 2
+    err = capsys.readouterr().err
+    assert '100_depth.png' in err and 'depth images' in err and '--image-regex' in err
+    assert not (tmp_path / 'refused').exists()
+    # The single-file form refuses a depth PNG too.
+    assert bb.main([*base[:4], str(folder / '100_depth.png'), *base[5:], '-o', str(tmp_path / 'one')]) == 2
+    # With the depth template, the depth files are ground truth, not frames.
+    out = tmp_path / 'ok'
+    assert bb.main([*base, '--depth-template', '{key}_depth.png', '-o', str(out)]) == 0
+    topics = _read(out)
+    assert len(topics['/cam/image']) == 2 and len(topics['/cam/depth_gt']) == 2
+
+
+def test_depth_scale_without_template_is_an_argument_error(tmp_path, shared_dir, capsys):
+    nyu = shared_dir / 'data' / 'nyu'
+    args = ['camera', '--name', 'cam', '--images', str(nyu / 'rgb_00000.jpg'), '--fx', '500', '--fy', '500',
+            '--cx', '320', '--cy', '240', '--depth-scale', '1000', '-o', str(tmp_path / 'b')]
+    with pytest.raises(SystemExit) as exc:
+        bb.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert '--depth-scale' in err and '--depth-template' in err
+    assert not (tmp_path / 'b').exists()
+
+
+def test_depth_template_naming_no_file_is_an_error(tmp_path, shared_dir):
+    folder = _mixed_folder(tmp_path, shared_dir)
+    with pytest.raises(ValueError, match='names no file'):
+        bb.camera_from_folder('cam', folder, Intrinsics(500, 500, 320, 240), 1000.0, r'(?P<key>\d+)\.jpg',
+                              '{key}_gt.png')

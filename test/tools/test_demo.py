@@ -69,6 +69,50 @@ def test_write_ply(tmp_path):
     assert demo.write_ply(tmp_path / 'n.ply', xyz, None) == 3
 
 
+def _depth_bag(path, depths: dict):
+    from metric3d_ros.tools.bagio import BagWriter
+
+    with BagWriter(path, 'mcap') as writer:
+        for camera, depth in depths.items():
+            writer.write_image(f'/{camera}/depth/image', depth.astype(np.float32), '32FC1', 7, f'{camera}_f')
+
+
+def test_export_artifacts_one_depth_scale_for_the_camera_set(tmp_path):
+    import cv2
+
+    # the near camera sees 1-3 m, the far one 2-40 m; both see the same 2 m wall in their bottom rows
+    near = np.tile(np.linspace(1.0, 3.0, 80), (60, 1))
+    far = np.tile(np.linspace(2.0, 40.0, 120), (90, 1))
+    near[-10:], far[-10:] = 2.0, 2.0
+    bag = tmp_path / 'out_bag'
+    _depth_bag(bag, {'near': near, 'far': far})
+    result = demo.export_artifacts(bag, tmp_path / 'figs')
+    lo, hi = result['depth_scale_m']
+    assert lo < 1.2 and hi > 30.0  # one scale over both cameras
+    images = {p.split('/')[-1].split('_')[0]: cv2.imread(p) for p in result['depth_png']}
+    assert images['near'].shape[0] == 60 and images['far'].shape[0] == 90  # no warning band
+    wall_near, wall_far = images['near'][-5, 40], images['far'][-5, 60]
+    assert np.array_equal(wall_near, wall_far)  # the same depth has the same colour in every image
+    # the colour bar beside each image: the same scale (top colour = near end, bottom = far end)
+    assert np.array_equal(images['near'][0, -80], images['far'][0, -80])
+    assert np.array_equal(images['near'][-1, -80], images['far'][-1, -80])
+    warned = demo.export_artifacts(bag, tmp_path / 'warned', demo.eval_report.SYNTHETIC_FIGURE_WARNING)
+    for path in warned['depth_png']:
+        image = cv2.imread(path)
+        assert image.shape[0] > 60 and np.all(image[1, 1] == (0, 0, 200))  # the red band on top
+
+
+def test_remove_bags_and_folder_size(tmp_path):
+    (tmp_path / 'keep').mkdir()
+    (tmp_path / 'keep' / 'a.png').write_bytes(b'x' * 10)
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    (bag / 'b.mcap').write_bytes(b'y' * 100)
+    assert demo.folder_size(tmp_path) == (2, 110)
+    assert demo.remove_bags([bag, tmp_path / 'missing']) == 100
+    assert demo.folder_size(tmp_path) == (1, 10) and not bag.exists()
+
+
 def _run_demo(tmp_path, *extra):
     from node_support import REPO_ROOT, ros_env
 
@@ -92,6 +136,10 @@ def test_demo_offline_only(tmp_path):
     assert (out / 'eval' / 'report.md').is_file()
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['depth_meaningless'] is True and 'ros' not in summary
+    # the working bags are gone; the demo states the size of what it left
+    assert not (out / 'demo_bag').exists() and not (out / 'eval' / 'output_bag').exists()
+    files, size = demo.folder_size(out)
+    assert f'holds {files} files, {size} bytes' in stdout
 
 
 @pytest.mark.slow
@@ -116,3 +164,22 @@ def test_demo_end_to_end_with_the_node(tmp_path):
         assert os.path.getsize(path) > 1000, path
     assert (out / 'eval' / 'report.md').is_file() and (out / 'eval' / 'figures' / 'per_camera.png').is_file()
     assert 'camera' in stdout and 'lat p50 ms' in stdout
+    # modest by default: the bags (raw images, float depth, normals, clouds) are removed, the size is stated
+    for bag in ('demo_bag', 'eval/output_bag', 'ros/output_bag'):
+        assert not (out / bag).exists(), bag
+    files, size = demo.folder_size(out)
+    assert f'holds {files} files, {size} bytes' in stdout and size < 20e6
+    # every image carries the synthetic-weights warning band (red top rows)
+    import cv2
+
+    for path in summary['depth_png'] + [str(p) for p in (out / 'eval' / 'figures').glob('*.png')]:
+        image = cv2.imread(path)
+        assert np.mean(np.all(image[:3].reshape(-1, 3) == (0, 0, 200), axis=1)) > 0.5 or \
+            _red_title(image), path
+
+
+def _red_title(image):
+    """matplotlib charts: the warning is a red box in the top 10 % of the figure."""
+    top = image[: max(image.shape[0] // 10, 1)].reshape(-1, 3).astype(int)
+    red = (top[:, 2] > 200) & (top[:, 1] < 60) & (top[:, 0] < 60)
+    return red.mean() > 0.02

@@ -24,6 +24,7 @@ canvas or a 1 % scale error on every frame: ``test/core/engine/test_eval_gt_back
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from eval_bounds import MAX_DEPTH_M, frame_bounds, shared_frames
 
 from metric3d_ros.core.geometry.letterbox import compute_letterbox
@@ -128,3 +129,61 @@ def test_ddad_rig_sparse_lidar(tmp_path, shared_dir):
         assert m['frames'] == 3, name
         _check_against_model(m, bounds[name], name)
         assert abs(m['scale_ratio'] - 1.0) < 1e-3, name
+
+
+def _network_vs_camera(bag, out, max_depth_m, net_size):
+    reports = {}
+    for resolution in ('camera', 'network'):
+        metrics = MetricsConfig(min_depth_m=1e-3, max_depth_m=max_depth_m)
+        options = ev.EvalOptions(metrics=metrics, figures=False, cloud_stride=4, output_resolution=resolution)
+        reports[resolution] = ev.evaluate_with_backend(bag, 'gt', {'net_size': net_size}, options,
+                                                       out / resolution, write=False)
+        assert reports[resolution]['counts']['errors'] == 0, reports[resolution]['errors']
+        assert reports[resolution]['output_resolution'] == resolution
+    return reports['camera'], reports['network']
+
+
+@pytest.mark.parametrize('preset', ['nyu', 'kitti', 'ddad'])
+def test_network_resolution_scored_through_the_published_camera_info(tmp_path, shared_dir, preset):
+    """--output-resolution network: the network-resolution depth, looked up at the ground truth's pixels
+    through the depth CameraInfo published with it, reproduces the camera-resolution figures (the camera
+    resolution output is the same resize of the same network depth) on every frame set; the cloud equals
+    the unprojection through that CameraInfo."""
+    bag = _preset_bag(tmp_path, shared_dir, preset)
+    camera, network = _network_vs_camera(bag, tmp_path, MAX_DEPTH_M[preset], '308x532')
+    assert network['cloud_check']['max_abs_diff_m'] < 1e-4
+    for name, c in camera['metrics']['cameras'].items():
+        n = network['metrics']['cameras'][name]
+        assert n['frames'] == c['frames'] > 0, name
+        assert abs(n['abs_rel'] - c['abs_rel']) <= 1e-4 * c['abs_rel'], (name, n['abs_rel'], c['abs_rel'])
+        for key in ('delta1', 'coverage', 'scale_ratio'):
+            assert abs(n[key] - c[key]) <= 1e-5, (name, key, n[key], c[key])
+
+
+def test_network_resolution_scoring_sees_a_wrong_camera_info(tmp_path, shared_dir, monkeypatch):
+    """The scoring goes through the CameraInfo: with image_proc's pure scaling c * s (0.5 * (1 - s) px off)
+    the same network depth scores clearly worse than the camera-resolution figures."""
+    from dataclasses import replace
+
+    from metric3d_ros.core.geometry.camera_info import scale_camera_info
+
+    def pure_scaling(info, width, height):
+        right = scale_camera_info(info, width, height)
+        sx, sy = width / info.width, height / info.height
+        k = list(right.k)
+        p = list(right.p)
+        k[2], k[5], p[2], p[6] = info.k[2] * sx, info.k[5] * sy, info.p[2] * sx, info.p[6] * sy
+        return replace(right, k=tuple(k), p=tuple(p))
+
+    monkeypatch.setattr(ev, 'scale_camera_info', pure_scaling)
+    bag = _preset_bag(tmp_path, shared_dir, 'nyu')
+    camera, network = _network_vs_camera(bag, tmp_path, MAX_DEPTH_M['nyu'], '308x532')
+    c, n = camera['metrics']['cameras']['nyu'], network['metrics']['cameras']['nyu']
+    assert n['abs_rel'] > 1.05 * c['abs_rel'], (n['abs_rel'], c['abs_rel'])
+
+
+def test_output_resolution_flag():
+    _, options = ev.options_from_args(ev.build_parser().parse_args(['bag', '--output-resolution', 'network']))
+    assert options.output_resolution == 'network'
+    with pytest.raises(ValueError, match='output_resolution'):
+        ev.EvalOptions(output_resolution='half')

@@ -50,6 +50,7 @@ from metric3d_ros.ros.diagnostics import CameraExtras
 from metric3d_ros.ros.fused import FusedOutput, make_extrinsics, with_depth
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
 from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job
+from metric3d_ros.ros.timers import steady_timer
 from metric3d_ros.ros.timing import TimingStats
 
 # Drop reasons added by the node (the batching core defines the pairing, stamp and scheduler ones).
@@ -125,6 +126,30 @@ class _Camera:
         self.info_warnings: tuple[str, ...] = ()
         self.hint = ''
         self.intrinsics_cache: tuple[CameraInfoFields, int, int, CameraIntrinsics] | None = None
+
+
+def is_rectified_topic(topic: str) -> bool:
+    """Whether an image topic is named as a rectified one (image_proc's ``image_rect``, ``image_rect_color``,
+    ...): its last name part, or the one before ``compressed``, contains ``rect``."""
+    parts = [p for p in topic.split('/') if p]
+    if parts and parts[-1] == 'compressed':
+        parts = parts[:-1]
+    return bool(parts) and 'rect' in parts[-1]
+
+
+def unrectified_input_warnings(image_topic: str, info: CameraInfoFields, source: str,
+                               source_used: str) -> tuple[str, ...]:
+    """The warning for a probably raw, distorted image that ``camera_info_source: auto`` takes as rectified
+    (P set): the topic is not named as rectified and the CameraInfo has non-zero distortion. Empty otherwise
+    (also with an explicit ``rectified`` or ``raw``: the user has said what the image is)."""
+    if source != 'auto' or source_used != 'rectified' or is_rectified_topic(image_topic):
+        return ()
+    if not any(c != 0.0 for c in info.d):
+        return ()
+    return (f'{image_topic} is not named as a rectified image (image_rect) and its CameraInfo has non-zero '
+            f'distortion ({info.distortion_model}, d={list(info.d)}): depth assumes a rectified image '
+            '(intrinsics from P); if the image is raw, rectify it first (image_proc) and remap '
+            '<camera>/image to image_rect; if it is rectified, set camera_info_source: rectified',)
 
 
 def torch_threads(device: str) -> int:
@@ -257,7 +282,7 @@ class CameraGroup:
                 cam.subscriptions.append(cam.image_subscription)
             if config.info_wait_ms > 0.0:  # images may be held: drop them when their wait is over
                 period_s = max(0.01, min(config.info_wait_ms / 4e3, 0.1))
-                self._timer = node.create_timer(period_s, self._expire_held)
+                self._timer = steady_timer(node, period_s, self._expire_held)
             self._add_jump_handler()
             self.state = 'active'
 
@@ -520,11 +545,15 @@ class CameraGroup:
         cached = cam.intrinsics_cache
         if cached is not None and cached[0] is fields and cached[1:3] == (width, height):
             return cached[3]
-        resolved = intrinsics_from_camera_info(fields, width, height, source=self._config.camera_info_source)
+        source = self._config.camera_info_source
+        resolved = intrinsics_from_camera_info(fields, width, height, source=source)
         cam.intrinsics_cache = (fields, width, height, resolved)
-        if resolved.warnings != cam.info_warnings:
-            cam.info_warnings = resolved.warnings
-            for warning in resolved.warnings:
+        topics = self._topics[cam.name]
+        topic = topics.compressed if self._config.input_transport == 'compressed' else topics.image
+        warnings = resolved.warnings + unrectified_input_warnings(topic, fields, source, resolved.source_used)
+        if warnings != cam.info_warnings:  # logged when they change: once per camera for a steady CameraInfo
+            cam.info_warnings = warnings
+            for warning in warnings:
                 self._node.get_logger().warning(f'camera {cam.name}: {warning}')
         return resolved
 

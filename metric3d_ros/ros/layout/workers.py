@@ -34,6 +34,7 @@ from metric3d_ros.core.malloc_tuning import keep_large_allocations
 from metric3d_ros.core.outputs import OUTPUTS, OutputSpec, register_output
 from metric3d_ros.ros.layout.group import CameraTopics, GroupReport
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
+from metric3d_ros.ros.timers import steady_timer
 
 LOG = logging.getLogger(__name__)
 _RESTART_DELAY_S = 5.0
@@ -112,7 +113,7 @@ def _serve(spec: WorkerSpec, conn) -> None:
             return group.error
         return None
 
-    node.create_timer(spec.config.diagnostics_period_s, lambda: send(('report', group.report())))
+    steady_timer(node, spec.config.diagnostics_period_s, lambda: send(('report', group.report())))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
