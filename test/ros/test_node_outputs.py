@@ -286,6 +286,7 @@ def _intrinsics_caches():
     outputs = CameraOutputs(fake_node, 'cam', CATALOGUE, topics, OutputConfig(), None)
     config = config_from_values({'cameras': ['cam'], 'backend': 'fake', 'device': 'cpu'})
     stub = SimpleNamespace(_config=config,
+                           _topics={'cam': SimpleNamespace(image='cam/image', compressed='cam/image/compressed')},
                            _node=SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None)))
     cam = _Camera('cam', config)
 
