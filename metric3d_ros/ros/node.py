@@ -388,6 +388,9 @@ def main(args: list[str] | None = None) -> int:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # Ctrl-C shut the context down while spin built its wait set: rclpy raises RCLError
+        if rclpy.ok():
+            raise
     finally:
         # a second Ctrl-C (terminal and launch both send one) must not cut the release of the camera groups
         signal.signal(signal.SIGINT, signal.SIG_IGN)
