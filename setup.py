@@ -59,6 +59,7 @@ setup(
             'metric3d_demo = metric3d_ros.tools.demo:main',
             'metric3d_camera_sim = metric3d_ros.tools.camera_sim:main',
             'metric3d_node_bench = metric3d_ros.tools.node_bench:main',
+            'metric3d_fused_bench = metric3d_ros.tools.fused_bench:main',
         ],
     },
 )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def shared_root() -> Path:
     """The shared data folder: $METRIC3D_SHARED, else ../shared beside the repository."""
     return Path(os.environ.get('METRIC3D_SHARED', REPO_ROOT.parent / 'shared')).resolve()
+
+
+def pytest_configure(config):
+    """A suite started in the background of a non-interactive shell (``cmd &``, as a CI job may be) inherits
+    SIGINT ignored, and every process it starts would too: ``ros2 launch`` then ignores the Ctrl-C the launch
+    tests send it. A handler here makes the processes this suite starts get the default action (exec resets
+    handled signals to the default; ignored ones stay ignored)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,6 +27,7 @@ import sys
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -39,11 +40,13 @@ from metric3d_ros.ros.diagnostics import (
     engine_status,
     status_line,
 )
+from metric3d_ros.ros.fused import FUSED_TOPIC
 from metric3d_ros.ros.layout import CameraTopics, Layout, make_layout
 from metric3d_ros.ros.params import (
     SPECS,
     ConfigError,
     NodeConfig,
+    declare_extrinsics,
     declare_parameters,
     read_node_config,
     unknown_overrides,
@@ -73,6 +76,11 @@ class DepthNode(LifecycleNode):
         self._startup_problems: dict[str, str] = {}
         for problem in declare_parameters(self):
             self._startup_problems[problem.split(':', 1)[0]] = problem
+        try:  # extrinsics.<camera>.* of the cameras given at start-up (configure declares later ones)
+            cameras = self.get_parameter('cameras').value
+        except ParameterUninitializedException:  # unset in a params file: configure names it
+            cameras = ()
+        declare_extrinsics(self, cameras if isinstance(cameras, (list, tuple)) else ())
         unknown = unknown_overrides(self)
         if unknown:
             self.get_logger().warning(
@@ -112,7 +120,7 @@ class DepthNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        names = [p.name for p in params if p.name in SPECS]
+        names = [p.name for p in params if p.name in SPECS or p.name.startswith('extrinsics.')]
         deleted = [p.name for p in params if p.name in SPECS and p.type_ == Parameter.Type.NOT_SET]
         if deleted:
             return SetParametersResult(
@@ -139,6 +147,16 @@ class DepthNode(LifecycleNode):
             outputs={key: resolve(topic) for key, topic in output_topics(cam, OUTPUTS).items()})
             for cam in config.cameras}
 
+    def fused_topics(self, config: NodeConfig) -> dict[str, str]:
+        """Group name -> resolved ``fused_points`` topic: ``<ns>/fused_points`` with one camera group,
+        ``<ns>/<group>/fused_points`` with several (each group fuses its own batches); empty when
+        ``fused.enabled`` is false."""
+        if config.fused is None:
+            return {}
+        if len(config.groups) == 1:
+            return {config.groups[0].name: self.resolve_topic_name(FUSED_TOPIC)}
+        return {g.name: self.resolve_topic_name(f'{g.name}/{FUSED_TOPIC}') for g in config.groups}
+
     # ------------------------------------------------------------------------------------- transitions
     def on_configure(self, state) -> TransitionCallbackReturn:
         log = self.get_logger()
@@ -152,7 +170,7 @@ class DepthNode(LifecycleNode):
                       'names (ros2 param get / describe) and configure again')
             return TransitionCallbackReturn.FAILURE
         try:
-            layout = make_layout(self, config, self.camera_topics(config), OUTPUTS)
+            layout = make_layout(self, config, self.camera_topics(config), OUTPUTS, self.fused_topics(config))
             layout.configure()
         except Exception as exc:  # noqa: BLE001 - any failure to load must fail configure, not crash
             log.error(f'configure failed: {config.engine.backend!r} engine, variant {config.engine.variant}, '
@@ -188,7 +206,9 @@ class DepthNode(LifecycleNode):
         self.get_logger().info(
             f'active: {len(self._config.cameras)} camera(s); publishing on <camera>/depth/image and the '
             f'other outputs once they have subscribers, e.g. {first.outputs["depth"]} (input {first.image}); '
-            'see them with: ros2 topic list')
+            'see them with: ros2 topic list'
+            + (f'; fused cloud on {", ".join(self.fused_topics(self._config).values())}'
+               if self._config.fused is not None else ''))
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -278,7 +298,7 @@ class DepthNode(LifecycleNode):
                 'max_batch_size': str(config.scheduler.max_batch_size),
                 'max_wait_ms': f'{config.scheduler.max_wait_ms:g}',
                 'worker_restarts': str(report.restarts), 'drops_worker_died': str(report.lost),
-                **report.timing})
+                **report.timing, **report.fused})
             statuses.append(engine_status(title, report.batch, list(report.cameras), extras,
                                           failed=report.error))
         for report in reports:
@@ -311,6 +331,8 @@ NAME/depth/image, NAME/depth/camera_info, NAME/points, NAME/normals/image, NAME/
 
 Parameters (default; constraints; [read-only] = only at start-up):
 {parameters}
+  extrinsics.NAME.parent_frame, extrinsics.NAME.translation_m, extrinsics.NAME.rotation_xyzw (unset)
+      static extrinsics of camera NAME's optical frame in fused.base_frame, for fused_points
 
 Docs: docs/NODE.md (topics, QoS, lifecycle, Fast DDS profile), config/depth.yaml (every parameter, commented).
 """
@@ -366,6 +388,9 @@ def main(args: list[str] | None = None) -> int:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # Ctrl-C shut the context down while spin built its wait set: rclpy raises RCLError
+        if rclpy.ok():
+            raise
     finally:
         # a second Ctrl-C (terminal and launch both send one) must not cut the release of the camera groups
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -16,9 +16,10 @@ crash the constructor: the default is kept and the problem is reported at config
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from rclpy.parameter import Parameter
 from metric3d_ros.core.batching.config import SchedulerConfig
 from metric3d_ros.core.batching.pairing import PairingConfig
 from metric3d_ros.core.config import EngineConfig, EngineOption, engine_options
+from metric3d_ros.core.geometry.fusion import FusionConfig, RigidTransform, read_rig_extrinsics
 from metric3d_ros.core.stats import StatsConfig
 from metric3d_ros.ros.qos import DURABILITIES, RELIABILITIES, QosSettings
 
@@ -43,6 +45,10 @@ CAMERA_INFO_SOURCES = ('auto', 'rectified', 'raw')
 INPUT_TRANSPORTS = ('raw', 'compressed')
 #: 'in_process': everything in the node process; 'group_workers': one worker process per camera group.
 PROCESS_LAYOUTS = ('in_process', 'group_workers')
+#: Where the fused cloud's extrinsics come from: 'auto' (static when any is given, else tf), 'tf', 'static'.
+EXTRINSICS_SOURCES = ('auto', 'tf', 'static')
+#: Per-camera static extrinsics: ``extrinsics.<camera>.<field>`` (declared per camera of ``cameras``).
+EXTRINSICS_FIELDS = ('parent_frame', 'translation_m', 'rotation_xyzw')
 _NAME_TOKEN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 _DEVICE = re.compile(r'^(cpu|auto|cuda(:\d+)?)$')
 
@@ -145,6 +151,34 @@ _NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        float_range=(0.0, 1000.0)),
     _p('cloud_stride', 1, 'point cloud decimation: every Nth row and column', int_range=(1, 64, 1)),
     _p('cloud_rgb', False, 'point cloud with the rgb field (xyzrgb) instead of xyz'),
+    # --- fused multi-camera cloud (docs/NODE.md, Fused point cloud)
+    _p('fused.enabled', False, 'publish fused_points: one unorganized cloud per batch of a camera group in '
+       'fused.base_frame (computed only while it has a subscriber)'),
+    _p('fused.base_frame', 'base_link', 'frame of fused_points; every camera is transformed into it at its '
+       "image's stamp"),
+    _p('fused.extrinsics_source', 'auto', "'tf' (tf2 lookups of each image's frame_id at its stamp), "
+       "'static' (extrinsics.<camera>.* or fused.rig_file), 'auto' (static when any is given, else tf)",
+       choices=EXTRINSICS_SOURCES),
+    _p('fused.rig_file', '', "rig JSON with camera-to-base extrinsics (DDAD's rig.json layout: "
+       'cameras.<name>.T_vehicle_camera {rotation_wxyz, translation_xyz}, optical frames); '
+       'extrinsics.<camera>.* win'),
+    _p('fused.tf_timeout_ms', 0.0, 'how long a tf2 lookup may wait for a transform (on the inference '
+       'thread: keep it short)', float_range=(0.0, 1000.0)),
+    _p('fused.stamp_tolerance_ms', 50.0, 'fused_points carries the batch\'s newest image stamp; a camera '
+       'older than that by more is left out (counted as fused_stale)', float_range=(0.0, 1e4)),
+    _p('fused.stride', 2, 'fused cloud decimation: every Nth row and column of each depth image',
+       int_range=(1, 64, 1)),
+    _p('fused.voxel_m', 0.0, 'voxel decimation in fused.base_frame: one point per cube of this edge; 0 = off',
+       float_range=(0.0, 100.0)),
+    _p('fused.min_range_m', 0.0, 'points nearer to their camera centre than this are left out',
+       float_range=(0.0, 1000.0)),
+    _p('fused.max_range_m', 100.0, 'points farther from their camera centre than this are left out',
+       float_range=(0.0, 1000.0)),
+    _p('fused.min_height_m', -1000.0, 'height band: points with z below this in fused.base_frame are left '
+       'out', float_range=(-1000.0, 1000.0)),
+    _p('fused.max_height_m', 1000.0, 'height band: points with z above this in fused.base_frame are left '
+       'out', float_range=(-1000.0, 1000.0)),
+    _p('fused.rgb', False, 'fused_points with the rgb field (x y z camera rgb)'),
     # --- QoS
     _p('qos.input.reliability', 'best_effort', 'image and CameraInfo subscriptions', choices=RELIABILITIES),
     _p('qos.input.depth', 1, 'image and CameraInfo subscriptions: keep last N', int_range=(1, 1000, 1)),
@@ -212,6 +246,23 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class FusedSettings:
+    """The fused cloud (``fused.*``, ``extrinsics.<camera>.*``): what it holds and where the extrinsics come
+    from.
+
+    source: 'tf' or 'static' ('auto' resolved at configure). static: camera -> base-from-optical transform
+    (every camera when ``source`` is 'static'; empty for 'tf'). camera_index: camera -> the index written
+    into its points (its position in ``cameras``, the same in every group).
+    """
+
+    fusion: FusionConfig
+    source: str
+    tf_timeout_ms: float
+    static: Mapping[str, RigidTransform]
+    camera_index: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class GroupConfig:
     """One camera group: its cameras and the torch device of its engine.
 
@@ -233,6 +284,7 @@ class NodeConfig:
     process_layout: 'in_process' | 'group_workers' (``PROCESS_LAYOUTS``).
     groups: the camera groups (``camera_groups``, ``group_devices``); one group with every camera on the
         engine device by default. Every camera is in exactly one group.
+    fused: the fused cloud's settings; None when ``fused.enabled`` is false.
     """
 
     cameras: tuple[str, ...]
@@ -253,6 +305,7 @@ class NodeConfig:
     log_throttle_s: float = 5.0
     status_log_period_s: float = 30.0
     autostart: bool = True
+    fused: FusedSettings | None = None
 
     def engine_for(self, group: GroupConfig) -> EngineConfig:
         """The engine configuration of ``group``: ``engine`` on the group's device."""
@@ -423,6 +476,126 @@ def camera_groups(cameras: Sequence[str], entries: Sequence[str], devices: Seque
     return groups, problems
 
 
+def extrinsics_parameter(camera: str, field_name: str) -> str:
+    """The name of a camera's static extrinsics parameter: ``extrinsics.<camera>.<field>`` ('/' in a camera
+    name becomes '.')."""
+    return f"extrinsics.{camera.replace('/', '.')}.{field_name}"
+
+
+_EXTRINSICS_HELP = {
+    'parent_frame': 'static extrinsics of camera {cam}: the frame translation_m and rotation_xyzw are given '
+                    'in (must be fused.base_frame)',
+    'translation_m': 'static extrinsics of camera {cam}: [x, y, z] metres of its optical frame in '
+                     'parent_frame (floats: 0.0, not 0)',
+    'rotation_xyzw': 'static extrinsics of camera {cam}: unit quaternion [x, y, z, w] of its optical frame '
+                     '(x right, y down, z forward) in parent_frame',
+}
+
+
+def declare_extrinsics(node, cameras: Sequence[str]) -> None:
+    """Declare ``extrinsics.<camera>.*`` of every camera in ``cameras`` not declared yet (unset until given;
+    any type is accepted at start-up and checked at configure)."""
+    for camera in cameras:
+        if not isinstance(camera, str) or not camera:
+            continue
+        for field_name in EXTRINSICS_FIELDS:
+            name = extrinsics_parameter(camera, field_name)
+            if node.has_parameter(name):
+                continue
+            desc = ParameterDescriptor(description=_EXTRINSICS_HELP[field_name].format(cam=camera),
+                                       dynamic_typing=True)
+            try:
+                node.declare_parameter(name, None, desc)
+            except Exception:  # noqa: BLE001 - a camera name that makes no parameter name: configure says so
+                continue
+
+
+def extrinsics_values(node, cameras: Sequence[str]) -> dict[str, Any]:
+    """Current ``extrinsics.<camera>.*`` values of ``cameras`` (None when unset or not declared)."""
+    values = {}
+    for camera in cameras:
+        for field_name in EXTRINSICS_FIELDS:
+            name = extrinsics_parameter(camera, field_name)
+            try:
+                values[name] = node.get_parameter(name).value
+            except (ParameterUninitializedException, ParameterNotDeclaredException):
+                values[name] = None
+    return values
+
+
+def _static_extrinsics(values: dict[str, Any], cameras: Sequence[str], rig_file: str, base_frame: str,
+                       problems: list[str]) -> dict[str, RigidTransform]:
+    """Camera -> base-from-optical from ``extrinsics.<camera>.*`` and ``fused.rig_file`` (parameters win)."""
+    found: dict[str, RigidTransform] = {}
+    if rig_file:
+        try:
+            rig = read_rig_extrinsics(rig_file)
+        except (OSError, ValueError) as exc:
+            problems.append(f'fused.rig_file: {exc}; give a readable rig JSON or leave it empty')
+        else:
+            found.update({cam: pose for cam, pose in rig.items() if cam in cameras})
+    for camera in cameras:
+        names = {f: extrinsics_parameter(camera, f) for f in EXTRINSICS_FIELDS}
+        given = {f: values.get(n) for f, n in names.items() if values.get(n) is not None}
+        if not given:
+            continue
+        missing = [names[f] for f in EXTRINSICS_FIELDS if f not in given]
+        if missing:
+            problems.append(f'{", ".join(missing)}: not set; give all three of {", ".join(names.values())}')
+            continue
+        parent = given['parent_frame']
+        if parent != base_frame:
+            problems.append(f'{names["parent_frame"]}: {parent!r} is not fused.base_frame {base_frame!r}; '
+                            'static extrinsics are not chained: give the optical frame in fused.base_frame, '
+                            'or use fused.extrinsics_source tf')
+            continue
+        try:
+            found[camera] = RigidTransform(tuple(given['translation_m']), tuple(given['rotation_xyzw']))
+        except (TypeError, ValueError) as exc:
+            problems.append(f'{names["translation_m"]} / {names["rotation_xyzw"]}: {exc}; e.g. '
+                            'translation_m [0.2, 0.0, 1.1] and rotation_xyzw [-0.5, 0.5, -0.5, 0.5] (a '
+                            'forward-looking camera)')
+    return found
+
+
+def tf2_available() -> bool:
+    """True when ``tf2_ros`` can be imported (any ROS 2 install; not the PyPI wheels)."""
+    return importlib.util.find_spec('tf2_ros') is not None
+
+
+def _fused_settings(r: _Reader, cameras: Sequence[str]) -> FusedSettings | None:
+    """``FusedSettings`` of the ``fused.*`` parameters (None when disabled); problems go to ``r``."""
+    names = ('fused.base_frame', 'fused.stride', 'fused.voxel_m', 'fused.min_range_m', 'fused.max_range_m',
+             'fused.min_height_m', 'fused.max_height_m', 'fused.stamp_tolerance_ms', 'fused.rgb')
+    fields = {name.removeprefix('fused.'): r.get(name) for name in names}
+    source, rig_file, timeout_ms = r.get('fused.extrinsics_source'), r.get('fused.rig_file'), \
+        r.get('fused.tf_timeout_ms')
+    if not r.get('fused.enabled'):
+        return None
+    fusion = r.build('fused.*', FusionConfig, **fields)
+    base_frame = fields['base_frame']
+    static = _static_extrinsics(r.values, cameras, rig_file, base_frame, r.problems)
+    if source == 'auto':
+        source = 'static' if static or rig_file else 'tf'
+    if source == 'tf' and not tf2_available():
+        r.problems.append('fused.extrinsics_source: tf needs tf2_ros, which is not importable here (PyPI '
+                          'wheels without tf2); give static extrinsics (extrinsics.<camera>.parent_frame, '
+                          '.translation_m, .rotation_xyzw, or fused.rig_file) with extrinsics_source static')
+    if source == 'static':
+        missing = [c for c in cameras if c not in static]
+        if missing:
+            r.problems.append(
+                f'extrinsics: no static extrinsics for camera(s) {missing}; set '
+                f'extrinsics.<camera>.parent_frame ({base_frame!r}), .translation_m and .rotation_xyzw, or '
+                'list them in fused.rig_file')
+        static = {c: static[c] for c in cameras if c in static}
+    else:
+        static = {}
+    if fusion is None:
+        return None
+    return FusedSettings(fusion, source, timeout_ms, static, {c: i for i, c in enumerate(cameras)})
+
+
 UNDECLARED = object()
 """``parameter_values``'s value of a parameter of ``PARAMETERS`` that is not declared (any more)."""
 
@@ -501,6 +674,7 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
     period_s = r.get('diagnostics.period_s')
     status_log_period_s = r.get('status_log_period_s')
     autostart = r.get('autostart')
+    fused = _fused_settings(r, cameras)
     if r.problems:
         raise ConfigError('invalid parameters:\n  - ' + '\n  - '.join(dict.fromkeys(r.problems)))
     return NodeConfig(
@@ -509,10 +683,16 @@ def config_from_values(values: dict[str, Any], startup_problems: Sequence[str] =
         camera_info_source=source, info_wait_ms=info_wait_ms, input_transport=transport,
         max_image_megapixels=max_image_megapixels,
         diagnostics_period_s=period_s, log_throttle_s=log_throttle_s, status_log_period_s=status_log_period_s,
-        autostart=autostart,
+        autostart=autostart, fused=fused,
     )
 
 
 def read_node_config(node, startup_problems: Sequence[str] = ()) -> NodeConfig:
-    """``config_from_values`` of ``node``'s current parameters."""
-    return config_from_values(parameter_values(node), startup_problems)
+    """``config_from_values`` of ``node``'s current parameters (``extrinsics.<camera>.*`` of the cameras it
+    names declared first, so that a camera added since start-up gets them)."""
+    values = parameter_values(node)
+    cameras = values.get('cameras')
+    if isinstance(cameras, (list, tuple)) and all(isinstance(c, str) for c in cameras):
+        declare_extrinsics(node, cameras)
+        values.update(extrinsics_values(node, cameras))
+    return config_from_values(values, startup_problems)

@@ -1,7 +1,8 @@
 """Rolling means of where the node's time goes, for /diagnostics and the node benchmark (thread-safe).
 
 Series: the engine's per-batch stage times (``FrameResult.timings_ms``: upload, preprocess, network,
-postprocess, cloud, download, total), the time to build and publish one frame's messages, the time
+postprocess, cloud, download, total), the time to build and publish one frame's messages, the time to
+fuse and publish a batch's ``fused_points`` (``fused``, only while it has a subscriber), the time
 an image callback takes on the executor thread, and a frame's path from its stamp: to its image callback
 (``stamp_to_receive``), to the start of its batch (``stamp_to_dispatch``), to the batch's results
 (``stamp_to_result``) and to its last message published (``stamp_to_publish``).

@@ -319,6 +319,30 @@ def latency_table(stages: Mapping[str, Mapping[str, float]]) -> list[str]:
     return lines
 
 
+def rig_consistency_lines(rig: Mapping[str, Any] | None) -> list[str]:
+    """The multi-camera section of report.md (``metric3d_ros.core.rig_metrics``); none without a rig."""
+    if not rig:
+        return []
+    lines = ['', '## Multi-camera consistency', '', f'Rig `{rig["rig_file"]}`, {rig["batches"]} batches. '
+             f'{rig["definition"]}.', '',
+             '| pair | overlap | matched | pred_rel median | pred_rel p90 | within 1 % | gt_rel median |',
+             '|---|---|---|---|---|---|---|']
+    for name, p in {**rig['pairs'], 'all': rig['overall']}.items():
+        pred, gt = p['pred_rel'], p['gt_rel']
+        lines.append(f'| {name} | {p["overlap"]} | {p["matched"]} | {_fmt(pred.get("median"))} | '
+                     f'{_fmt(pred.get("p90"))} | {_fmt(pred.get("within_1pct"), 3, scientific=False)} | '
+                     f'{_fmt(gt.get("median"))} |')
+    fused = rig['fused_vs_gt']
+    lines += ['', f'Fused cloud (stride {fused["stride"]}) projected into each camera against its ground '
+              'truth, |z - g| / g:', '', '| points | count | median | p90 | within 5 % |',
+              '|---|---|---|---|---|']
+    for name in ('own', 'other'):
+        f = fused[name]
+        lines.append(f'| {name} camera | {f["count"]} | {_fmt(f.get("median"))} | {_fmt(f.get("p90"))} | '
+                     f'{_fmt(f.get("within_5pct"), 3, scientific=False)} |')
+    return lines
+
+
 def _resolution_line(resolution: str) -> str:
     if resolution == 'network':
         return ('- outputs at the network resolution, scored at the ground-truth pixels through the '
@@ -357,6 +381,7 @@ def write_markdown(report: Mapping[str, Any], path: Path, figures: Sequence[str]
         lines += ['', 'Cloud check: the organized clouds equal the unprojection of the published depth with '
                       f'the CameraInfo intrinsics to {_fmt(cloud.get("max_abs_diff_m"))} m (max over all '
                       'points).']
+    lines += rig_consistency_lines(report.get('multi_camera'))
     lat = report['latency_ms']
     lines += ['', '## Latency per batch (ms)', '', *latency_table(lat['stages']), '',
               f'Throughput: {_fmt(lat.get("frames_per_s"), 2)} frames/s over the engine time.', '',

@@ -35,6 +35,16 @@ any registered one) and ``/<cam>/depth/camera_info``, with the input image's hea
 
 The ``gt`` backend (``metric3d_ros.core.engine.gt_backend``) replaces the network by the canonical depth the
 ground truth implies: its error is the resampling error of the pipeline alone (the geometry proof).
+
+Multi-camera consistency (``--rig-file``, a rig JSON with camera-to-base extrinsics such as
+``shared/data/ddad_rig/rig.json``; definitions in ``metric3d_ros.core.rig_metrics``): per batch of cameras
+with ground truth, every ordered camera pair's overlap (ground-truth points of one camera that project into
+the other), the ground-truth matches in it, and the 3-D distance between the two cameras' predicted points
+of each match relative to the range (``multi_camera.pairs``, ``multi_camera.overall``); and the fused cloud
+(``core.geometry.fusion.fuse_depths`` at ``--fused-stride``, on the engine's device) projected back into
+every camera against its ground truth (``multi_camera.fused_vs_gt``: own camera's points, other cameras').
+With the ``gt`` backend this proves the extrinsics path (the figure is at the interpolation error's level);
+with real weights it measures the network's cross-camera consistency.
 """
 from __future__ import annotations
 
@@ -63,6 +73,13 @@ from metric3d_ros.core.geometry.camera_info import (
     scale_camera_info,
 )
 from metric3d_ros.core.geometry.cloud import unproject_organized
+from metric3d_ros.core.geometry.fusion import (
+    CameraDepth,
+    FusionConfig,
+    RigidTransform,
+    fuse_depths,
+    read_rig_extrinsics,
+)
 from metric3d_ros.core.geometry.intrinsics import Intrinsics
 from metric3d_ros.core.metrics import (
     DepthMetrics,
@@ -73,6 +90,7 @@ from metric3d_ros.core.metrics import (
     evaluated_values,
 )
 from metric3d_ros.core.outputs import DEPTH_INFO_TOPIC, OUTPUTS
+from metric3d_ros.core.rig_metrics import RigView, cross_camera_pairs, fused_lidar_errors, summarize
 from metric3d_ros.tools import eval_report
 from metric3d_ros.tools.bagio import (
     CAMERA_INFO,
@@ -120,8 +138,13 @@ class EvalOptions:
     output_bag: Path | None = None
     output_storage: str = 'sqlite3'
     overwrite: bool = False
+    rig_file: Path | None = None
+    fused_stride: int = 4
 
     def __post_init__(self) -> None:
+        if isinstance(self.fused_stride, bool) or not isinstance(self.fused_stride, int) \
+                or not 1 <= self.fused_stride <= 64:
+            raise ValueError(f'fused_stride must be an integer in [1, 64], got {self.fused_stride!r}')
         if self.sync_tolerance_ns < 0:
             raise ValueError(f'sync tolerance must be >= 0, got {self.sync_tolerance_ns} ns')
         if self.max_batch_size < 1:
@@ -312,6 +335,11 @@ class Evaluation:
         self.log_ratios: dict[str, list[np.ndarray]] = defaultdict(list)
         self.counts = {'info_exact': 0, 'info_nearest': 0, 'skipped_no_gt': 0}
         self._figure_count: dict[str, int] = defaultdict(int)
+        self.rig: dict[str, RigidTransform] = (read_rig_extrinsics(options.rig_file) if options.rig_file
+                                               else {})
+        self.pairs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.fused_errors: dict[str, list[np.ndarray]] = {'own': [], 'other': []}
+        self.rig_batches = 0
 
     def lookup_gt(self, meta: Any) -> np.ndarray | None:
         """Ground truth of the frame a backend is running (for the ``gt`` backend)."""
@@ -446,16 +474,83 @@ class Evaluation:
                 self._score(record, item, info, intr, result)
             if writer is not None:
                 self._write_outputs(writer, record, item, info, result)
+        if self.rig:
+            self._rig_consistency([(*kept, result) for kept, result in zip(keep, results, strict=True)])
+
+    def _rig_consistency(self, frames: list[tuple]) -> None:
+        """Cross-camera agreement and the fused cloud against the ground truth of one batch (module doc):
+        the pairs on the depth at the camera's pixels, the fused cloud from the depth as published.
+        ``frames``: (record, loaded frame, CameraInfo, camera intrinsics, result) of each frame."""
+        order = {name: i for i, name in enumerate(sorted(self.rig))}
+        views, depths = [], []
+        for rec, item, info, camera, res in frames:
+            if rec.error is not None or not res.ok or item.gt is None or rec.camera not in self.rig:
+                continue
+            published, pred = _camera_depth(res.arrays['depth_m'], info, camera, item.rgb.shape[:2])
+            views.append(RigView(rec.camera, pred, item.gt, camera, self.rig[rec.camera].matrix(),
+                                 order[rec.camera]))
+            depths.append(CameraDepth(order[rec.camera], res.arrays['depth_m'], published,
+                                      self.rig[rec.camera]))
+        if len(views) < 2:
+            return
+        self.rig_batches += 1
+        cfg = self.options.metrics
+        for a in views:
+            for b in views:
+                if a is b:
+                    continue
+                m = cross_camera_pairs(a, b, cfg)
+                acc = self.pairs.setdefault((a.camera, b.camera),
+                                            {'overlap': 0, 'matched': 0, 'pred_rel': [], 'gt_rel': []})
+                acc['overlap'] += m.overlap
+                acc['matched'] += len(m.gt_rel)
+                acc['pred_rel'].append(m.pred_rel)
+                acc['gt_rel'].append(m.gt_rel)
+        fusion = FusionConfig(base_frame='base', stride=self.options.fused_stride,
+                              min_range_m=0.0, max_range_m=min(1000.0, cfg.max_depth_m))
+        cloud = fuse_depths(depths, fusion, getattr(self.engine, 'device', 'cpu'))
+        own, other = fused_lidar_errors(cloud.xyz, cloud.camera_index, views, cfg)
+        self.fused_errors['own'].append(own)
+        self.fused_errors['other'].append(other)
+
+    def _rig_report(self) -> dict[str, Any] | None:
+        if not self.rig:
+            return None
+        pairs = {}
+        every_pred, every_gt, overlap, matched = [], [], 0, 0
+        for (a, b), acc in sorted(self.pairs.items()):
+            pred = np.concatenate(acc['pred_rel']) if acc['pred_rel'] else np.zeros(0)
+            gt = np.concatenate(acc['gt_rel']) if acc['gt_rel'] else np.zeros(0)
+            pairs[f'{a}->{b}'] = {'overlap': acc['overlap'], 'matched': acc['matched'],
+                                  'match_rate': acc['matched'] / acc['overlap'] if acc['overlap'] else None,
+                                  'pred_rel': summarize(pred), 'gt_rel': summarize(gt)}
+            every_pred.append(pred)
+            every_gt.append(gt)
+            overlap += acc['overlap']
+            matched += acc['matched']
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0)
+
+        return {
+            'rig_file': str(self.options.rig_file), 'batches': self.rig_batches,
+            'definition': 'pred_rel: 3-D distance between two cameras\' predicted points of the same '
+                          'ground-truth surface point (matched within 2 px and 1 % of range), over the range '
+                          'from the first camera; gt_rel: the same with ground-truth depth (quantization '
+                          'floor); fused_vs_gt: |z - g| / g of the fused cloud projected into each camera',
+            'pairs': pairs,
+            'overall': {'overlap': overlap, 'matched': matched,
+                        'match_rate': matched / overlap if overlap else None,
+                        'pred_rel': summarize(joined(every_pred)), 'gt_rel': summarize(joined(every_gt))},
+            'fused_vs_gt': {'stride': self.options.fused_stride,
+                            'own': summarize(joined(self.fused_errors['own'])),
+                            'other': summarize(joined(self.fused_errors['other']))},
+        }
 
     def _score(self, record: FrameRecord, item: _Loaded, info: CameraInfoFields, camera: Intrinsics,
                result: Any) -> None:
         depth = result.arrays['depth_m']
-        h, w = depth.shape
-        # the depth CameraInfo the node publishes with this depth image (at camera resolution: the input's)
-        published = intrinsics_from_camera_info(scale_camera_info(info, w, h), w, h).intrinsics
-        height, width = item.rgb.shape[:2]
-        pred = depth if (h, w) == (height, width) else depth_at_camera_pixels(depth, published, camera,
-                                                                               width, height)
+        published, pred = _camera_depth(depth, info, camera, item.rgb.shape[:2])
         points = result.arrays.get('points_xyz')
         if points is not None:
             expected = unproject_organized(depth, published, self.options.cloud_stride)
@@ -546,6 +641,7 @@ class Evaluation:
                 for r in self.records
             ],
             'errors': [f'{r.camera} {r.stamp_ns}: {r.error}' for r in errors[:20]],
+            'multi_camera': self._rig_report(),
         }
         return report
 
@@ -586,6 +682,19 @@ def evaluate_bag(bag: Path, engine: Any, options: EvalOptions, output_dir: Path,
     if write:
         ev.write(report)
     return report
+
+
+def _camera_depth(depth: np.ndarray, info: CameraInfoFields, camera: Intrinsics,
+                  image_hw: tuple[int, int]) -> tuple[Intrinsics, np.ndarray]:
+    """The intrinsics of the depth CameraInfo the node publishes with ``depth`` (at camera resolution: the
+    input's) and the depth at the camera image's pixels (``depth_at_camera_pixels`` for network-resolution
+    depth)."""
+    h, w = depth.shape
+    published = intrinsics_from_camera_info(scale_camera_info(info, w, h), w, h).intrinsics
+    height, width = image_hw
+    if (h, w) == (height, width):
+        return published, depth
+    return published, depth_at_camera_pixels(depth, published, camera, width, height)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -659,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output-bag', type=Path, default=None, help="write the node's output topics here")
     p.add_argument('--output-storage', choices=STORAGES, default='sqlite3')
     p.add_argument('--overwrite', action='store_true', help='replace an existing output bag')
+    p.add_argument('--rig-file', type=Path, default=None,
+                   help='rig JSON with camera-to-base extrinsics (e.g. shared/data/ddad_rig/rig.json): adds '
+                        'the multi-camera consistency figures')
+    p.add_argument('--fused-stride', type=int, default=4,
+                   help='decimation of the fused cloud checked against the ground truth (with --rig-file)')
     # engine options from their declaration (--backend also takes 'gt', the ground-truth geometry proof);
     # --max-batch-size also bounds the replay's batches
     add_engine_arguments(p)
@@ -674,7 +788,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], EvalOpt
         max_batch_size=args.max_batch_size, cloud_stride=args.cloud_stride,
         output_resolution=args.output_resolution, max_frames=args.max_frames,
         figures=not args.no_figures, figure_frames_per_camera=args.figure_frames, output_bag=args.output_bag,
-        output_storage=args.output_storage, overwrite=args.overwrite,
+        output_storage=args.output_storage, overwrite=args.overwrite, rig_file=args.rig_file,
+        fused_stride=args.fused_stride,
     )
     return engine, options
 
@@ -699,6 +814,14 @@ def print_summary(report: dict[str, Any], output_dir: Path, stream=None) -> None
               file=stream)
     fps = report['latency_ms'].get('frames_per_s')
     print(f'throughput {fps:.2f} frames/s' if fps else 'throughput -', file=stream)
+    rig = report.get('multi_camera')
+    if rig:
+        overall, fused = rig['overall'], rig['fused_vs_gt']
+        print(f'multi-camera: {overall["matched"]} matched points in {overall["overlap"]} overlapping, '
+              f'median relative disagreement {overall["pred_rel"].get("median", float("nan")):.2e} '
+              f'(ground-truth floor {overall["gt_rel"].get("median", float("nan")):.2e}); fused cloud vs '
+              f'ground truth: median {fused["own"].get("median", float("nan")):.2e} own camera, '
+              f'{fused["other"].get("median", float("nan")):.2e} other cameras', file=stream)
     print(f'report: {output_dir / "report.md"}', file=stream)
 
 

@@ -10,6 +10,8 @@ import pytest
 from metric3d_ros.codec.cdr import CdrError
 from metric3d_ros.codec.cloud import (
     FLOAT32,
+    POINT_STEP_FUSED_B,
+    POINT_STEP_FUSED_RGB_B,
     POINT_STEP_XYZ_B,
     POINT_STEP_XYZRGB_B,
     UINT32,
@@ -17,6 +19,7 @@ from metric3d_ros.codec.cloud import (
     pointcloud2_cdr,
     pointcloud2_from_msg,
     read_pointcloud2_cdr,
+    unorganized_cloud_cdr,
 )
 
 H, W = 4, 6
@@ -185,6 +188,38 @@ def test_reader_rejects_malformed_clouds():
     wide.fields[2].offset = 14
     with pytest.raises(CloudConversionError, match='does not fit'):
         pointcloud2_from_msg(wide)
+
+
+@pytest.mark.parametrize('with_rgb', [False, True])
+def test_unorganized_fused_cloud_layout_and_round_trip(with_rgb):
+    rng = np.random.default_rng(8)
+    n = 37
+    xyz = rng.uniform(-20.0, 20.0, size=(n, 3)).astype(np.float32)
+    index = rng.integers(0, 5, size=n).astype(np.uint32)
+    rgb = rng.integers(0, 256, size=(n, 3), dtype=np.uint8) if with_rgb else None
+    raw = unorganized_cloud_cdr(xyz, STAMP_NS, 'base_link', camera_index=index, rgb=rgb)
+    msg = _msg(raw)  # rosbags' reader
+    step = POINT_STEP_FUSED_RGB_B if with_rgb else POINT_STEP_FUSED_B
+    want = [('x', 0, FLOAT32, 1), ('y', 4, FLOAT32, 1), ('z', 8, FLOAT32, 1), ('camera', 12, UINT32, 1)]
+    if with_rgb:
+        want.append(('rgb', 16, FLOAT32, 1))
+    assert _fields(msg) == want
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, n, step, step * n)
+    assert msg.is_dense and not msg.is_bigendian and msg.header.frame_id == 'base_link'
+    points = _points(msg)[0]
+    np.testing.assert_array_equal(points[:, :12].copy().view('<f4'), xyz)
+    np.testing.assert_array_equal(points[:, 12:16].copy().view('<u4')[:, 0], index)
+    cloud = read_pointcloud2_cdr(raw)
+    np.testing.assert_array_equal(cloud.xyz[0], xyz)
+    np.testing.assert_array_equal(cloud.channels['camera'][0], index)
+    if with_rgb:
+        np.testing.assert_array_equal(cloud.rgb[0], rgb)
+    empty = read_pointcloud2_cdr(unorganized_cloud_cdr(np.zeros((0, 3), np.float32), 0, 'b'))
+    assert empty.xyz.shape == (1, 0, 3) and empty.channels['camera'].shape == (1, 0)
+    with pytest.raises(CloudConversionError, match='camera_index'):
+        unorganized_cloud_cdr(xyz, 0, 'b', camera_index=index[:3])
+    with pytest.raises(CloudConversionError, match=r'\(N, 3\)'):
+        unorganized_cloud_cdr(xyz[:, :2], 0, 'b')
 
 
 def test_engine_style_padded_points_give_the_same_bytes():

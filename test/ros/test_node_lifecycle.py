@@ -264,6 +264,42 @@ def test_ctrl_c_during_start_up_exits_cleanly_with_code_0():
     assert 'Traceback' not in out and 'FATAL' not in out, out
 
 
+_RACING_SPIN = '''
+import sys
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+
+def spin(self, *args, **kwargs):
+    # rclpy's Ctrl-C handler shuts the context down between spin's ok() check and the wait set it builds:
+    # WaitSet() then raises RCLError "the given context is not valid" (seen on a loaded machine)
+    print('spinning', flush=True)
+    rclpy.shutdown()
+    raise _rclpy.RCLError('failed to initialize wait set: the given context is not valid')
+
+
+SingleThreadedExecutor.spin = spin
+from metric3d_ros.ros.node import main
+sys.exit(main())
+'''
+
+
+def test_ctrl_c_racing_the_executor_exits_cleanly_with_code_0():
+    """Ctrl-C that shuts the context down while the executor builds its wait set is a requested exit (code
+    0, no traceback), not a crash (it exited 1 with RCLError)."""
+    params_file = str(REPO_ROOT / 'config' / 'depth.yaml')
+    args = [sys.executable, '-c', _RACING_SPIN, '--ros-args', '--params-file', params_file,
+            '-r', f'__ns:={unique_namespace("racingspin")}', *_fast_args(),
+            '-p', 'process_layout:=in_process']
+    proc = subprocess.run(args, cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=90.0, check=False)
+    out = proc.stdout + proc.stderr
+    assert 'spinning' in out, out
+    assert proc.returncode == 0, out
+    assert 'Traceback' not in out, out
+
+
 def test_deleting_a_parameter_is_refused_and_configure_still_works(harness):
     """``ros2 param delete`` of a float parameter (dynamic typing) was accepted and bricked configure."""
     from rclpy.parameter_client import AsyncParameterClient

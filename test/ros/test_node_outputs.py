@@ -285,7 +285,8 @@ def _intrinsics_caches():
     topics = output_topics('cam', CATALOGUE)
     outputs = CameraOutputs(fake_node, 'cam', CATALOGUE, topics, OutputConfig(), None)
     config = config_from_values({'cameras': ['cam'], 'backend': 'fake', 'device': 'cpu'})
-    stub = SimpleNamespace(_config=config,
+    cam_topics = SimpleNamespace(image='cam/image', compressed='cam/image/compressed')
+    stub = SimpleNamespace(_config=config, _topics={'cam': cam_topics},
                            _node=SimpleNamespace(get_logger=lambda: SimpleNamespace(warning=lambda *_: None)))
     cam = _Camera('cam', config)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 
 pytest.importorskip('rclpy')
@@ -183,3 +184,134 @@ def test_stamp_and_size_parameters_reach_the_config():
     assert 'max_future_ms must be > 0' in _problems(max_future_ms=0.0)
     text = _problems(max_image_megapixels=0.0)
     assert 'max_image_megapixels: got 0.0; use a number in [0.001, 1000]' in text
+
+
+# ------------------------------------------------------------------------------ fused cloud (issue 17)
+_LOOK_X = [-0.5, 0.5, -0.5, 0.5]  # optical z along base_link x
+
+
+def _static(camera, parent='base_link', translation=(0.1, 0.0, 1.0), rotation=_LOOK_X):
+    return {f'extrinsics.{camera}.parent_frame': parent,
+            f'extrinsics.{camera}.translation_m': list(translation),
+            f'extrinsics.{camera}.rotation_xyzw': list(rotation)}
+
+
+def test_fused_is_off_by_default_and_static_extrinsics_reach_the_config():
+    assert _config().fused is None
+    values = {'fused.enabled': True, 'fused.voxel_m': 0.05, 'fused.stride': 4, 'fused.max_range_m': 20.0,
+              'fused.min_height_m': 0.05, 'fused.max_height_m': 2.0}
+    for cam in CAMERAS:
+        values.update(_static(cam))
+    config = _config(**values)
+    fused = config.fused
+    assert fused.source == 'static' and set(fused.static) == set(CAMERAS)  # auto: static extrinsics given
+    assert fused.fusion.voxel_m == 0.05 and fused.fusion.stride == 4 and fused.fusion.max_range_m == 20.0
+    assert (fused.fusion.min_height_m, fused.fusion.max_height_m) == (0.05, 2.0)
+    assert fused.camera_index == {'front': 0, 'left': 1, 'right': 2}
+    assert fused.static['left'].translation_m == (0.1, 0.0, 1.0)
+    assert pickle.loads(pickle.dumps(config)) == config  # group workers get it pickled
+
+
+def test_fused_rig_file_and_parameters_win(tmp_path):
+    rig = tmp_path / 'rig.json'
+    rig.write_text('{"cameras": {"front": {"T_vehicle_camera": {"rotation_wxyz": [0.5, -0.5, 0.5, -0.5], '
+                   '"translation_xyz": [1.0, 0.0, 1.5]}}, "left": {"T_vehicle_camera": {"rotation_wxyz": '
+                   '[1, 0, 0, 0], "translation_xyz": [0, 0, 0]}}}}')
+    config = _config(**{'fused.enabled': True, 'fused.rig_file': str(rig), **_static('left'),
+                        **_static('right', translation=(0.0, -0.2, 1.0))})
+    static = config.fused.static
+    assert static['front'].translation_m == (1.0, 0.0, 1.5)
+    assert static['front'].rotation_xyzw == pytest.approx(tuple(_LOOK_X))
+    assert static['left'].translation_m == (0.1, 0.0, 1.0)  # the parameters win over the rig file
+
+
+@pytest.mark.parametrize('values,message', [
+    ({**_static('front'), **_static('left')},
+     "extrinsics: no static extrinsics for camera(s) ['right']; set extrinsics.<camera>.parent_frame "
+     "('base_link'), .translation_m and .rotation_xyzw, or list them in fused.rig_file"),
+    ({**_static('front', parent='odom'), **_static('left'), **_static('right')},
+     "extrinsics.front.parent_frame: 'odom' is not fused.base_frame 'base_link'; static extrinsics are not "
+     'chained'),
+    ({**_static('front', rotation=(0.0, 0.0, 0.0, 3.0)), **_static('left'), **_static('right')},
+     'extrinsics.front.translation_m / extrinsics.front.rotation_xyzw: rotation_xyzw must be a unit '
+     'quaternion'),
+    ({'extrinsics.front.parent_frame': 'base_link', **_static('left'), **_static('right')},
+     'extrinsics.front.translation_m, extrinsics.front.rotation_xyzw: not set; give all three'),
+    ({'fused.rig_file': '/nonexistent/rig.json'}, 'fused.rig_file: [Errno 2]'),
+    ({'fused.extrinsics_source': 'tf'}, 'fused.extrinsics_source: tf needs tf2_ros, which is not importable'),
+    ({'fused.voxel_m': 0.0001}, 'fused.*: voxel_m must be 0 (no voxel decimation) or in [0.001, 100]'),
+    ({'fused.min_height_m': 2.0, 'fused.max_height_m': 1.0}, 'fused.*: need finite min_height_m < '
+     'max_height_m'),
+])
+def test_fused_problems_name_the_parameter_and_what_to_change(values, message):
+    from metric3d_ros.ros.params import tf2_available
+
+    if 'tf needs tf2_ros' in message and tf2_available():
+        pytest.skip('tf2_ros is importable here: the tf source is valid')
+    assert message in _problems(**{'fused.enabled': True, **values})
+
+
+def test_extrinsics_parameters_are_declared_per_camera_and_read_at_configure():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from metric3d_ros.ros.params import declare_extrinsics
+
+    rclpy.init()
+    try:
+        overrides = [Parameter('cameras', value=['front']), Parameter('fused.enabled', value=True)]
+        overrides += [Parameter(name, value=value) for name, value in _static('front').items()]
+        node = rclpy.create_node('params_fused', parameter_overrides=overrides)
+        declare_parameters(node)
+        declare_extrinsics(node, ['front'])
+        assert node.describe_parameter('extrinsics.front.translation_m').dynamic_typing
+        config = read_node_config(node)
+        assert config.fused.static['front'].translation_m == (0.1, 0.0, 1.0)
+        node.set_parameters([Parameter('cameras', value=['front', 'rear'])])
+        with pytest.raises(ConfigError, match=r"no static extrinsics for camera\(s\) \['rear'\]"):
+            read_node_config(node)  # rear's parameters are declared at configure, unset
+        assert node.has_parameter('extrinsics.rear.parent_frame')
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+
+
+def test_fused_and_extrinsics_from_a_params_file_keyed_for_any_node(tmp_path):
+    import rclpy
+
+    from metric3d_ros.ros.params import declare_extrinsics
+
+    params = tmp_path / 'fused.yaml'
+    params.write_text('''/**:
+  ros__parameters:
+    cameras: [front, left]
+    fused:
+      enabled: true
+      voxel_m: 0.05
+      min_height_m: 0.05
+      max_height_m: 2.0
+    extrinsics:
+      front:
+        parent_frame: base_link
+        translation_m: [0.20, 0.0, 1.10]
+        rotation_xyzw: [-0.5, 0.5, -0.5, 0.5]
+      left:
+        parent_frame: base_link
+        translation_m: [0.0, 0.15, 1.10]
+        rotation_xyzw: [-0.7071068, 0.0, 0.0, 0.7071068]
+''')
+    context = rclpy.Context()
+    rclpy.init(args=['--ros-args', '--params-file', str(params)], context=context)
+    try:
+        node = rclpy.create_node('any_name', context=context)
+        assert declare_parameters(node) == []
+        declare_extrinsics(node, node.get_parameter('cameras').value)
+        config = read_node_config(node)
+        fused = config.fused
+        assert fused.source == 'static' and fused.fusion.voxel_m == 0.05
+        assert fused.static['left'].translation_m == (0.0, 0.15, 1.1)
+        optical_z = fused.static['left'].rotation_matrix()[:, 2]
+        np.testing.assert_allclose(optical_z, [0.0, 1.0, 0.0], atol=1e-6)  # the left camera looks along +y
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

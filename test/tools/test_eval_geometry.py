@@ -41,9 +41,10 @@ from metric3d_ros.tools.bag_builder import (
 NET = {'net_size': '616x1064'}
 
 
-def _proof(bag, out, max_depth_m, median=False):
+def _proof(bag, out, max_depth_m, median=False, rig_file=None):
     metrics = MetricsConfig(min_depth_m=1e-3, max_depth_m=max_depth_m)
-    options = ev.EvalOptions(metrics=metrics, figures=False, cloud_stride=4, median_scaled=median)
+    options = ev.EvalOptions(metrics=metrics, figures=False, cloud_stride=4, median_scaled=median,
+                             rig_file=rig_file)
     report = ev.evaluate_with_backend(bag, 'gt', NET, options, out, write=False)
     assert report['counts']['errors'] == 0
     assert report['counts']['frames'] == report['counts']['frames_with_gt']
@@ -104,8 +105,23 @@ def test_kitti_semi_dense_lidar(tmp_path, shared_dir):
 
 
 def test_ddad_rig_sparse_lidar(tmp_path, shared_dir):
-    report = _proof(_preset_bag(tmp_path, shared_dir, 'ddad'), tmp_path / 'r', 250.0)
+    rig_file = shared_dir / 'data' / 'ddad_rig' / 'rig.json'
+    report = _proof(_preset_bag(tmp_path, shared_dir, 'ddad'), tmp_path / 'r', 250.0, rig_file=rig_file)
     assert report['counts']['frames'] == 9 and report['counts']['batches'] == 3  # one batch per sample
+    # multi-camera consistency (issue 17; the pointwise interpolation bound is test/core/test_rig_metrics.py):
+    # the front camera overlaps both side cameras, the side cameras do not overlap
+    rig = report['multi_camera']
+    assert rig['batches'] == 3
+    for pair in ('CAMERA_01->CAMERA_05', 'CAMERA_05->CAMERA_01', 'CAMERA_01->CAMERA_06',
+                 'CAMERA_06->CAMERA_01'):
+        p = rig['pairs'][pair]
+        assert p['overlap'] > 1500 and p['match_rate'] > 0.95, pair
+        assert p['pred_rel']['median'] < 1e-3 and p['gt_rel']['median'] < 1e-3, pair
+    assert rig['pairs']['CAMERA_05->CAMERA_06']['overlap'] == 0
+    assert rig['overall']['pred_rel']['median'] < 1e-3
+    fused = rig['fused_vs_gt']
+    assert fused['own']['count'] > 1000 and fused['own']['median'] < 1e-3
+    assert fused['other']['count'] > 300 and fused['other']['median'] < 1e-2
     cams = report['metrics']['cameras']
     bounds = _model_bounds(shared_dir, 'ddad')
     assert set(cams) == set(bounds) == {'CAMERA_01', 'CAMERA_05', 'CAMERA_06'}

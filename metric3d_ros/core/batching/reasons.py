@@ -1,7 +1,8 @@
 """Names of the reasons a frame is dropped (shared by pairing, stamp checks, scheduler and diagnostics).
 
 Every input frame ends in exactly one place: published, or dropped with one of these reasons (the node
-adds its own, e.g. for bad encodings, through ``BatchScheduler.reject``).
+adds its own, e.g. for bad encodings, through ``BatchScheduler.reject``). The last three name why a frame is
+left out of the fused cloud, which is no drop.
 """
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ PROCESS_ERROR = 'process_error'
 """``process_batch`` raised (or returned the wrong number of results) for the batch holding it."""
 PUBLISH_ERROR = 'publish_error'
 """``publish`` raised for it."""
+
+# Why a camera's frame is left out of a fused multi-camera cloud (``fused_points``, ``ros.fused``). These are
+# not frame drops: the frame's own outputs were published; they are counted apart from the camera's drops.
+FUSED_NO_DEPTH = 'fused_no_depth'
+"""The frame has no depth to fuse (its inference failed, or it was submitted before the fused subscriber)."""
+FUSED_STALE = 'fused_stale'
+"""The frame is older than the batch's newest image by more than ``fused.stamp_tolerance_ms``."""
+TRANSFORM_MISSING = 'transform_missing'
+"""No extrinsic for the frame's camera at its stamp (tf2 lookup failed, or no static extrinsics)."""

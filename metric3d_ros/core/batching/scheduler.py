@@ -58,6 +58,9 @@ class BatchScheduler(Generic[Item, Result]):
     stats: where inputs, drops, outputs and batches are recorded (a new ``DiagnosticsStats`` if None).
     log_error: receives throttled error messages (default: the ``metric3d_ros.batching`` logger).
     monotonic_ns: the clock of deadlines, camera activity and throttling (tests may pass their own).
+    on_batch: optional; called on the worker thread with a batch's items and results (same order) once
+        each of them went through ``publish`` (a batch-level output such as the fused cloud). An exception is
+        logged (throttled) and the worker carries on; it changes no frame's accounting.
     in_flight: batches in flight (1..4). With more than one, ``process_batch`` may return a handle with a
         ``result()`` method (e.g. ``DepthEngine.submit``'s ticket) instead of the results: when the next batch
         is ready while one is in flight (frames queue faster than a batch takes), the worker submits it before
@@ -78,6 +81,7 @@ class BatchScheduler(Generic[Item, Result]):
         monotonic_ns: ClockNs = monotonic_ns,
         thread_name: str = 'metric3d-batching',
         in_flight: int = 1,
+        on_batch: Callable[[list[Item], list[Result]], None] | None = None,
     ) -> None:
         if isinstance(in_flight, bool) or not isinstance(in_flight, int) or not 1 <= in_flight <= 4:
             raise ValueError(f'in_flight must be an integer in [1, 4], got {in_flight!r}')
@@ -87,6 +91,7 @@ class BatchScheduler(Generic[Item, Result]):
         self._config = config
         self._process_batch = process_batch
         self._publish = publish
+        self._on_batch = on_batch
         self._clock = clock
         self._mono = monotonic_ns
         self._stats = stats if stats is not None else DiagnosticsStats(monotonic_ns=monotonic_ns)
@@ -304,6 +309,11 @@ class BatchScheduler(Generic[Item, Result]):
         self._stats.record_batch([pending.camera_id for pending in batch], (self._mono() - start_ns) / 1e6)
         for pending, result in zip(batch, results, strict=True):
             self._publish_one(pending, result)
+        if self._on_batch is not None:
+            try:
+                self._on_batch([pending.item for pending in batch], list(results))
+            except Exception as exc:  # logged, never fatal; the frames are accounted for already
+                self._log('on_batch', f'the batch output of {len(batch)} frames failed: {exc!r}')
 
     def _batch_failed(self, batch: list[Pending[Item]], exc: Exception) -> None:
         camera_ids = [pending.camera_id for pending in batch]

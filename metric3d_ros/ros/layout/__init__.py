@@ -50,16 +50,17 @@ class Layout(Protocol):
 
 
 def make_layout(node, config: NodeConfig, topics: Mapping[str, CameraTopics],
-                catalogue: Mapping[str, OutputSpec]) -> Layout:
-    """The layout named by ``config.process_layout`` for ``node``."""
+                catalogue: Mapping[str, OutputSpec], fused_topics: Mapping[str, str]) -> Layout:
+    """The layout named by ``config.process_layout`` for ``node``; ``fused_topics``: group name -> resolved
+    ``fused_points`` topic (empty when the fused cloud is off)."""
     if config.process_layout == 'in_process':
         from metric3d_ros.ros.layout.in_process import InProcessLayout
 
-        return InProcessLayout(node, config, topics, catalogue)
+        return InProcessLayout(node, config, topics, catalogue, fused_topics)
     if config.process_layout == 'group_workers':
         from metric3d_ros.ros.layout.workers import GroupWorkersLayout
 
-        return GroupWorkersLayout(node, config, topics, catalogue)
+        return GroupWorkersLayout(node, config, topics, catalogue, fused_topics)
     raise ValueError(f'process_layout must be one of {LAYOUTS}, got {config.process_layout!r}')
 
 

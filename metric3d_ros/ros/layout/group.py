@@ -22,10 +22,10 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rclpy.duration import Duration
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from metric3d_ros.codec.camera_info import read_camera_info_cdr
 from metric3d_ros.codec.cdr import CdrError
@@ -47,6 +47,7 @@ from metric3d_ros.core.geometry.letterbox import compute_letterbox
 from metric3d_ros.core.outputs import OutputSpec
 from metric3d_ros.core.stats import BatchSnapshot, CameraSnapshot, DiagnosticsStats
 from metric3d_ros.ros.diagnostics import CameraExtras
+from metric3d_ros.ros.fused import FusedOutput, make_extrinsics, with_depth
 from metric3d_ros.ros.params import GroupConfig, NodeConfig
 from metric3d_ros.ros.publishers import DEPTH_INFO, CameraOutputs, Job, Wanted
 from metric3d_ros.ros.timers import steady_timer
@@ -90,6 +91,7 @@ class GroupReport:
     timing: Mapping[str, str]
     restarts: int = 0
     lost: int = 0
+    fused: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,16 @@ class CameraGroup:
 
     node: the rclpy node the group's entities live on (the depth node, or a worker's node).
     catalogue: the output catalogue (``core.outputs.OUTPUTS`` as the node saw it at configure).
+    fused_topic: the resolved ``fused_points`` topic of this group ('' when ``fused.enabled`` is false):
+        one cloud per batch of this group's cameras (``ros.fused``).
     """
 
     def __init__(self, node, config: NodeConfig, group: GroupConfig, topics: Mapping[str, CameraTopics],
-                 catalogue: Mapping[str, OutputSpec]) -> None:
+                 catalogue: Mapping[str, OutputSpec], fused_topic: str = '') -> None:
         self._node = node
+        self._fused_topic = fused_topic if config.fused is not None else ''
+        self._fused: FusedOutput | None = None
+        self._fused_listener = None
         self._config = config
         self.group = group
         self._topics = dict(topics)
@@ -220,6 +227,11 @@ class CameraGroup:
         return self._stats
 
     @property
+    def fused(self) -> FusedOutput | None:
+        """The group's fused cloud output (None when disabled or before the first activate)."""
+        return self._fused
+
+    @property
     def scheduler(self) -> BatchScheduler | None:
         """The group's batching scheduler (None while inactive)."""
         return self._scheduler
@@ -243,10 +255,13 @@ class CameraGroup:
         scheduler = BatchScheduler(config.scheduler, self._process_batch, self._publish, self._now_ns,
                                    stats=stats, log_error=self._log_error,
                                    thread_name=f'metric3d-{self.group.name}',
-                                   in_flight=self._engine.config.pipeline_depth)
+                                   in_flight=self._engine.config.pipeline_depth,
+                                   on_batch=self._publish_fused if self._fused_topic else None)
         out_qos = config.output_qos.profile()
         in_qos = config.input_qos.profile()
         with self._lock:
+            if self._fused_topic:
+                self._activate_fused(out_qos)
             self._stats, self._scheduler, self._timing = stats, scheduler, TimingStats()
             for name in self.group.cameras:
                 cam = self._cameras[name] = _Camera(name, config)
@@ -301,6 +316,7 @@ class CameraGroup:
             handle, self._jump_handle = self._jump_handle, None
             if handle is not None:
                 handle.unregister()
+            self._deactivate_fused()
             if self.state == 'active':
                 self.state = 'inactive'
 
@@ -311,6 +327,31 @@ class CameraGroup:
         self.state = 'unconfigured'
         if engine is not None and not self._stuck:  # never under an inference thread that is still running
             engine.close()
+
+    def _activate_fused(self, qos) -> None:
+        """The fused cloud's publisher and extrinsics (a tf2 listener on the group's node for 'tf')."""
+        settings = self._config.fused
+        extrinsics, self._fused_listener = make_extrinsics(self._node, settings)
+        publisher = self._node.create_publisher(PointCloud2, self._fused_topic, qos)
+        logger = self._node.get_logger()
+        self._fused = FusedOutput(publisher, settings, extrinsics, self._engine.device,
+                                  log_error=logger.error, log_warning=logger.warning,
+                                  log_throttle_s=self._config.log_throttle_s, topic=self._fused_topic)
+
+    def _deactivate_fused(self) -> None:
+        fused, listener, self._fused_listener = self._fused, self._fused_listener, None
+        if listener is not None:
+            listener.unregister()
+        if fused is not None and fused.publisher is not None:
+            self._node.destroy_publisher(fused.publisher)
+            fused.publisher = None
+
+    def _publish_fused(self, items: list, results: list) -> None:
+        fused = self._fused
+        if fused is not None and fused.wanted() and self._node.context.ok():
+            start_s = time.perf_counter()
+            fused.publish_batch(items, results)
+            self._timing.add('fused', (time.perf_counter() - start_s) * 1e3)
 
     def reset_stamps(self) -> None:
         """Forget the last stamps (ROS time jumped back: a looping bag)."""
@@ -396,6 +437,10 @@ class CameraGroup:
         if scheduler is None or outputs is None:
             return
         wanted = outputs.wanted_request()  # the frame's one look at the subscription counts
+        fused = self._fused
+        if fused is not None and fused.wanted():  # the fused cloud needs the depth (published or not)
+            wanted = Wanted(with_depth(wanted.request if wanted is not None else None, self._config.outputs),
+                            wanted.publish if wanted is not None else frozenset())
         if wanted is None:
             cam.skipped_no_subscriber += 1
             scheduler.stats.record_input(cam.name)
@@ -585,6 +630,7 @@ class CameraGroup:
         stats = self._stats
         scheduler = self._scheduler
         cameras = []
+        fused_wanted = self._fused is not None and self._fused.wanted()  # its cameras are not idle
         for name in self.group.cameras:
             cam = self._cameras.get(name)
             outputs = cam.outputs if cam is not None else None
@@ -592,8 +638,8 @@ class CameraGroup:
             snap = stats.snapshot(name) if stats is not None else None
             extras = CameraExtras(
                 subscribed=tuple(key for key, yes in subscribed.items() if yes),
-                idle=outputs is not None and not any(yes for key, yes in subscribed.items()
-                                                     if key != DEPTH_INFO),
+                idle=outputs is not None and not fused_wanted and not any(
+                    yes for key, yes in subscribed.items() if key != DEPTH_INFO),
                 skipped_no_subscriber=cam.skipped_no_subscriber if cam else 0,
                 last_error=cam.last_error if cam else '',
                 info_warnings=cam.info_warnings if cam else (),
@@ -607,7 +653,7 @@ class CameraGroup:
         return GroupReport(
             name=self.group.name, device=str(getattr(engine, 'device', self.group.device)), state=self.state,
             error=self.error, cameras=tuple(cameras), batch=stats.batch_snapshot() if stats else None,
-            timing=self._timing.summary())
+            timing=self._timing.summary(), fused=self._fused.report() if self._fused is not None else {})
 
     def _update_hints(self) -> None:
         """The silent-camera hints, every ``diagnostics.period_s`` (a steady timer of the group, on the

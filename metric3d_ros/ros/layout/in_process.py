@@ -14,9 +14,10 @@ class InProcessLayout:
     and publishes."""
 
     def __init__(self, node, config: NodeConfig, topics: Mapping[str, CameraTopics],
-                 catalogue: Mapping[str, OutputSpec]) -> None:
+                 catalogue: Mapping[str, OutputSpec], fused_topics: Mapping[str, str]) -> None:
         self.groups = [
-            CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue)
+            CameraGroup(node, config, group, {cam: topics[cam] for cam in group.cameras}, catalogue,
+                        fused_topics.get(group.name, ''))
             for group in config.groups]
 
     def configure(self) -> None:

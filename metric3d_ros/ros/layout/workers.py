@@ -59,6 +59,7 @@ class WorkerSpec:
     topics: Mapping[str, CameraTopics]
     catalogue: Mapping[str, OutputSpec]
     use_sim_time: bool
+    fused_topic: str = ''
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -86,7 +87,7 @@ def _serve(spec: WorkerSpec, conn) -> None:
     node = rclpy.create_node(f'{spec.node_name}_{spec.group.name}', namespace=spec.namespace,
                              use_global_arguments=False,
                              parameter_overrides=[Parameter('use_sim_time', value=spec.use_sim_time)])
-    group = CameraGroup(node, spec.config, spec.group, spec.topics, spec.catalogue)
+    group = CameraGroup(node, spec.config, spec.group, spec.topics, spec.catalogue, spec.fused_topic)
 
     def send(msg: tuple) -> bool:
         try:
@@ -241,7 +242,7 @@ class GroupWorkersLayout:
     """
 
     def __init__(self, node, config: NodeConfig, topics: Mapping[str, CameraTopics],
-                 catalogue: Mapping[str, OutputSpec]) -> None:
+                 catalogue: Mapping[str, OutputSpec], fused_topics: Mapping[str, str]) -> None:
         self._node = node
         self._lock = threading.RLock()
         self._active = False
@@ -251,7 +252,8 @@ class GroupWorkersLayout:
         self._groups = {
             group.name: _GroupState(WorkerSpec(
                 node.get_name(), node.get_namespace(), config, group,
-                {cam: topics[cam] for cam in group.cameras}, dict(catalogue), use_sim_time))
+                {cam: topics[cam] for cam in group.cameras}, dict(catalogue), use_sim_time,
+                fused_topics.get(group.name, '')))
             for group in config.groups}
 
     def configure(self) -> None:

@@ -311,6 +311,32 @@ def test_publish_exception_and_publish_refusal_are_counted(make):
     assert 'publisher gone' in h.errors[0]
 
 
+def test_on_batch_sees_each_batch_after_its_publishes_and_its_errors_are_survived(make):
+    h = make()
+    seen = []
+
+    def on_batch(items, results):
+        with h.cond:
+            seen.append((list(items), list(results), list(h.published)))
+        if len(seen) == 1:
+            raise RuntimeError('fused cloud failed')
+
+    h.scheduler = BatchScheduler(h.scheduler.config, h.process, h.publish, h.clock, stats=h.stats,
+                                 log_error=h.errors.append, on_batch=on_batch)
+    for camera_id in 'ab':
+        h.submit(camera_id, 1)
+    h.scheduler.start()
+    assert h.wait_for(lambda: len(seen) == 1)
+    items, results, published_before = seen[0]
+    assert items == [('a', MS), ('b', MS)] and results == [('r', 'a', MS), ('r', 'b', MS)]
+    assert published_before == items  # the batch output comes after every frame of the batch
+    assert 'fused cloud failed' in h.errors[0]
+    h.submit('a', 2)
+    h.submit('b', 2)
+    assert h.wait_for(lambda: len(seen) == 2)  # the worker carried on
+    assert sum(h.stats.snapshot(c).outputs_total for c in 'ab') == 4 and h.drops('a') == {}
+
+
 def test_latency_and_batch_stats_are_recorded(make):
     h = make()
     h.submit('a', h.clock() // MS - 40)
