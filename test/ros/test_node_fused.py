@@ -151,7 +151,7 @@ def test_fused_output_costs_nothing_without_a_subscriber(harness):
     assert 'fused_mean_ms' not in report.timing  # the batch stage did not run
     # and front's request stayed its own (depth only; no output added for the fused cloud)
     group = node.layout.groups[0]
-    assert group.outputs('front').wanted_request().outputs == frozenset({'depth'})
+    assert group.outputs('front').wanted_request().request.outputs == frozenset({'depth'})
 
     # once fused_points has a subscriber, left is inferred for it alone and is not idle any more
     from sensor_msgs.msg import PointCloud2
