@@ -11,6 +11,7 @@ import time
 import pytest
 from node_support import (
     Harness,
+    assert_accounted,
     group_of,
     ros_env,
     stamp_ns_of,
@@ -96,6 +97,7 @@ def test_deadline_when_a_camera_is_late_and_immediate_when_all_arrive(harness):
     assert wait_until(lambda: published('b', t2), 10.0)
     assert batches[0][1] == ['a', 'b']
     assert (batches[0][0] - sent_s) * 1e3 < 400.0 + 200.0
+    assert_accounted(node)  # every input published or a counted drop
 
 
 def test_max_batch_size_and_batch_statistics(harness):
@@ -116,6 +118,7 @@ def test_max_batch_size_and_batch_statistics(harness):
     assert snap.batches_total >= 4
     values = {kv.key: kv.value for kv in node.diagnostics_message().status[0].values}
     assert values['max_batch_size'] == '2' and values['batch_size_histogram'].startswith(('1:', '2:'))
+    assert_accounted(node)
 
 
 def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
@@ -138,7 +141,8 @@ def test_slow_inference_drops_oldest_frames_and_counts_them(harness):
     for cam in cams:
         inputs, outputs = group_of(node).stats.counts(cam)
         drops = group_of(node).stats.drop_counts(cam)
-        assert inputs >= 25, inputs  # best effort, in process: nearly every frame arrives
+        # reliable input (FAST_NODE): every frame sent arrives; a loaded machine just sends fewer in 2 s
+        assert len(sent) >= 8 and inputs >= 0.8 * len(sent), (inputs, len(sent))
         assert drops.get('queue_overflow', 0) >= inputs // 2, drops
         assert 3 <= outputs <= 12, outputs
         got = [stamp_ns_of(m) for m in harness.messages(f'{sub_ns}/{cam}/depth/image')]
@@ -200,4 +204,5 @@ def test_sim_time_jumping_back_restarts_the_stamp_order_even_with_a_frame_in_fli
     got = published()
     assert got[0] == first_loop_ns + 100_000_000 and in_flight_ns not in got, got
     assert group_of(node).stats.drop_counts('cam').get('out_of_order_result', 0) <= 1
+    assert_accounted(node)  # the frame of the old timeline in flight is a counted drop, not a loss
     harness.on_executor(lambda: harness.helper.destroy_publisher(clock_pub))
