@@ -75,12 +75,13 @@ def choose_weights(weights: str, variant: str, offline: bool, log=print) -> tupl
     try:
         return str(resolve_weights(variant, download=False)), 'cache'
     except WeightsError as exc:
-        log(f'[demo] {exc}')
-    if offline:
-        log('[demo] --offline: not downloading the official checkpoint')
+        cache_miss = str(exc)  # names the cache and how to fill it by hand
+    if offline:  # one message per outcome: the cache miss is only worth its manual steps when offline
+        log(f'[demo] --offline: not downloading. {cache_miss}')
         return 'synthetic', 'synthetic (offline, no checkpoint)'
     try:
-        log('[demo] downloading the official checkpoint (Ctrl-C and --offline to skip)')
+        log('[demo] the official checkpoint is not in the cache: downloading it (Ctrl-C, or --offline, to '
+            'run with synthetic weights instead)')
         return str(resolve_weights(variant, download=True, timeout_s=20.0)), 'official download'
     except (WeightsError, OSError) as exc:
         log(f'[demo] download failed: {exc}')

@@ -29,6 +29,26 @@ def test_choose_weights_given_synthetic_and_offline(tmp_path, monkeypatch):
         demo.choose_weights(str(tmp_path / 'missing.pth'), 'small', offline=True)
 
 
+def test_choose_weights_says_one_thing_when_it_downloads(tmp_path, monkeypatch):
+    """A cache miss that goes on to download must not first say that download is disabled."""
+    import metric3d_ros.core.model.weights as weights_module
+
+    monkeypatch.setenv('METRIC3D_CACHE', str(tmp_path / 'empty_cache'))
+    real = weights_module.resolve_weights
+
+    def no_network(variant, download=False, **kwargs):
+        if download:
+            raise WeightsError('network unreachable (test)')
+        return real(variant, download=False, **kwargs)
+
+    monkeypatch.setattr(weights_module, 'resolve_weights', no_network)
+    logs = []
+    weights, source = demo.choose_weights('', 'small', offline=False, log=logs.append)
+    assert (weights, source) == ('synthetic', 'synthetic (download failed)')
+    assert not any('download is disabled' in line for line in logs), logs
+    assert 'downloading it' in logs[0] and 'network unreachable' in logs[-1], logs
+
+
 def test_synthetic_notice_is_loud():
     assert 'MEANINGLESS' in demo.SYNTHETIC_NOTICE and demo.SYNTHETIC_NOTICE.startswith('!' * 100)
 
