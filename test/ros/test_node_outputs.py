@@ -82,20 +82,18 @@ def test_three_cameras_of_different_resolutions(harness, layout):
             got = [stamp_ns_of(m) for m in msgs]
             assert got == sorted(got) and len(set(got)) == len(got), f'{cam}/{out} not in stamp order'
         # the newest frame every output of this camera has arrived for (a message may still be in flight)
-        common = set.intersection(*({stamp_ns_of(m) for m in msgs} for msgs in by_out.values()))
-        assert common, f'{cam}: no frame with every output'
-        depth = next(m for m in by_out['depth/image'] if stamp_ns_of(m) == max(common))
+        stamp = newest_common_stamp(harness, [f'{sub_ns}/{cam}/{out}' for out in OUTPUTS])
+        depth, info, cloud, normals, conf = (message_at(harness, f'{sub_ns}/{cam}/{out}', stamp)
+                                             for out in OUTPUTS)
         assert (depth.encoding, depth.width, depth.height, depth.step) == ('32FC1', w, h, 4 * w)
         depth_m = np.frombuffer(bytes(depth.data), dtype='<f4').reshape(h, w)
         assert np.isfinite(depth_m).all() and (depth_m > 0).all() and (depth_m < 300).all()
         # Camera resolution: the depth CameraInfo is the input one (same size and K/P).
-        info = next(m for m in by_out['depth/camera_info'] if stamp_ns_of(m) == stamp_ns_of(depth))
         ref = camera_info_msg(w, h, 0, frame_id)
         assert (info.width, info.height) == (w, h)
         np.testing.assert_allclose(info.k, ref.k, rtol=1e-12)
         np.testing.assert_allclose(info.p, ref.p, rtol=1e-12)
         # Organized xyzrgb cloud, depth_image_proc layout, stride 2, z equals the depth it samples.
-        cloud = next(m for m in by_out['points'] if stamp_ns_of(m) == stamp_ns_of(depth))
         assert (cloud.width, cloud.height) == (math.ceil(w / 2), math.ceil(h / 2))
         assert [(f.name, f.offset) for f in cloud.fields] == [('x', 0), ('y', 4), ('z', 8), ('rgb', 16)]
         assert cloud.point_step == 32 and cloud.row_step == 32 * cloud.width and not cloud.is_dense
@@ -105,11 +103,9 @@ def test_three_cameras_of_different_resolutions(harness, layout):
         u = np.arange(0, w, 2)
         expected_x = (u - (w - 1) / 2) * points[0, :, 2] / fx
         np.testing.assert_allclose(points[0, :, 0], expected_x, rtol=1e-5, atol=1e-6)
-        normals = next(m for m in by_out['normals/image'] if stamp_ns_of(m) == max(common))
         assert (normals.encoding, normals.width, normals.height, normals.step) == ('32FC3', w, h, 12 * w)
         n = np.frombuffer(bytes(normals.data), dtype='<f4').reshape(h, w, 3)
         np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-4)
-        conf = next(m for m in by_out['confidence/image'] if stamp_ns_of(m) == max(common))
         assert (conf.encoding, conf.width, conf.height) == ('32FC1', w, h)
     assert wait_until(lambda: all(s.outputs_total >= 2 for s in snapshots(node).values()), 5.0)
     assert set(snapshots(node)) == set(CAMERAS)
